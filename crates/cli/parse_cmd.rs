@@ -1,0 +1,94 @@
+//! `precedent parse FILE`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use precedent_core::{Level, Parsed};
+use precedent_parse::{ParseOptions, parse_file};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The write-up to parse (.md, .markdown or .txt).
+    file: PathBuf,
+    /// Print the parse as JSON (the Incident and diagnostics).
+    #[arg(long)]
+    json: bool,
+    /// Skip files larger than this many bytes.
+    #[arg(long, default_value_t = precedent_parse::DEFAULT_MAX_BYTES, value_name = "BYTES")]
+    max_bytes: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let name = args
+        .file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} is not a file name", args.file.display()))?
+        .to_owned();
+    if !args.file.is_file() {
+        anyhow::bail!("{} is not a readable file", args.file.display());
+    }
+    let options = ParseOptions { max_bytes: args.max_bytes, ..ParseOptions::default() };
+    let parsed = parse_file(&name, &args.file, &options);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &parsed)?;
+        writeln!(out)?;
+    } else {
+        print_human(&mut out, &parsed)?;
+    }
+    Ok(if parsed.incident.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_human(out: &mut impl Write, parsed: &Parsed) -> std::io::Result<()> {
+    for d in &parsed.diagnostics {
+        let level = match d.level {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        };
+        let line = d.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        writeln!(out, "{level}: {}{line}", d.message)?;
+    }
+    let Some(incident) = &parsed.incident else {
+        return writeln!(out, "skipped");
+    };
+    writeln!(out, "id:        {}", incident.id)?;
+    writeln!(out, "title:     {}", incident.title)?;
+    if let Some(date) = &incident.date {
+        match date.end {
+            Some(end) => writeln!(out, "date:      {} .. {end}", date.start)?,
+            None => writeln!(out, "date:      {}", date.start)?,
+        }
+    }
+    if let Some(severity) = &incident.severity {
+        writeln!(out, "severity:  {severity}")?;
+    }
+    if !incident.services.is_empty() {
+        writeln!(out, "services:  {}", incident.services.join(", "))?;
+    }
+    if !incident.tags.is_empty() {
+        writeln!(out, "tags:      {}", incident.tags.join(", "))?;
+    }
+    writeln!(out, "steps:     {} ({} on the timeline)", incident.steps.len(), incident.timeline.len())?;
+    for step in &incident.steps {
+        let outcome = step.outcome.map(|o| format!(" [{}]", serde_json::to_value(o).unwrap_or_default().as_str().unwrap_or(""))).unwrap_or_default();
+        let at = step.at.as_ref().map(|a| format!(" @{}", a.raw)).unwrap_or_default();
+        writeln!(out)?;
+        writeln!(
+            out,
+            "#{:<3} {:<14} L{}-{}{at}{outcome}  {}",
+            step.ordinal,
+            step.kind.as_str(),
+            step.line_start,
+            step.line_end,
+            step.heading_path.join(" > ")
+        )?;
+        for line in step.text.lines() {
+            writeln!(out, "     {line}")?;
+        }
+    }
+    Ok(())
+}

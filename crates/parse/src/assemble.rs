@@ -51,6 +51,9 @@ impl Block {
         if !self.text.is_empty() {
             self.text.push('\n');
         }
+        if let (false, Some(&(_, line))) = (prefix.is_empty(), leaf.marks.first()) {
+            self.marks.push((self.text.len() as u32, line));
+        }
         self.text.push_str(prefix);
         let base = self.text.len() as u32;
         self.marks.extend(leaf.marks.iter().map(|&(o, l)| (o + base, l)));

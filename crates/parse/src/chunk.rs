@@ -130,6 +130,7 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
         let section = &sections[piece.section];
         let in_timeline = section.kind == Some(HeadingKind::Timeline);
         let first_in_root = i == 0 && section.heading_path.is_empty();
+        let narrative = section.kind == Some(HeadingKind::Narrative);
         for range in split(&piece.text, options) {
             let text = piece.text[range.clone()].to_owned();
             let kind = if piece.timeline || (in_timeline && piece.hint.is_none()) {
@@ -139,7 +140,8 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
             } else if first_in_root {
                 StepKind::Summary
             } else {
-                classify::wording_kind(&text, &classify::PROSE_KINDS).unwrap_or(StepKind::Other)
+                let fallback = if narrative { StepKind::Summary } else { StepKind::Other };
+                classify::wording_kind(&text, &classify::PROSE_KINDS).unwrap_or(fallback)
             };
             let outcome = classify::outcome(kind, &text);
             chunks.push(Chunk {

@@ -13,11 +13,14 @@ pub(crate) enum HeadingKind {
     Kind(StepKind),
     /// A timeline: each entry is its own step, classified by its wording.
     Timeline,
+    /// A narrative ("What happened"): each paragraph classified by its wording, `summary` when
+    /// the wording says nothing.
+    Narrative,
 }
 
 /// Heading phrases, most specific first. Matched as substrings of the lowercased heading.
 const HEADINGS: &[(&str, HeadingKind)] = {
-    use HeadingKind::{Kind, Timeline};
+    use HeadingKind::{Kind, Narrative, Timeline};
     use StepKind::*;
     &[
         ("root cause", Kind(RootCause)),
@@ -108,7 +111,10 @@ const HEADINGS: &[(&str, HeadingKind)] = {
         ("introduction", Kind(Summary)),
         ("description", Kind(Summary)),
         ("background", Kind(Summary)),
-        ("what happened", Kind(Summary)),
+        ("what happened", Narrative),
+        ("narrative", Narrative),
+        ("details", Narrative),
+        ("story", Narrative),
         ("attendee", Kind(Other)),
         ("atendee", Kind(Other)),
         ("responders", Kind(Other)),
@@ -135,7 +141,7 @@ pub(crate) fn heading_kind(heading: &str) -> Option<HeadingKind> {
 static CUES: LazyLock<Vec<(StepKind, f32, Regex)>> = LazyLock::new(|| {
     use StepKind::*;
     let cue = |kind, weight, pattern: &str| {
-        (kind, weight, Regex::new(&format!("(?i){pattern}")).expect("cue pattern compiles"))
+        (kind, weight, Regex::new(&ascii_boundaries(&format!("(?i){pattern}"))).expect("cue pattern compiles"))
     };
     vec![
         cue(Mitigation, 1.5, r"\b(?:roll(?:ed|ing)? ?back|reverted|reverting|restored|recovered|mitigated|mitigate|resolved|back to normal|returned to normal|back online|back up|fully operational|service (?:was|is) (?:restored|back)|recovery (?:was )?complete|failed over|fail(?:ed)? ?over to|workaround|error rates? (?:dropped|recovered|returned)|fixed)\b"),
@@ -194,15 +200,21 @@ static OUTCOMES: LazyLock<(RegexSet, [Outcome; 4])> = LazyLock::new(|| {
         r"(?i)\b(?:fixed (?:it|the|this)|this fixed|which fixed|resolved (?:it|the|this)|which resolved|(?:that|this|which) (?:helped|worked|did the trick|solved)|restored|recovered|mitigated|back to normal|returned to normal|error rates? (?:dropped|fell|recovered)|succeeded|successfully|(?:started|began) (?:to )?(?:recover|work)|brought (?:it|\w+) back|cleared (?:up|the))\b",
     ];
     (
-        RegexSet::new(patterns).expect("outcome patterns compile"),
+        RegexSet::new(patterns.map(ascii_boundaries)).expect("outcome patterns compile"),
         [Outcome::DidNotHelp, Outcome::RuledOut, Outcome::Confirmed, Outcome::Helped],
     )
 });
 
 static TENTATIVE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:suspect\w*|hypothes\w*|thought|theory|maybe|might|could be|possibly|tried|try|attempt\w*|wonder\w*|guess\w*)\b")
+    Regex::new(&ascii_boundaries(r"(?i)\b(?:suspect\w*|hypothes\w*|thought|theory|maybe|might|could be|possibly|tried|try|attempt\w*|wonder\w*|guess\w*)\b"))
         .expect("tentative pattern compiles")
 });
+
+/// `\b` as an ASCII word boundary: Unicode boundaries make the regex engine fall back to its
+/// slowest matcher on any non-ASCII text, and the cues are English words.
+pub(crate) fn ascii_boundaries(pattern: &str) -> String {
+    pattern.replace(r"\b", r"(?-u:\b)")
+}
 
 /// What the text says came of a hypothesis or an action; `None` for other kinds.
 pub(crate) fn outcome(kind: StepKind, text: &str) -> Option<Outcome> {

@@ -213,7 +213,11 @@ fn key_lines(text: &str, start: usize, end: usize, keys: &[&str]) -> Option<(u32
             last = i;
         }
     }
-    Some((first_line + at as u32, first_line + last as u32))
+    // `summary: >` or `summary:` followed by an indented block: the text starts on the next line.
+    let value = lines[at].split_once([':', '=']).map_or("", |(_, v)| v.trim());
+    let value_starts_below = value.is_empty() || value.starts_with(['>', '|']);
+    let first = if value_starts_below && last > at { at + 1 } else { at };
+    Some((first_line + first as u32, first_line + last as u32))
 }
 
 #[cfg(test)]
@@ -232,7 +236,7 @@ mod tests {
         assert_eq!(found.fields.services, ["api", "db"]);
         assert_eq!(found.fields.tags, ["disk", "logs"]);
         assert_eq!(found.fields.summary.as_deref(), Some("Logs filled the disk."));
-        assert_eq!(found.summary_lines, Some((7, 9)));
+        assert_eq!(found.summary_lines, Some((8, 9)));
         assert_eq!(&text[found.len..], "# Body\n");
     }
 

@@ -19,7 +19,7 @@ struct Rule {
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     let rule = |name, pattern: &str, group| Rule {
         name,
-        regex: Regex::new(pattern).expect("redaction pattern compiles"),
+        regex: Regex::new(&crate::classify::ascii_boundaries(pattern)).expect("redaction pattern compiles"),
         group,
     };
     vec![

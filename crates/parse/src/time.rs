@@ -9,7 +9,7 @@ use regex::Regex;
 /// A timestamp at the very start of a line or cell: `14:02`, `[14:02]`, `14:02 UTC`,
 /// `2021-03-04 14:02`, `2021-03-04T14:02:05Z`, `9:12am`, `2021-03-04`.
 static LEADING: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+    Regex::new(&crate::classify::ascii_boundaries(
         r"(?x)
         ^[\s\[(*_]*
         (?:(?P<date>(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12]\d|3[01]))(?:[T\s,]+|$|[\])*_]))?
@@ -17,7 +17,7 @@ static LEADING: LazyLock<Regex> = LazyLock::new(|| {
         (?P<tz>\s*(?:Z|UTC|GMT|[PMCE][SD]T|CES?T|BST|IST|JST|AE[SD]T|[+-]\d{2}:?\d{2})\b)?
         [\])*_]*
         (?:\s|$|[-:,|–—.])",
-    )
+    ))
     .expect("timestamp pattern compiles")
 });
 
@@ -30,7 +30,7 @@ static RELATIVE: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 static ISO_DATE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b((?:19|20)\d{2})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\b").expect("iso date")
+    Regex::new(&crate::classify::ascii_boundaries(r"\b((?:19|20)\d{2})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])\b")).expect("iso date")
 });
 
 static COMPACT_DATE: LazyLock<Regex> = LazyLock::new(|| {
@@ -40,16 +40,16 @@ static COMPACT_DATE: LazyLock<Regex> = LazyLock::new(|| {
 const MONTHS: &str = "jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?";
 
 static MONTH_FIRST: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
+    Regex::new(&crate::classify::ascii_boundaries(&format!(
         r"(?i)\b(?P<mon>{MONTHS})\.?\s+(?P<d>[12]?\d|3[01])(?:st|nd|rd|th)?,?\s+(?P<y>(?:19|20)\d{{2}})\b"
-    ))
+    )))
     .expect("month-first date")
 });
 
 static DAY_FIRST: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
+    Regex::new(&crate::classify::ascii_boundaries(&format!(
         r"(?i)\b(?P<d>[12]?\d|3[01])(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<mon>{MONTHS})\.?,?\s+(?P<y>(?:19|20)\d{{2}})\b"
-    ))
+    )))
     .expect("day-first date")
 });
 

@@ -30,7 +30,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.file.is_file() {
         anyhow::bail!("{} is not a readable file", args.file.display());
     }
-    let options = ParseOptions { max_bytes: args.max_bytes, ..ParseOptions::default() };
+    let options = ParseOptions {
+        max_bytes: args.max_bytes,
+        ..ParseOptions::default()
+    };
     let parsed = parse_file(&name, &args.file, &options);
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -39,7 +42,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print_human(&mut out, &parsed)?;
     }
-    Ok(if parsed.incident.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if parsed.incident.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_human(out: &mut impl Write, parsed: &Parsed) -> std::io::Result<()> {
@@ -72,10 +79,30 @@ fn print_human(out: &mut impl Write, parsed: &Parsed) -> std::io::Result<()> {
     if !incident.tags.is_empty() {
         writeln!(out, "tags:      {}", incident.tags.join(", "))?;
     }
-    writeln!(out, "steps:     {} ({} on the timeline)", incident.steps.len(), incident.timeline.len())?;
+    writeln!(
+        out,
+        "steps:     {} ({} on the timeline)",
+        incident.steps.len(),
+        incident.timeline.len()
+    )?;
     for step in &incident.steps {
-        let outcome = step.outcome.map(|o| format!(" [{}]", serde_json::to_value(o).unwrap_or_default().as_str().unwrap_or(""))).unwrap_or_default();
-        let at = step.at.as_ref().map(|a| format!(" @{}", a.raw)).unwrap_or_default();
+        let outcome = step
+            .outcome
+            .map(|o| {
+                format!(
+                    " [{}]",
+                    serde_json::to_value(o)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("")
+                )
+            })
+            .unwrap_or_default();
+        let at = step
+            .at
+            .as_ref()
+            .map(|a| format!(" @{}", a.raw))
+            .unwrap_or_default();
         writeln!(out)?;
         writeln!(
             out,

@@ -28,7 +28,9 @@ impl fmt::Display for IdError {
 impl std::error::Error for IdError {}
 
 /// blake3 of some bytes, as 64 lowercase hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct ContentHash(String);
 
@@ -53,7 +55,9 @@ impl fmt::Display for ContentHash {
 /// Stable id of an incident: a slug of its file name plus 8 hex digits of the hash of its path
 /// relative to the corpus root, e.g. `2021-09-30-cert-expiry-1a2b3c4d`. Opaque to callers, safe
 /// in URLs, and the same on every machine for the same relative path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct IncidentId(String);
 
@@ -125,7 +129,9 @@ impl fmt::Display for IncidentId {
 }
 
 /// Stable id of a step: 32 hex digits of blake3(incident id, ordinal, content hash).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct StepId(String);
 
@@ -142,7 +148,10 @@ impl StepId {
 
     /// Validates an id received from outside.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(s.to_owned()))
         } else {
             Err(IdError { kind: "step" })
@@ -179,9 +188,15 @@ mod tests {
     fn incident_id_is_slug_plus_path_hash() {
         let id = IncidentId::from_path("dfds/PM2021-004 ADFS outage.md");
         assert!(id.as_str().starts_with("pm2021-004-adfs-outage-"), "{id}");
-        assert_eq!(id, IncidentId::from_path("./dfds\\PM2021-004 ADFS outage.md"));
+        assert_eq!(
+            id,
+            IncidentId::from_path("./dfds\\PM2021-004 ADFS outage.md")
+        );
         assert_ne!(id, IncidentId::from_path("other/PM2021-004 ADFS outage.md"));
-        assert_eq!(IncidentId::from_path("...").as_str().len(), "incident-".len() + 8);
+        assert_eq!(
+            IncidentId::from_path("...").as_str().len(),
+            "incident-".len() + 8
+        );
     }
 
     #[test]

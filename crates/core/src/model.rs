@@ -86,7 +86,12 @@ pub struct UnknownStepKind(pub String);
 impl fmt::Display for UnknownStepKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<_> = StepKind::ALL.iter().map(|k| k.as_str()).collect();
-        write!(f, "unknown step kind {:?}; expected one of {}", self.0, names.join(", "))
+        write!(
+            f,
+            "unknown step kind {:?}; expected one of {}",
+            self.0,
+            names.join(", ")
+        )
     }
 }
 
@@ -182,7 +187,7 @@ impl Step {
             out.push_str(" > ");
             out.push_str(heading);
         }
-        out.push_str("\n");
+        out.push('\n');
         out.push_str(&self.text);
         out
     }
@@ -300,7 +305,12 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic without a line.
     pub fn new(level: Level, code: DiagnosticCode, message: impl Into<String>) -> Self {
-        Self { level, code, message: message.into(), line: None }
+        Self {
+            level,
+            code,
+            message: message.into(),
+            line: None,
+        }
     }
 
     /// The same diagnostic, pointing at `line`.
@@ -365,27 +375,29 @@ mod tests {
             ])),
             proptest::option::of((0u32..24, 0u32..60, proptest::option::of(-100i64..1000))),
         )
-            .prop_map(|(name, ordinal, kind, heading_path, text, line_start, len, outcome, at)| {
-                let incident_id = IncidentId::from_path(&format!("{name}.md"));
-                let id = StepId::new(&incident_id, ordinal, &ContentHash::of(text.as_bytes()));
-                Step {
-                    id,
-                    incident_id,
-                    ordinal,
-                    kind,
-                    heading_path,
-                    text,
-                    line_start,
-                    line_end: line_start + len,
-                    at: at.map(|(h, m, offset)| At {
-                        raw: format!("{h:02}:{m:02}"),
-                        date: NaiveDate::from_ymd_opt(2021, 3, 4),
-                        time: NaiveTime::from_hms_opt(h, m, 0),
-                        offset_minutes: offset,
-                    }),
-                    outcome,
-                }
-            })
+            .prop_map(
+                |(name, ordinal, kind, heading_path, text, line_start, len, outcome, at)| {
+                    let incident_id = IncidentId::from_path(&format!("{name}.md"));
+                    let id = StepId::new(&incident_id, ordinal, &ContentHash::of(text.as_bytes()));
+                    Step {
+                        id,
+                        incident_id,
+                        ordinal,
+                        kind,
+                        heading_path,
+                        text,
+                        line_start,
+                        line_end: line_start + len,
+                        at: at.map(|(h, m, offset)| At {
+                            raw: format!("{h:02}:{m:02}"),
+                            date: NaiveDate::from_ymd_opt(2021, 3, 4),
+                            time: NaiveTime::from_hms_opt(h, m, 0),
+                            offset_minutes: offset,
+                        }),
+                        outcome,
+                    }
+                },
+            )
     }
 
     proptest! {

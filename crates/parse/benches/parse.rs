@@ -10,7 +10,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use precedent_parse::{Format, ParseOptions, is_furniture, parse};
 
 fn collect(dir: &Path, root: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for path in paths {
@@ -18,7 +20,11 @@ fn collect(dir: &Path, root: &Path, out: &mut Vec<(String, Vec<u8>)>) {
             collect(&path, root, out);
         } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
             if Format::of(name).is_some() && !is_furniture(name) {
-                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((rel, std::fs::read(&path).unwrap()));
             }
         }
@@ -30,7 +36,9 @@ fn bench_set(c: &mut Criterion, name: &str, files: &[(String, Vec<u8>)]) {
     let options = ParseOptions::default();
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Bytes(bytes as u64));
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     group.bench_function(format!("{} files", files.len()), |b| {
         b.iter(|| {
             for (rel, data) in files {
@@ -66,7 +74,11 @@ fn benches(c: &mut Criterion) {
         i += 1;
     }
     big.truncate(big.floor_char_boundary(10 << 20));
-    bench_set(c, "ten_mib_markdown", &[("big.md".to_owned(), big.into_bytes())]);
+    bench_set(
+        c,
+        "ten_mib_markdown",
+        &[("big.md".to_owned(), big.into_bytes())],
+    );
 }
 
 criterion_group!(parse_benches, benches);

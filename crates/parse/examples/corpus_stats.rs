@@ -17,14 +17,23 @@ fn main() {
     files.sort();
     let inputs: Vec<(String, Vec<u8>)> = files
         .iter()
-        .map(|p| (p.strip_prefix(root).unwrap().to_string_lossy().into_owned(), std::fs::read(p).unwrap()))
+        .map(|p| {
+            (
+                p.strip_prefix(root).unwrap().to_string_lossy().into_owned(),
+                std::fs::read(p).unwrap(),
+            )
+        })
         .collect();
     let options = ParseOptions::default();
     let start = Instant::now();
-    let parsed: Vec<_> = inputs.iter().map(|(rel, bytes)| (rel, parse(rel, bytes, &options))).collect();
+    let parsed: Vec<_> = inputs
+        .iter()
+        .map(|(rel, bytes)| (rel, parse(rel, bytes, &options)))
+        .collect();
     let elapsed = start.elapsed();
 
-    let mut table: BTreeMap<String, (usize, usize, BTreeMap<StepKind, usize>, usize, usize)> = BTreeMap::new();
+    let mut table: BTreeMap<String, (usize, usize, BTreeMap<StepKind, usize>, usize, usize)> =
+        BTreeMap::new();
     for (rel, p) in &parsed {
         let corpus = rel.split('/').next().unwrap_or("").to_owned();
         let row = table.entry(corpus).or_default();
@@ -62,7 +71,10 @@ fn main() {
             print!(" {n} |");
         }
         let steps: usize = kinds.values().sum();
-        println!(" {steps} | {:.1} |", 100.0 * *other as f64 / (*text).max(1) as f64);
+        println!(
+            " {steps} | {:.1} |",
+            100.0 * *other as f64 / (*text).max(1) as f64
+        );
         totals.0 += files;
         totals.1 += skipped;
         totals.3 += text;
@@ -73,7 +85,10 @@ fn main() {
         print!(" {} |", totals.2.get(&kind).copied().unwrap_or(0));
     }
     let steps: usize = totals.2.values().sum();
-    println!(" {steps} | {:.1} |", 100.0 * totals.4 as f64 / totals.3.max(1) as f64);
+    println!(
+        " {steps} | {:.1} |",
+        100.0 * totals.4 as f64 / totals.3.max(1) as f64
+    );
     let bytes: usize = inputs.iter().map(|(_, b)| b.len()).sum();
     println!(
         "\nparsed {} files ({:.1} MB) in {:.3} s on one thread ({:.1} MB/s)",
@@ -90,7 +105,9 @@ fn main() {
 }
 
 fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {

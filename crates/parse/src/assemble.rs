@@ -56,7 +56,8 @@ impl Block {
         }
         self.text.push_str(prefix);
         let base = self.text.len() as u32;
-        self.marks.extend(leaf.marks.iter().map(|&(o, l)| (o + base, l)));
+        self.marks
+            .extend(leaf.marks.iter().map(|&(o, l)| (o + base, l)));
         self.text.push_str(&leaf.text);
     }
 }
@@ -89,14 +90,21 @@ impl State {
                 return self.sections.len() - 1;
             }
         }
-        let kind = heading_path.iter().rev().find_map(|h| classify::heading_kind(h));
+        let kind = heading_path
+            .iter()
+            .rev()
+            .find_map(|h| classify::heading_kind(h));
         let at = self
             .headings
             .last()
             .and_then(|(_, h)| time::leading_timestamp(h))
             .filter(|(_, len)| *len + 12 >= self.headings.last().map_or(0, |(_, h)| h.len()))
             .map(|(at, _)| at);
-        self.sections.push(Section { heading_path, kind, at });
+        self.sections.push(Section {
+            heading_path,
+            kind,
+            at,
+        });
         self.sections.len() - 1
     }
 
@@ -112,7 +120,15 @@ impl State {
         self.flush();
         let section = self.section();
         let timeline = origin == Origin::Timeline;
-        self.current.insert(Block { section, text: String::new(), marks: Vec::new(), timeline, at, hint, origin })
+        self.current.insert(Block {
+            section,
+            text: String::new(),
+            marks: Vec::new(),
+            timeline,
+            at,
+            hint,
+            origin,
+        })
     }
 
     fn in_timeline_section(&mut self) -> bool {
@@ -151,7 +167,11 @@ pub(crate) fn assemble(leaves: &[Leaf]) -> Assembled {
                 state.flush();
                 let text = leaf.text.trim().to_owned();
                 // A level-1 heading before any content is the document's title, not a section.
-                if level == 1 && !seen_content && first_heading.is_none() && state.headings.is_empty() {
+                if level == 1
+                    && !seen_content
+                    && first_heading.is_none()
+                    && state.headings.is_empty()
+                {
                     first_heading = Some(text);
                     continue;
                 }
@@ -185,8 +205,12 @@ pub(crate) fn assemble(leaves: &[Leaf]) -> Assembled {
                 let stamp = time::leading_timestamp(&leaf.text);
                 let nested_in_timeline = !state.timeline_items.is_empty();
                 let timeline_section = state.in_timeline_section();
-                if !nested_in_timeline && (stamp.is_some() || (timeline_section && !leaf.is_blank())) {
-                    let at = stamp.map(|(at, _)| state.dated(at)).or_else(|| trailing_timestamp(&leaf.text));
+                if !nested_in_timeline
+                    && (stamp.is_some() || (timeline_section && !leaf.is_blank()))
+                {
+                    let at = stamp
+                        .map(|(at, _)| state.dated(at))
+                        .or_else(|| trailing_timestamp(&leaf.text));
                     state.timeline_items.push(id);
                     let block = state.open(Origin::Timeline, None, at);
                     block.append(leaf, "");
@@ -224,7 +248,9 @@ pub(crate) fn assemble(leaves: &[Leaf]) -> Assembled {
                 }
                 let hint = leaf.label.as_deref().and_then(classify::heading_kind);
                 let stamp = time::leading_timestamp(&leaf.text);
-                if let (Some((at, _)), true) = (stamp, matches!(leaf.kind, LeafKind::Paragraph { .. })) {
+                if let (Some((at, _)), true) =
+                    (stamp, matches!(leaf.kind, LeafKind::Paragraph { .. }))
+                {
                     let at = state.dated(at);
                     let block = state.open(Origin::Timeline, None, Some(at));
                     block.append(leaf, "");
@@ -246,10 +272,22 @@ pub(crate) fn assemble(leaves: &[Leaf]) -> Assembled {
                 let time_column = state.table_header.as_ref().is_some_and(|(t, cells)| {
                     *t == table
                         && cells.first().is_some_and(|c| {
-                            matches!(c.trim().to_lowercase().as_str(), "time" | "date" | "timestamp" | "when" | "time (utc)" | "date/time" | "datetime")
+                            matches!(
+                                c.trim().to_lowercase().as_str(),
+                                "time"
+                                    | "date"
+                                    | "timestamp"
+                                    | "when"
+                                    | "time (utc)"
+                                    | "date/time"
+                                    | "datetime"
+                            )
                         })
                 });
-                let stamp = leaf.cells.first().and_then(|c| time::leading_timestamp(c.trim()));
+                let stamp = leaf
+                    .cells
+                    .first()
+                    .and_then(|c| time::leading_timestamp(c.trim()));
                 let timeline_section = state.in_timeline_section();
                 if stamp.is_some() || time_column || timeline_section {
                     let at = stamp.map(|(at, _)| state.dated(at));
@@ -269,15 +307,24 @@ pub(crate) fn assemble(leaves: &[Leaf]) -> Assembled {
         }
     }
     state.flush();
-    Assembled { sections: state.sections, blocks: state.blocks, first_heading }
+    Assembled {
+        sections: state.sections,
+        blocks: state.blocks,
+        first_heading,
+    }
 }
 
 /// `Fault occurs 2020-08-04 13:30`: a timeline entry whose time comes last.
 fn trailing_timestamp(text: &str) -> Option<At> {
     let line = text.lines().next()?.trim_end();
-    let start = line.char_indices().rev().take(24).map(|(i, _)| i).filter(|&i| {
-        line[..i].ends_with(' ') && line[i..].starts_with(|c: char| c.is_ascii_digit())
-    });
+    let start = line
+        .char_indices()
+        .rev()
+        .take(24)
+        .map(|(i, _)| i)
+        .filter(|&i| {
+            line[..i].ends_with(' ') && line[i..].starts_with(|c: char| c.is_ascii_digit())
+        });
     for i in start.collect::<Vec<_>>().into_iter().rev() {
         if let Some((at, len)) = time::leading_timestamp(&line[i..]) {
             if i + len >= line.len() {
@@ -293,11 +340,21 @@ mod tests {
     use super::*;
     use crate::text::LineIndex;
 
-    fn blocks(markdown: &str) -> (Vec<Section>, Vec<(usize, String, bool, Option<String>)>, Option<String>) {
+    fn blocks(
+        markdown: &str,
+    ) -> (
+        Vec<Section>,
+        Vec<(usize, String, bool, Option<String>)>,
+        Option<String>,
+    ) {
         let lines = LineIndex::new(markdown);
         let leaves = crate::markdown::leaves(markdown, &lines, &mut Vec::new());
         let a = assemble(&leaves);
-        let blocks = a.blocks.into_iter().map(|b| (b.section, b.text, b.timeline, b.at.map(|a| a.raw))).collect();
+        let blocks = a
+            .blocks
+            .into_iter()
+            .map(|b| (b.section, b.text, b.timeline, b.at.map(|a| a.raw)))
+            .collect();
         (a.sections, blocks, a.first_heading)
     }
 
@@ -327,7 +384,15 @@ mod tests {
         );
         let paths: Vec<_> = sections.iter().map(|s| s.heading_path.join("/")).collect();
         assert_eq!(paths, ["Key events", "Impact", "Resolution"]);
-        assert_eq!(blocks[0], (0, "Fault occurs 2020-08-04 13:30".into(), true, Some("2020-08-04 13:30".into())));
+        assert_eq!(
+            blocks[0],
+            (
+                0,
+                "Fault occurs 2020-08-04 13:30".into(),
+                true,
+                Some("2020-08-04 13:30".into())
+            )
+        );
         assert_eq!(blocks[2], (1, "- risk".into(), false, None));
         assert_eq!(blocks[3], (2, "Resolution: fixed it".into(), false, None));
     }

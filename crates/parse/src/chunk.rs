@@ -22,7 +22,11 @@ pub struct ChunkOptions {
 impl Default for ChunkOptions {
     fn default() -> Self {
         // 160 words stays under the 256 tokens of MiniLM-class models for most English prose.
-        Self { max_words: 160, overlap_words: 30, min_words: 10 }
+        Self {
+            max_words: 160,
+            overlap_words: 30,
+            min_words: 10,
+        }
     }
 }
 
@@ -58,7 +62,8 @@ impl Piece {
         let base = self.text.len() as u32 + 1;
         self.text.push('\n');
         self.text.push_str(&other.text);
-        self.marks.extend(other.marks.into_iter().map(|(o, l)| (o + base, l)));
+        self.marks
+            .extend(other.marks.into_iter().map(|(o, l)| (o + base, l)));
         if self.at.is_none() {
             self.at = other.at;
         }
@@ -67,7 +72,9 @@ impl Piece {
 
 /// Turns assembled blocks into chunks.
 pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> {
-    let Assembled { sections, blocks, .. } = assembled;
+    let Assembled {
+        sections, blocks, ..
+    } = assembled;
     let mapped = |block: &Block| -> Option<StepKind> {
         match block.hint.or(sections[block.section].kind) {
             Some(HeadingKind::Kind(kind)) => Some(kind),
@@ -88,7 +95,10 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
             marks: block.marks,
         };
         if let Some(last) = pieces.last_mut() {
-            let same = last.section == piece.section && !last.timeline && !piece.timeline && last.hint == piece.hint;
+            let same = last.section == piece.section
+                && !last.timeline
+                && !piece.timeline
+                && last.hint == piece.hint;
             if same && piece.hint.is_some() && last.words() + piece.words() <= options.max_words {
                 last.absorb(piece);
                 continue;
@@ -112,7 +122,10 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
         }
         if !piece.timeline && piece.words() < options.min_words {
             if let Some(last) = merged.last_mut() {
-                if last.section == piece.section && !last.timeline && last.words() + piece.words() <= options.max_words + options.min_words {
+                if last.section == piece.section
+                    && !last.timeline
+                    && last.words() + piece.words() <= options.max_words + options.min_words
+                {
                     last.absorb(piece);
                     continue;
                 }
@@ -134,13 +147,18 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
         for range in split(&piece.text, options) {
             let text = piece.text[range.clone()].to_owned();
             let kind = if piece.timeline || (in_timeline && piece.hint.is_none()) {
-                classify::wording_kind(&text, &classify::TIMELINE_KINDS).unwrap_or(StepKind::TimelineEvent)
+                classify::wording_kind(&text, &classify::TIMELINE_KINDS)
+                    .unwrap_or(StepKind::TimelineEvent)
             } else if let Some(kind) = piece.hint {
                 kind
             } else if first_in_root {
                 StepKind::Summary
             } else {
-                let fallback = if narrative { StepKind::Summary } else { StepKind::Other };
+                let fallback = if narrative {
+                    StepKind::Summary
+                } else {
+                    StepKind::Other
+                };
                 classify::wording_kind(&text, &classify::PROSE_KINDS).unwrap_or(fallback)
             };
             let outcome = classify::outcome(kind, &text);
@@ -172,7 +190,10 @@ pub(crate) fn split(text: &str, options: &ChunkOptions) -> Vec<std::ops::Range<u
         return vec![whole];
     }
     let sentences = sentences(text, options.max_words);
-    let counts: Vec<usize> = sentences.iter().map(|r| text[r.clone()].split_whitespace().count()).collect();
+    let counts: Vec<usize> = sentences
+        .iter()
+        .map(|r| text[r.clone()].split_whitespace().count())
+        .collect();
     let mut out = Vec::new();
     let mut i = 0;
     while i < sentences.len() {
@@ -187,7 +208,11 @@ pub(crate) fn split(text: &str, options: &ChunkOptions) -> Vec<std::ops::Range<u
             break;
         }
         let last = j - 1;
-        i = if last > i && counts[last] <= options.overlap_words && total - counts[last] > 0 { last } else { j };
+        i = if last > i && counts[last] <= options.overlap_words && total - counts[last] > 0 {
+            last
+        } else {
+            j
+        };
     }
     out
 }
@@ -216,7 +241,12 @@ fn sentences(text: &str, max_words: usize) -> Vec<std::ops::Range<usize>> {
     out
 }
 
-fn cut_words(text: &str, range: std::ops::Range<usize>, max_words: usize, out: &mut Vec<std::ops::Range<usize>>) {
+fn cut_words(
+    text: &str,
+    range: std::ops::Range<usize>,
+    max_words: usize,
+    out: &mut Vec<std::ops::Range<usize>>,
+) {
     let mut count = 0;
     let mut piece_start = range.start;
     let mut in_word = false;
@@ -244,7 +274,11 @@ fn trim_range(text: &str, range: std::ops::Range<usize>) -> std::ops::Range<usiz
     let s = &text[range.clone()];
     let start = range.start + (s.len() - s.trim_start().len());
     let end = range.start + s.trim_end().len();
-    if end <= start { start..start } else { start..end }
+    if end <= start {
+        start..start
+    } else {
+        start..end
+    }
 }
 
 #[cfg(test)]
@@ -252,11 +286,18 @@ mod tests {
     use super::*;
 
     fn opts(max_words: usize, overlap_words: usize) -> ChunkOptions {
-        ChunkOptions { max_words, overlap_words, min_words: 1 }
+        ChunkOptions {
+            max_words,
+            overlap_words,
+            min_words: 1,
+        }
     }
 
     fn pieces(text: &str, options: &ChunkOptions) -> Vec<String> {
-        split(text, options).into_iter().map(|r| text[r].to_owned()).collect()
+        split(text, options)
+            .into_iter()
+            .map(|r| text[r].to_owned())
+            .collect()
     }
 
     #[test]
@@ -268,13 +309,22 @@ mod tests {
     #[test]
     fn long_text_splits_on_sentences_with_overlap() {
         let text = "A b c. D e. F g h. I j.";
-        assert_eq!(pieces(text, &opts(5, 2)), ["A b c. D e.", "D e. F g h.", "I j."]);
-        assert_eq!(pieces(text, &opts(5, 3)), ["A b c. D e.", "D e. F g h.", "F g h. I j."]);
+        assert_eq!(
+            pieces(text, &opts(5, 2)),
+            ["A b c. D e.", "D e. F g h.", "I j."]
+        );
+        assert_eq!(
+            pieces(text, &opts(5, 3)),
+            ["A b c. D e.", "D e. F g h.", "F g h. I j."]
+        );
         assert_eq!(pieces(text, &opts(5, 0)), ["A b c. D e.", "F g h. I j."]);
     }
 
     #[test]
     fn long_sentences_cut_on_words() {
-        assert_eq!(pieces("a b c d e f g", &opts(3, 0)), ["a b c", "d e f", "g"]);
+        assert_eq!(
+            pieces("a b c d e f g", &opts(3, 0)),
+            ["a b c", "d e f", "g"]
+        );
     }
 }

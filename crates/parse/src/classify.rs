@@ -141,17 +141,53 @@ pub(crate) fn heading_kind(heading: &str) -> Option<HeadingKind> {
 static CUES: LazyLock<Vec<(StepKind, f32, Regex)>> = LazyLock::new(|| {
     use StepKind::*;
     let cue = |kind, weight, pattern: &str| {
-        (kind, weight, Regex::new(&ascii_boundaries(&format!("(?i){pattern}"))).expect("cue pattern compiles"))
+        (
+            kind,
+            weight,
+            Regex::new(&ascii_boundaries(&format!("(?i){pattern}"))).expect("cue pattern compiles"),
+        )
     };
     vec![
-        cue(Mitigation, 1.5, r"\b(?:roll(?:ed|ing)? ?back|reverted|reverting|restored|recovered|mitigated|mitigate|resolved|back to normal|returned to normal|back online|back up|fully operational|service (?:was|is) (?:restored|back)|recovery (?:was )?complete|failed over|fail(?:ed)? ?over to|workaround|error rates? (?:dropped|recovered|returned)|fixed)\b"),
-        cue(Action, 1.0, r"\b(?:restart\w*|reboot\w*|redeploy\w*|deploy(?:ed|s|ing)|scal(?:ed|es|ing)|increas(?:ed|es|ing)|decreas(?:ed|es|ing)|rais(?:ed|es|ing)|lower(?:ed|s|ing)|ran|runs|applie[sd]|applying|disabl(?:ed|es|ing)|enabl(?:ed|es|ing)|kill(?:ed|s|ing)|drain(?:ed|s|ing)|cordon\w*|remov(?:ed|es|ing)|add(?:ed|s|ing)|push(?:ed|es|ing)|trie[sd]|trying|attempt\w*|manually|bump(?:ed|s)|upgrad(?:ed|es|ing)|downgrad\w*|rotat(?:ed|es|ing)|renew(?:ed|s|ing)|replac(?:ed|es|ing)|mov(?:ed|es|ing)|migrat(?:ed|es|ing)|purg(?:ed|es|ing)|flush(?:ed|es|ing)|clear(?:ed|s|ing)|delet(?:ed|es|ing)|block(?:ed|s|ing)|bann?(?:ed|s|ing)|throttl\w*|paus(?:ed|es|ing)|stopp?(?:ed|s|ing)|switch(?:ed|es|ing)|trigger(?:ed|s|ing)|re-?ran|re-?run\w*|forc(?:ed|es|ing)|patch\w*|fail(?:ed|s|ing)? ?over)\b"),
-        cue(Investigation, 1.2, r"\b(?:suspect\w*|hypothes\w*|investigat\w*|look(?:s|ed|ing)? (?:at|into)|check(?:s|ed|ing)?|noticed|found that|figured out|turned out|appear(?:s|ed) to|seem(?:s|ed) to|we thought|might be|could be|ruled out|rule out|debug\w*|logs? show(?:ed|s)?|dug into|digging|traced|narrowed|confirmed|identified|determined|realized|realised|points? out|pointed out|root cause|culprit|red herring|theory|examin\w*|inspect\w*|verified|profil\w*)\b"),
-        cue(Detection, 1.2, r"\b(?:alert(?:ed|s|ing)?|paged|page[sd]? |pager|on-?call|reported|reports|noticed|monitoring|icinga|nagios|pingdom|prometheus|grafana|datadog|pagerduty|opsgenie|detected|notified|spike[sd]?|elevated|start(?:ed|s) (?:to )?(?:fail|return|throw|time)\w*|began (?:to )?\w+ing|errors? rates?|5\d\d(?:s| errors)?|timeouts?|latency|unreachable|went down|is down|was down|became unavailable|symptom\w*|complain\w*)\b"),
-        cue(RootCause, 1.3, r"\b(?:caused by|root cause|because|due to|triggered by|the cause|result(?:ed)? of|led to|contribut\w+|underlying|was the reason|misconfigur\w*|bug in|regression|race condition|expired|exhaust\w*|leak\w*|overflow\w*)\b"),
-        cue(Impact, 1.1, r"\b(?:users? (?:were|was) (?:unable|not able)|unavailable|outage|affected|downtime|customers?|degraded|impact\w*|unable to|could not|couldn't|lost|data loss|minutes of|hours of|for \d+ (?:minutes|hours))\b"),
-        cue(FollowUp, 1.3, r"\b(?:we will|we'll|we are going to|will be|action items?|should|need to|needs to|todo|plan to|going forward|to prevent|in the future|ticket|follow[- ]?up|T\d{5,7}|[A-Z]{2,10}-\d{1,6})\b"),
-        cue(Lesson, 1.5, r"\b(?:went well|went wrong|went poorly|lessons?|learn(?:ed|t)|got lucky|luckily|in hindsight|takeaway|we were lucky|fortunately|unfortunately)\b"),
+        cue(
+            Mitigation,
+            1.5,
+            r"\b(?:roll(?:ed|ing)? ?back|reverted|reverting|restored|recovered|mitigated|mitigate|resolved|back to normal|returned to normal|back online|back up|fully operational|service (?:was|is) (?:restored|back)|recovery (?:was )?complete|failed over|fail(?:ed)? ?over to|workaround|error rates? (?:dropped|recovered|returned)|fixed)\b",
+        ),
+        cue(
+            Action,
+            1.0,
+            r"\b(?:restart\w*|reboot\w*|redeploy\w*|deploy(?:ed|s|ing)|scal(?:ed|es|ing)|increas(?:ed|es|ing)|decreas(?:ed|es|ing)|rais(?:ed|es|ing)|lower(?:ed|s|ing)|ran|runs|applie[sd]|applying|disabl(?:ed|es|ing)|enabl(?:ed|es|ing)|kill(?:ed|s|ing)|drain(?:ed|s|ing)|cordon\w*|remov(?:ed|es|ing)|add(?:ed|s|ing)|push(?:ed|es|ing)|trie[sd]|trying|attempt\w*|manually|bump(?:ed|s)|upgrad(?:ed|es|ing)|downgrad\w*|rotat(?:ed|es|ing)|renew(?:ed|s|ing)|replac(?:ed|es|ing)|mov(?:ed|es|ing)|migrat(?:ed|es|ing)|purg(?:ed|es|ing)|flush(?:ed|es|ing)|clear(?:ed|s|ing)|delet(?:ed|es|ing)|block(?:ed|s|ing)|bann?(?:ed|s|ing)|throttl\w*|paus(?:ed|es|ing)|stopp?(?:ed|s|ing)|switch(?:ed|es|ing)|trigger(?:ed|s|ing)|re-?ran|re-?run\w*|forc(?:ed|es|ing)|patch\w*|fail(?:ed|s|ing)? ?over)\b",
+        ),
+        cue(
+            Investigation,
+            1.2,
+            r"\b(?:suspect\w*|hypothes\w*|investigat\w*|look(?:s|ed|ing)? (?:at|into)|check(?:s|ed|ing)?|noticed|found that|figured out|turned out|appear(?:s|ed) to|seem(?:s|ed) to|we thought|might be|could be|ruled out|rule out|debug\w*|logs? show(?:ed|s)?|dug into|digging|traced|narrowed|confirmed|identified|determined|realized|realised|points? out|pointed out|root cause|culprit|red herring|theory|examin\w*|inspect\w*|verified|profil\w*)\b",
+        ),
+        cue(
+            Detection,
+            1.2,
+            r"\b(?:alert(?:ed|s|ing)?|paged|page[sd]? |pager|on-?call|reported|reports|noticed|monitoring|icinga|nagios|pingdom|prometheus|grafana|datadog|pagerduty|opsgenie|detected|notified|spike[sd]?|elevated|start(?:ed|s) (?:to )?(?:fail|return|throw|time)\w*|began (?:to )?\w+ing|errors? rates?|5\d\d(?:s| errors)?|timeouts?|latency|unreachable|went down|is down|was down|became unavailable|symptom\w*|complain\w*)\b",
+        ),
+        cue(
+            RootCause,
+            1.3,
+            r"\b(?:caused by|root cause|because|due to|triggered by|the cause|result(?:ed)? of|led to|contribut\w+|underlying|was the reason|misconfigur\w*|bug in|regression|race condition|expired|exhaust\w*|leak\w*|overflow\w*)\b",
+        ),
+        cue(
+            Impact,
+            1.1,
+            r"\b(?:users? (?:were|was) (?:unable|not able)|unavailable|outage|affected|downtime|customers?|degraded|impact\w*|unable to|could not|couldn't|lost|data loss|minutes of|hours of|for \d+ (?:minutes|hours))\b",
+        ),
+        cue(
+            FollowUp,
+            1.3,
+            r"\b(?:we will|we'll|we are going to|will be|action items?|should|need to|needs to|todo|plan to|going forward|to prevent|in the future|ticket|follow[- ]?up|T\d{5,7}|[A-Z]{2,10}-\d{1,6})\b",
+        ),
+        cue(
+            Lesson,
+            1.5,
+            r"\b(?:went well|went wrong|went poorly|lessons?|learn(?:ed|t)|got lucky|luckily|in hindsight|takeaway|we were lucky|fortunately|unfortunately)\b",
+        ),
     ]
 });
 
@@ -176,8 +212,12 @@ pub(crate) fn wording_kind(text: &str, allowed: &[StepKind]) -> Option<StepKind>
 }
 
 /// Kinds a timeline entry can take from its wording.
-pub(crate) const TIMELINE_KINDS: [StepKind; 4] =
-    [StepKind::Detection, StepKind::Investigation, StepKind::Action, StepKind::Mitigation];
+pub(crate) const TIMELINE_KINDS: [StepKind; 4] = [
+    StepKind::Detection,
+    StepKind::Investigation,
+    StepKind::Action,
+    StepKind::Mitigation,
+];
 
 /// Kinds a paragraph in an unlabelled section can take.
 pub(crate) const PROSE_KINDS: [StepKind; 8] = [
@@ -201,7 +241,12 @@ static OUTCOMES: LazyLock<(RegexSet, [Outcome; 4])> = LazyLock::new(|| {
     ];
     (
         RegexSet::new(patterns.map(ascii_boundaries)).expect("outcome patterns compile"),
-        [Outcome::DidNotHelp, Outcome::RuledOut, Outcome::Confirmed, Outcome::Helped],
+        [
+            Outcome::DidNotHelp,
+            Outcome::RuledOut,
+            Outcome::Confirmed,
+            Outcome::Helped,
+        ],
     )
 });
 
@@ -218,12 +263,19 @@ pub(crate) fn ascii_boundaries(pattern: &str) -> String {
 
 /// What the text says came of a hypothesis or an action; `None` for other kinds.
 pub(crate) fn outcome(kind: StepKind, text: &str) -> Option<Outcome> {
-    if !matches!(kind, StepKind::Investigation | StepKind::Action | StepKind::Mitigation) {
+    if !matches!(
+        kind,
+        StepKind::Investigation | StepKind::Action | StepKind::Mitigation
+    ) {
         return None;
     }
     let (set, outcomes) = &*OUTCOMES;
     let matches = set.matches(text);
-    let mut found = outcomes.iter().zip(0..).filter(|(_, i)| matches.matched(*i)).map(|(o, _)| *o);
+    let mut found = outcomes
+        .iter()
+        .zip(0..)
+        .filter(|(_, i)| matches.matched(*i))
+        .map(|(o, _)| *o);
     if let Some(first) = found.next() {
         // A mitigation that "recovered" says nothing new; keep outcomes where they inform.
         return Some(first);
@@ -254,7 +306,10 @@ mod tests {
         check("Detection", Some(HeadingKind::Kind(Detection)));
         check("Diagnosis", Some(HeadingKind::Kind(Investigation)));
         check("Response", Some(HeadingKind::Kind(Action)));
-        check("Resolution and Recovery", Some(HeadingKind::Kind(Mitigation)));
+        check(
+            "Resolution and Recovery",
+            Some(HeadingKind::Kind(Mitigation)),
+        );
         check("Timeline", Some(HeadingKind::Timeline));
         check("Key events", Some(HeadingKind::Timeline));
         check("Incident summary", Some(HeadingKind::Kind(Summary)));
@@ -269,13 +324,31 @@ mod tests {
         let check = |text: &str, expected: Option<StepKind>| {
             assert_eq!(wording_kind(text, &PROSE_KINDS), expected, "{text:?}");
         };
-        check("We rolled back the release and service was restored.", Some(Mitigation));
-        check("Icinga alerted on elevated 5xx error rates.", Some(Detection));
-        check("We suspected the load balancer and checked its logs.", Some(Investigation));
-        check("The outage was caused by an expired certificate.", Some(RootCause));
-        check("We will add monitoring for certificate expiry.", Some(FollowUp));
+        check(
+            "We rolled back the release and service was restored.",
+            Some(Mitigation),
+        );
+        check(
+            "Icinga alerted on elevated 5xx error rates.",
+            Some(Detection),
+        );
+        check(
+            "We suspected the load balancer and checked its logs.",
+            Some(Investigation),
+        );
+        check(
+            "The outage was caused by an expired certificate.",
+            Some(RootCause),
+        );
+        check(
+            "We will add monitoring for certificate expiry.",
+            Some(FollowUp),
+        );
         check("Nothing to see.", None);
-        assert_eq!(wording_kind("Restarted the pods", &TIMELINE_KINDS), Some(Action));
+        assert_eq!(
+            wording_kind("Restarted the pods", &TIMELINE_KINDS),
+            Some(Action)
+        );
     }
 
     #[test]
@@ -283,14 +356,42 @@ mod tests {
         let check = |kind, text: &str, expected: Option<Outcome>| {
             assert_eq!(outcome(kind, text), expected, "{text:?}");
         };
-        check(Action, "Restarting the pods did not help.", Some(Outcome::DidNotHelp));
-        check(Action, "We restarted the pods, which had no effect.", Some(Outcome::DidNotHelp));
-        check(Investigation, "We suspected DNS but ruled it out.", Some(Outcome::RuledOut));
-        check(Investigation, "The database looked healthy.", Some(Outcome::RuledOut));
-        check(Investigation, "It turned out to be an expired certificate.", Some(Outcome::Confirmed));
+        check(
+            Action,
+            "Restarting the pods did not help.",
+            Some(Outcome::DidNotHelp),
+        );
+        check(
+            Action,
+            "We restarted the pods, which had no effect.",
+            Some(Outcome::DidNotHelp),
+        );
+        check(
+            Investigation,
+            "We suspected DNS but ruled it out.",
+            Some(Outcome::RuledOut),
+        );
+        check(
+            Investigation,
+            "The database looked healthy.",
+            Some(Outcome::RuledOut),
+        );
+        check(
+            Investigation,
+            "It turned out to be an expired certificate.",
+            Some(Outcome::Confirmed),
+        );
         check(Action, "Rolling back fixed it.", Some(Outcome::Helped));
-        check(Mitigation, "Failing over restored service.", Some(Outcome::Helped));
-        check(Investigation, "We suspected the cache.", Some(Outcome::Unknown));
+        check(
+            Mitigation,
+            "Failing over restored service.",
+            Some(Outcome::Helped),
+        );
+        check(
+            Investigation,
+            "We suspected the cache.",
+            Some(Outcome::Unknown),
+        );
         check(Investigation, "Logs were collected.", None);
         check(RootCause, "Restarting did not help.", None);
     }

@@ -37,9 +37,23 @@ pub struct FrontMatter {
     pub summary: Option<String>,
 }
 
-const DATE_KEYS: &[&str] =
-    &["date", "start", "start_time", "start_date", "started", "started_at", "incident_date"];
-const END_KEYS: &[&str] = &["end", "end_time", "end_date", "ended", "ended_at", "resolved_at"];
+const DATE_KEYS: &[&str] = &[
+    "date",
+    "start",
+    "start_time",
+    "start_date",
+    "started",
+    "started_at",
+    "incident_date",
+];
+const END_KEYS: &[&str] = &[
+    "end",
+    "end_time",
+    "end_date",
+    "ended",
+    "ended_at",
+    "resolved_at",
+];
 const SEVERITY_KEYS: &[&str] = &["severity", "sev", "priority"];
 const SERVICE_KEYS: &[&str] = &[
     "services",
@@ -51,7 +65,14 @@ const SERVICE_KEYS: &[&str] = &[
     "systems",
     "affected_services",
 ];
-const TAG_KEYS: &[&str] = &["tags", "tag", "categories", "category", "keywords", "labels"];
+const TAG_KEYS: &[&str] = &[
+    "tags",
+    "tag",
+    "categories",
+    "category",
+    "keywords",
+    "labels",
+];
 const COMPANY_KEYS: &[&str] = &["company", "organization", "organisation", "org"];
 const SUMMARY_KEYS: &[&str] = &["summary", "description", "tldr", "abstract"];
 
@@ -101,21 +122,36 @@ pub(crate) fn extract(text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<F
                 Diagnostic::new(
                     Level::Warning,
                     DiagnosticCode::FrontMatter,
-                    format!("front matter is not valid {}: {first_line}", if toml { "TOML" } else { "YAML" }),
+                    format!(
+                        "front matter is not valid {}: {first_line}",
+                        if toml { "TOML" } else { "YAML" }
+                    ),
                 )
                 .at_line(1),
             );
-            return Some(Found { fields: FrontMatter::default(), len, summary_lines: None });
+            return Some(Found {
+                fields: FrontMatter::default(),
+                len,
+                summary_lines: None,
+            });
         }
     };
     let Value::Object(map) = value else {
         if !value.is_null() {
             diagnostics.push(
-                Diagnostic::new(Level::Warning, DiagnosticCode::FrontMatter, "front matter is not a map of keys to values")
-                    .at_line(1),
+                Diagnostic::new(
+                    Level::Warning,
+                    DiagnosticCode::FrontMatter,
+                    "front matter is not a map of keys to values",
+                )
+                .at_line(1),
             );
         }
-        return Some(Found { fields: FrontMatter::default(), len, summary_lines: None });
+        return Some(Found {
+            fields: FrontMatter::default(),
+            len,
+            summary_lines: None,
+        });
     };
     let lookup = |keys: &[&str]| -> Option<(&str, &Value)> {
         map.iter()
@@ -147,11 +183,21 @@ pub(crate) fn extract(text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<F
     let date_start = string(DATE_KEYS);
     let date_end = string(END_KEYS);
     let mut list = |keys: &[&str]| -> Vec<String> {
-        let Some((key, value)) = lookup(keys) else { return Vec::new() };
+        let Some((key, value)) = lookup(keys) else {
+            return Vec::new();
+        };
         match value {
-            Value::Array(items) => items.iter().filter_map(scalar).filter(|s| !s.is_empty()).collect(),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(scalar)
+                .filter(|s| !s.is_empty())
+                .collect(),
             other => match scalar(other) {
-                Some(s) => s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
+                Some(s) => s
+                    .split(',')
+                    .map(|p| p.trim().to_owned())
+                    .filter(|p| !p.is_empty())
+                    .collect(),
                 None => {
                     field_error(key, "a list of strings or a comma-separated string");
                     Vec::new()
@@ -171,9 +217,20 @@ pub(crate) fn extract(text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<F
     };
     let date_start = date(date_start, "date");
     let date_end = date(date_end, "end");
-    let summary_lines = summary.as_ref().and_then(|_| key_lines(text, body_start, inner_end, SUMMARY_KEYS));
+    let summary_lines = summary
+        .as_ref()
+        .and_then(|_| key_lines(text, body_start, inner_end, SUMMARY_KEYS));
     Some(Found {
-        fields: FrontMatter { title, date: date_start, end: date_end, severity, services, tags, company, summary },
+        fields: FrontMatter {
+            title,
+            date: date_start,
+            end: date_end,
+            severity,
+            services,
+            tags,
+            company,
+            summary,
+        },
         len,
         summary_lines,
     })
@@ -199,13 +256,19 @@ fn key_lines(text: &str, start: usize, end: usize, keys: &[&str]) -> Option<(u32
     let first_line = 1 + text[..start].matches('\n').count() as u32;
     let lines: Vec<&str> = text[start..end].lines().collect();
     let is_key = |line: &str| {
-        let key = line.split([':', '=']).next().unwrap_or("").trim().trim_matches('"');
+        let key = line
+            .split([':', '='])
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
         !line.starts_with([' ', '\t', '-']) && keys.iter().any(|k| key.eq_ignore_ascii_case(k))
     };
     let at = lines.iter().position(|l| is_key(l))?;
     let mut last = at;
     for (i, line) in lines.iter().enumerate().skip(at + 1) {
-        let top_level_key = !line.starts_with([' ', '\t']) && line.contains([':', '=']) && !line.trim().is_empty();
+        let top_level_key =
+            !line.starts_with([' ', '\t']) && line.contains([':', '=']) && !line.trim().is_empty();
         if top_level_key {
             break;
         }
@@ -214,9 +277,15 @@ fn key_lines(text: &str, start: usize, end: usize, keys: &[&str]) -> Option<(u32
         }
     }
     // `summary: >` or `summary:` followed by an indented block: the text starts on the next line.
-    let value = lines[at].split_once([':', '=']).map_or("", |(_, v)| v.trim());
+    let value = lines[at]
+        .split_once([':', '='])
+        .map_or("", |(_, v)| v.trim());
     let value_starts_below = value.is_empty() || value.starts_with(['>', '|']);
-    let first = if value_starts_below && last > at { at + 1 } else { at };
+    let first = if value_starts_below && last > at {
+        at + 1
+    } else {
+        at
+    };
     Some((first_line + first as u32, first_line + last as u32))
 }
 
@@ -235,14 +304,18 @@ mod tests {
         assert_eq!(found.fields.severity.as_deref(), Some("2"));
         assert_eq!(found.fields.services, ["api", "db"]);
         assert_eq!(found.fields.tags, ["disk", "logs"]);
-        assert_eq!(found.fields.summary.as_deref(), Some("Logs filled the disk."));
+        assert_eq!(
+            found.fields.summary.as_deref(),
+            Some("Logs filled the disk.")
+        );
         assert_eq!(found.summary_lines, Some((8, 9)));
         assert_eq!(&text[found.len..], "# Body\n");
     }
 
     #[test]
     fn toml_front_matter() {
-        let text = "+++\ntitle = \"DNS\"\nstart = 2020-01-02T03:04:05Z\ntags = [\"dns\"]\n+++\nbody";
+        let text =
+            "+++\ntitle = \"DNS\"\nstart = 2020-01-02T03:04:05Z\ntags = [\"dns\"]\n+++\nbody";
         let mut diagnostics = Vec::new();
         let found = extract(text, &mut diagnostics).unwrap();
         assert!(diagnostics.is_empty(), "{diagnostics:?}");

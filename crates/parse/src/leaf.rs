@@ -35,7 +35,13 @@ pub(crate) struct Leaf {
 
 impl Leaf {
     pub(crate) fn new(kind: LeafKind) -> Self {
-        Self { kind, text: String::new(), marks: Vec::new(), cells: Vec::new(), label: None }
+        Self {
+            kind,
+            text: String::new(),
+            marks: Vec::new(),
+            cells: Vec::new(),
+            label: None,
+        }
     }
 
     /// Appends `s`, whose first byte sits on source line `line`; a `\n` inside `s` advances the line.

@@ -58,7 +58,10 @@ pub struct ParseOptions {
 
 impl Default for ParseOptions {
     fn default() -> Self {
-        Self { max_bytes: DEFAULT_MAX_BYTES, chunk: ChunkOptions::default() }
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+            chunk: ChunkOptions::default(),
+        }
     }
 }
 
@@ -88,7 +91,15 @@ pub fn is_furniture(file_name: &str) -> bool {
     let lower = file_name.to_ascii_lowercase();
     matches!(
         lower.as_str(),
-        "readme.md" | "readme.txt" | "license.txt" | "license.md" | "attribution.md" | "manifest.tsv" | "changelog.md" | "contributing.md" | "code_of_conduct.md"
+        "readme.md"
+            | "readme.txt"
+            | "license.txt"
+            | "license.md"
+            | "attribution.md"
+            | "manifest.tsv"
+            | "changelog.md"
+            | "contributing.md"
+            | "code_of_conduct.md"
     ) || lower.starts_with("template")
         || lower.starts_with("_template")
 }
@@ -109,11 +120,18 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
     if bytes.len() as u64 > options.max_bytes {
         return skip(
             DiagnosticCode::TooLarge,
-            format!("file is {} bytes, over the {} byte cap", bytes.len(), options.max_bytes),
+            format!(
+                "file is {} bytes, over the {} byte cap",
+                bytes.len(),
+                options.max_bytes
+            ),
         );
     }
     if let Some(at) = memchr::memchr(0, bytes) {
-        return skip(DiagnosticCode::Binary, format!("NUL byte at offset {at}: binary file"));
+        return skip(
+            DiagnosticCode::Binary,
+            format!("NUL byte at offset {at}: binary file"),
+        );
     }
     let content_hash = ContentHash::of(bytes);
     let text = text::decode(bytes, &mut diagnostics);
@@ -124,7 +142,10 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
     };
     if let Some(found) = &front {
         // Blank the block out rather than cut it, so offsets and lines stay those of the file.
-        let blanked: String = text[..found.len].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+        let blanked: String = text[..found.len]
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
         text.replace_range(..found.len, &blanked);
     }
     let lines = text::LineIndex::new(&text);
@@ -140,13 +161,25 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
     let path = normalise(relative_path);
     let id = IncidentId::from_path(&path);
     let fields = front.as_ref().map(|f| f.fields.clone()).unwrap_or_default();
-    let title = fields.title.clone().or(first_heading).unwrap_or_else(|| title_from_path(&path));
+    let title = fields
+        .title
+        .clone()
+        .or(first_heading)
+        .unwrap_or_else(|| title_from_path(&path));
 
     let mut steps = Vec::with_capacity(chunks.len() + 1);
     let mut timeline = Vec::new();
     if let (Some(summary), Some(found)) = (&fields.summary, &front) {
         let (line_start, line_end) = found.summary_lines.unwrap_or((1, 1));
-        steps.push(new_step(&id, 0, StepKind::Summary, vec!["Summary".to_owned()], summary.clone(), line_start, line_end));
+        steps.push(new_step(
+            &id,
+            0,
+            StepKind::Summary,
+            vec!["Summary".to_owned()],
+            summary.clone(),
+            line_start,
+            line_end,
+        ));
     }
     for chunk in chunks {
         let ordinal = steps.len() as u32;
@@ -162,12 +195,21 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
         step.outcome = chunk.outcome;
         step.at = chunk.at;
         if let (true, Some(at)) = (chunk.timeline, &step.at) {
-            timeline.push(TimelineEntry { at: at.clone(), step_id: step.id.clone(), kind: step.kind, line: step.line_start });
+            timeline.push(TimelineEntry {
+                at: at.clone(),
+                step_id: step.id.clone(),
+                kind: step.kind,
+                line: step.line_start,
+            });
         }
         steps.push(step);
     }
     if steps.is_empty() {
-        diagnostics.push(Diagnostic::new(Level::Warning, DiagnosticCode::Empty, "no text to index"));
+        diagnostics.push(Diagnostic::new(
+            Level::Warning,
+            DiagnosticCode::Empty,
+            "no text to index",
+        ));
     }
 
     let file_name = path.rsplit('/').next().unwrap_or(&path);
@@ -175,7 +217,9 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
         .date
         .or_else(|| time::date_from_file_name(file_name))
         .or_else(|| time::first_date_in(&title))
-        .or_else(|| time::first_date_in(text.get(..text.floor_char_boundary(4000)).unwrap_or(&text)));
+        .or_else(|| {
+            time::first_date_in(text.get(..text.floor_char_boundary(4000)).unwrap_or(&text))
+        });
     if start.is_none() {
         diagnostics.push(Diagnostic::new(
             Level::Info,
@@ -184,13 +228,19 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
         ));
     }
     let summary = fields.summary.clone().or_else(|| {
-        steps.iter().find(|s| s.kind == StepKind::Summary).map(|s| cut(&s.text, SUMMARY_BYTES))
+        steps
+            .iter()
+            .find(|s| s.kind == StepKind::Summary)
+            .map(|s| cut(&s.text, SUMMARY_BYTES))
     });
     let incident = Incident {
         id,
         path,
         title,
-        date: start.map(|start| DateRange { start, end: fields.end.filter(|end| *end >= start) }),
+        date: start.map(|start| DateRange {
+            start,
+            end: fields.end.filter(|end| *end >= start),
+        }),
         severity: fields.severity,
         services: fields.services,
         tags: fields.tags,
@@ -200,11 +250,18 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
         steps,
         timeline,
     };
-    Parsed { incident: Some(incident), diagnostics }
+    Parsed {
+        incident: Some(incident),
+        diagnostics,
+    }
 }
 
 /// Reads and parses a file, turning read errors into a diagnostic.
-pub fn parse_file(relative_path: &str, full_path: &std::path::Path, options: &ParseOptions) -> Parsed {
+pub fn parse_file(
+    relative_path: &str,
+    full_path: &std::path::Path,
+    options: &ParseOptions,
+) -> Parsed {
     match std::fs::metadata(full_path) {
         Ok(meta) if meta.len() > options.max_bytes => {
             return Parsed {
@@ -212,7 +269,11 @@ pub fn parse_file(relative_path: &str, full_path: &std::path::Path, options: &Pa
                 diagnostics: vec![Diagnostic::new(
                     Level::Error,
                     DiagnosticCode::TooLarge,
-                    format!("file is {} bytes, over the {} byte cap", meta.len(), options.max_bytes),
+                    format!(
+                        "file is {} bytes, over the {} byte cap",
+                        meta.len(),
+                        options.max_bytes
+                    ),
                 )],
             };
         }
@@ -222,7 +283,11 @@ pub fn parse_file(relative_path: &str, full_path: &std::path::Path, options: &Pa
         Ok(bytes) => parse(relative_path, &bytes, options),
         Err(err) => Parsed {
             incident: None,
-            diagnostics: vec![Diagnostic::new(Level::Error, DiagnosticCode::Unreadable, format!("cannot read file: {err}"))],
+            diagnostics: vec![Diagnostic::new(
+                Level::Error,
+                DiagnosticCode::Unreadable,
+                format!("cannot read file: {err}"),
+            )],
         },
     }
 }
@@ -237,11 +302,26 @@ fn new_step(
     line_end: u32,
 ) -> Step {
     let id = StepId::new(incident, ordinal, &ContentHash::of(text.as_bytes()));
-    Step { id, incident_id: incident.clone(), ordinal, kind, heading_path, text, line_start, line_end, at: None, outcome: None }
+    Step {
+        id,
+        incident_id: incident.clone(),
+        ordinal,
+        kind,
+        heading_path,
+        text,
+        line_start,
+        line_end,
+        at: None,
+        outcome: None,
+    }
 }
 
 fn normalise(path: &str) -> String {
-    path.replace('\\', "/").split('/').filter(|p| !p.is_empty() && *p != ".").collect::<Vec<_>>().join("/")
+    path.replace('\\', "/")
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `2021-09-30-cert-expiry.md` -> `cert expiry`.
@@ -268,7 +348,10 @@ mod tests {
 
     #[test]
     fn skips_what_it_cannot_read() {
-        let options = ParseOptions { max_bytes: 10, ..ParseOptions::default() };
+        let options = ParseOptions {
+            max_bytes: 10,
+            ..ParseOptions::default()
+        };
         let check = |path: &str, bytes: &[u8], code| {
             let parsed = parse(path, bytes, &options);
             assert!(parsed.incident.is_none());
@@ -281,7 +364,10 @@ mod tests {
 
     #[test]
     fn titles_from_paths() {
-        assert_eq!(title_from_path("x/2021-09-30-cert-expiry.md"), "cert expiry");
+        assert_eq!(
+            title_from_path("x/2021-09-30-cert-expiry.md"),
+            "cert expiry"
+        );
         assert_eq!(title_from_path("20170719-ldap.txt"), "ldap");
         assert_eq!(title_from_path("2021.md"), "2021");
     }
@@ -289,9 +375,14 @@ mod tests {
     #[test]
     fn front_matter_summary_is_a_step() {
         let doc = "---\ntitle: T\nsummary: The disk filled.\n---\n\nBody paragraph that is long enough to stand alone as a step.\n";
-        let incident = parse("a.md", doc.as_bytes(), &ParseOptions::default()).incident.unwrap();
+        let incident = parse("a.md", doc.as_bytes(), &ParseOptions::default())
+            .incident
+            .unwrap();
         assert_eq!(incident.steps[0].kind, StepKind::Summary);
-        assert_eq!((incident.steps[0].line_start, incident.steps[0].line_end), (3, 3));
+        assert_eq!(
+            (incident.steps[0].line_start, incident.steps[0].line_end),
+            (3, 3)
+        );
         assert_eq!(incident.steps[1].line_start, 6);
         assert_eq!(incident.summary.as_deref(), Some("The disk filled."));
     }

@@ -10,12 +10,27 @@ use crate::text::LineIndex;
 const DEEP: usize = 64;
 
 /// Walks `text` (front matter already blanked out) and returns its leaves.
-pub(crate) fn leaves(text: &str, lines: &LineIndex, diagnostics: &mut Vec<Diagnostic>) -> Vec<Leaf> {
+pub(crate) fn leaves(
+    text: &str,
+    lines: &LineIndex,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Leaf> {
     let options = Options::ENABLE_TABLES
         | Options::ENABLE_STRIKETHROUGH
         | Options::ENABLE_TASKLISTS
         | Options::ENABLE_FOOTNOTES;
-    let mut walker = Walker { lines, out: Vec::new(), current: None, items: Vec::new(), lists: Vec::new(), next_id: 0, table: 0, label: LabelState::Idle, max_depth: 0, quote_depth: 0 };
+    let mut walker = Walker {
+        lines,
+        out: Vec::new(),
+        current: None,
+        items: Vec::new(),
+        lists: Vec::new(),
+        next_id: 0,
+        table: 0,
+        label: LabelState::Idle,
+        max_depth: 0,
+        quote_depth: 0,
+    };
     for (event, range) in Parser::new_ext(text, options).into_offset_iter() {
         walker.event(event, range.start);
     }
@@ -24,7 +39,10 @@ pub(crate) fn leaves(text: &str, lines: &LineIndex, diagnostics: &mut Vec<Diagno
         diagnostics.push(Diagnostic::new(
             Level::Info,
             DiagnosticCode::DeepNesting,
-            format!("lists or quotes nested {} levels deep; read as a flat sequence", walker.max_depth),
+            format!(
+                "lists or quotes nested {} levels deep; read as a flat sequence",
+                walker.max_depth
+            ),
         ));
     }
     walker.out
@@ -98,7 +116,8 @@ impl Walker<'_> {
 
     fn leaf(&mut self) -> &mut Leaf {
         let in_item = self.in_item();
-        self.current.get_or_insert_with(|| Leaf::new(LeafKind::Paragraph { in_item }))
+        self.current
+            .get_or_insert_with(|| Leaf::new(LeafKind::Paragraph { in_item }))
     }
 
     fn text(&mut self, s: &str, offset: usize) {
@@ -178,11 +197,17 @@ impl Walker<'_> {
             }
             Tag::TableHead => {
                 let table = self.table;
-                self.start(LeafKind::Row { table, header: true });
+                self.start(LeafKind::Row {
+                    table,
+                    header: true,
+                });
             }
             Tag::TableRow => {
                 let table = self.table;
-                self.start(LeafKind::Row { table, header: false });
+                self.start(LeafKind::Row {
+                    table,
+                    header: false,
+                });
             }
             Tag::TableCell => {
                 let leaf = self.leaf();
@@ -192,7 +217,9 @@ impl Walker<'_> {
                 leaf.cells.push(String::new());
             }
             Tag::Strong => {
-                if self.label == LabelState::Idle && self.current.as_ref().is_none_or(Leaf::is_blank) {
+                if self.label == LabelState::Idle
+                    && self.current.as_ref().is_none_or(Leaf::is_blank)
+                {
                     self.label = LabelState::Open;
                 }
             }
@@ -209,7 +236,11 @@ impl Walker<'_> {
                 }
                 self.flush();
             }
-            TagEnd::Paragraph | TagEnd::CodeBlock | TagEnd::HtmlBlock | TagEnd::TableHead | TagEnd::TableRow => {
+            TagEnd::Paragraph
+            | TagEnd::CodeBlock
+            | TagEnd::HtmlBlock
+            | TagEnd::TableHead
+            | TagEnd::TableRow => {
                 // The item's own text may continue after its first paragraph; nested blocks flush it.
                 if !matches!(&self.current, Some(l) if matches!(l.kind, LeafKind::Item { .. })) {
                     self.flush();
@@ -272,23 +303,50 @@ mod tests {
 
     fn kinds(text: &str) -> Vec<(LeafKind, String, Option<String>)> {
         let lines = LineIndex::new(text);
-        leaves(text, &lines, &mut Vec::new()).into_iter().map(|l| (l.kind, l.text, l.label)).collect()
+        leaves(text, &lines, &mut Vec::new())
+            .into_iter()
+            .map(|l| (l.kind, l.text, l.label))
+            .collect()
     }
 
     #[test]
     fn blocks_become_leaves() {
-        let got = kinds("# T\n\npara *one*\ntwo\n\n- a\n  - b\n- **Impact**: c\n\n| Time | Event |\n|---|---|\n| 14:02 | x |\n\n**Timeline**\n\n```\ncode\n```\n");
+        let got = kinds(
+            "# T\n\npara *one*\ntwo\n\n- a\n  - b\n- **Impact**: c\n\n| Time | Event |\n|---|---|\n| 14:02 | x |\n\n**Timeline**\n\n```\ncode\n```\n",
+        );
         let expected = vec![
             (LeafKind::Heading(1), "T".into(), None),
-            (LeafKind::Paragraph { in_item: false }, "para one two".into(), None),
+            (
+                LeafKind::Paragraph { in_item: false },
+                "para one two".into(),
+                None,
+            ),
             (LeafKind::Item { id: 2, list: 1 }, "a".into(), None),
             (LeafKind::Item { id: 4, list: 1 }, "b".into(), None),
             (LeafKind::ItemEnd { id: 4 }, "".into(), None),
             (LeafKind::ItemEnd { id: 2 }, "".into(), None),
-            (LeafKind::Item { id: 5, list: 1 }, "Impact: c".into(), Some("Impact".into())),
+            (
+                LeafKind::Item { id: 5, list: 1 },
+                "Impact: c".into(),
+                Some("Impact".into()),
+            ),
             (LeafKind::ItemEnd { id: 5 }, "".into(), None),
-            (LeafKind::Row { table: 1, header: true }, "Time | Event".into(), None),
-            (LeafKind::Row { table: 1, header: false }, "14:02 | x".into(), None),
+            (
+                LeafKind::Row {
+                    table: 1,
+                    header: true,
+                },
+                "Time | Event".into(),
+                None,
+            ),
+            (
+                LeafKind::Row {
+                    table: 1,
+                    header: false,
+                },
+                "14:02 | x".into(),
+                None,
+            ),
             (LeafKind::Heading(7), "Timeline".into(), None),
             (LeafKind::Code { in_item: false }, "code\n".into(), None),
         ];

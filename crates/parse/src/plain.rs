@@ -120,15 +120,29 @@ mod tests {
     #[test]
     fn plain_text_structure() {
         let text = "Summary\nThe LDAP CA expired.\nIt broke logins.\n\nTimeline\n• 20:29 cert expired\n  continued\n14:02 UTC - paged\nWhat went well?\n• fast fix\n";
-        let got: Vec<(LeafKind, String, u32)> =
-            leaves(text).into_iter().map(|l| (l.kind, l.text, l.marks.first().map_or(0, |m| m.1))).collect();
+        let got: Vec<(LeafKind, String, u32)> = leaves(text)
+            .into_iter()
+            .map(|l| (l.kind, l.text, l.marks.first().map_or(0, |m| m.1)))
+            .collect();
         let expected = vec![
             (LeafKind::Heading(2), "Summary".to_owned(), 1),
-            (LeafKind::Paragraph { in_item: false }, "The LDAP CA expired. It broke logins.".to_owned(), 2),
+            (
+                LeafKind::Paragraph { in_item: false },
+                "The LDAP CA expired. It broke logins.".to_owned(),
+                2,
+            ),
             (LeafKind::Heading(2), "Timeline".to_owned(), 5),
-            (LeafKind::Item { id: 1, list: 1 }, "20:29 cert expired continued".to_owned(), 6),
+            (
+                LeafKind::Item { id: 1, list: 1 },
+                "20:29 cert expired continued".to_owned(),
+                6,
+            ),
             (LeafKind::ItemEnd { id: 1 }, String::new(), 0),
-            (LeafKind::Item { id: 2, list: 1 }, "14:02 UTC - paged".to_owned(), 8),
+            (
+                LeafKind::Item { id: 2, list: 1 },
+                "14:02 UTC - paged".to_owned(),
+                8,
+            ),
             (LeafKind::ItemEnd { id: 2 }, String::new(), 0),
             (LeafKind::Heading(2), "What went well?".to_owned(), 9),
             (LeafKind::Item { id: 3, list: 3 }, "fast fix".to_owned(), 10),

@@ -19,7 +19,8 @@ struct Rule {
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     let rule = |name, pattern: &str, group| Rule {
         name,
-        regex: Regex::new(&crate::classify::ascii_boundaries(pattern)).expect("redaction pattern compiles"),
+        regex: Regex::new(&crate::classify::ascii_boundaries(pattern))
+            .expect("redaction pattern compiles"),
         group,
     };
     vec![
@@ -28,21 +29,45 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             r"-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----",
             0,
         ),
-        rule("aws-access-key", r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b", 0),
+        rule(
+            "aws-access-key",
+            r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16}\b",
+            0,
+        ),
         rule(
             "aws-secret-key",
             r#"(?i)aws_?secret_?(?:access_?)?key["']?\s*[:=]\s*["']?([A-Za-z0-9/+=]{40})\b"#,
             1,
         ),
-        rule("github-token", r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}\b", 0),
+        rule(
+            "github-token",
+            r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}\b",
+            0,
+        ),
         rule("github-token", r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b", 0),
         rule("gitlab-token", r"\bglpat-[A-Za-z0-9_-]{20,}\b", 0),
         rule("slack-token", r"\bxox[baprse]-[A-Za-z0-9-]{10,}\b", 0),
-        rule("slack-webhook", r"https://hooks\.slack\.com/services/[A-Za-z0-9+/_-]{20,}", 0),
-        rule("stripe-key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,}\b", 0),
+        rule(
+            "slack-webhook",
+            r"https://hooks\.slack\.com/services/[A-Za-z0-9+/_-]{20,}",
+            0,
+        ),
+        rule(
+            "stripe-key",
+            r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,}\b",
+            0,
+        ),
         rule("gcp-api-key", r"\bAIza[0-9A-Za-z_-]{35}\b", 0),
-        rule("bearer-token", r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)", 1),
-        rule("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 0),
+        rule(
+            "bearer-token",
+            r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{16,}=*)",
+            1,
+        ),
+        rule(
+            "jwt",
+            r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+            0,
+        ),
         rule(
             "url-password",
             r"\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]{1,100}:([^\s@/]{1,200})@",
@@ -79,7 +104,10 @@ pub(crate) fn redact(text: String, diagnostics: &mut Vec<Diagnostic>) -> String 
             out.push_str(rule.name);
             out.push(']');
             // Keep the line count: a private key block spans lines.
-            out.extend(std::iter::repeat_n('\n', secret.as_str().matches('\n').count()));
+            out.extend(std::iter::repeat_n(
+                '\n',
+                secret.as_str().matches('\n').count(),
+            ));
             out.push_str(&text[secret.end()..whole.end()]);
             out
         });
@@ -107,14 +135,21 @@ mod tests {
         let mut diagnostics = Vec::new();
         let out = redact(input.to_owned(), &mut diagnostics);
         assert_eq!(out, expected);
-        assert_eq!(out.lines().count(), input.lines().count(), "line count changed");
+        assert_eq!(
+            out.lines().count(),
+            input.lines().count(),
+            "line count changed"
+        );
         let redactions = expected.matches("[REDACTED:").count();
         assert_eq!(diagnostics.len(), redactions, "{diagnostics:?}");
     }
 
     #[test]
     fn redacts_each_kind() {
-        check("key AKIAIOSFODNN7EXAMPLE here", "key [REDACTED:aws-access-key] here");
+        check(
+            "key AKIAIOSFODNN7EXAMPLE here",
+            "key [REDACTED:aws-access-key] here",
+        );
         check(
             "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             "aws_secret_access_key = [REDACTED:aws-secret-key]",
@@ -133,7 +168,10 @@ mod tests {
             "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
             "jwt [REDACTED:jwt]",
         );
-        check("db password=hunter2hunter2 ok", "db password=[REDACTED:password] ok");
+        check(
+            "db password=hunter2hunter2 ok",
+            "db password=[REDACTED:password] ok",
+        );
         check(
             "postgres://app:s3cr3t@db.internal:5432/app",
             "postgres://app:[REDACTED:url-password]@db.internal:5432/app",
@@ -150,6 +188,9 @@ mod tests {
             "the token signing certificate expired; password resets failed",
             "the token signing certificate expired; password resets failed",
         );
-        check("see https://example.com/a:b@c", "see https://example.com/a:b@c");
+        check(
+            "see https://example.com/a:b@c",
+            "see https://example.com/a:b@c",
+        );
     }
 }

@@ -11,7 +11,11 @@ pub(crate) fn decode(bytes: &[u8], diagnostics: &mut Vec<Diagnostic>) -> String 
     let mut bytes = bytes;
     if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
         bytes = rest;
-        diagnostics.push(Diagnostic::new(Level::Info, DiagnosticCode::Bom, "removed a UTF-8 byte-order mark"));
+        diagnostics.push(Diagnostic::new(
+            Level::Info,
+            DiagnosticCode::Bom,
+            "removed a UTF-8 byte-order mark",
+        ));
     }
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => std::borrow::Cow::Borrowed(text),
@@ -48,7 +52,9 @@ pub(crate) fn decode(bytes: &[u8], diagnostics: &mut Vec<Diagnostic>) -> String 
             Diagnostic::new(
                 Level::Info,
                 DiagnosticCode::LongLine,
-                format!("line of {len} bytes; it is split into steps on sentence and word boundaries"),
+                format!(
+                    "line of {len} bytes; it is split into steps on sentence and word boundaries"
+                ),
             )
             .at_line(line as u32),
         );
@@ -124,8 +130,16 @@ mod tests {
     #[test]
     fn decoding_repairs_and_reports() {
         check(b"a\nb", "a\nb", &[]);
-        check(b"\xEF\xBB\xBFa\r\nb\rc", "a\nb\nc", &[DiagnosticCode::Bom, DiagnosticCode::LineEndings]);
-        check(b"ok\nbad \xFF here", "ok\nbad \u{FFFD} here", &[DiagnosticCode::InvalidUtf8]);
+        check(
+            b"\xEF\xBB\xBFa\r\nb\rc",
+            "a\nb\nc",
+            &[DiagnosticCode::Bom, DiagnosticCode::LineEndings],
+        );
+        check(
+            b"ok\nbad \xFF here",
+            "ok\nbad \u{FFFD} here",
+            &[DiagnosticCode::InvalidUtf8],
+        );
     }
 
     #[test]

@@ -26,8 +26,21 @@ fn line(max: usize) -> impl Strategy<Value = Vec<String>> {
 
 fn block() -> impl Strategy<Value = Gen> {
     prop_oneof![
-        (1usize..4, prop::sample::select(vec!["Summary", "Timeline", "Root cause", "Notes", "Action items", "Impact"]))
-            .prop_map(|(level, h)| Gen::Heading(level + 1, h.split(' ').map(str::to_owned).collect())),
+        (
+            1usize..4,
+            prop::sample::select(vec![
+                "Summary",
+                "Timeline",
+                "Root cause",
+                "Notes",
+                "Action items",
+                "Impact"
+            ])
+        )
+            .prop_map(|(level, h)| Gen::Heading(
+                level + 1,
+                h.split(' ').map(str::to_owned).collect()
+            )),
         prop::collection::vec(line(25), 1..12).prop_map(Gen::Paragraph),
         prop::collection::vec(line(15), 1..8).prop_map(Gen::List),
         prop::collection::vec((0u32..1440, line(10)), 1..6).prop_map(Gen::Timeline),
@@ -50,16 +63,31 @@ fn render(blocks: &[Gen]) -> (String, BTreeMap<u32, Vec<String>>) {
     };
     for block in blocks {
         match block {
-            Gen::Heading(level, words) => push(&mut text, &format!("{} {}", "#".repeat(*level), words.join(" ")), None, &mut line),
+            Gen::Heading(level, words) => push(
+                &mut text,
+                &format!("{} {}", "#".repeat(*level), words.join(" ")),
+                None,
+                &mut line,
+            ),
             Gen::Paragraph(lines) => {
                 for (i, words) in lines.iter().enumerate() {
                     let end = if i % 3 == 2 { "." } else { "" };
-                    push(&mut text, &format!("{}{end}", words.join(" ")), Some(words.clone()), &mut line);
+                    push(
+                        &mut text,
+                        &format!("{}{end}", words.join(" ")),
+                        Some(words.clone()),
+                        &mut line,
+                    );
                 }
             }
             Gen::List(items) => {
                 for words in items {
-                    push(&mut text, &format!("- {}", words.join(" ")), Some(words.clone()), &mut line);
+                    push(
+                        &mut text,
+                        &format!("- {}", words.join(" ")),
+                        Some(words.clone()),
+                        &mut line,
+                    );
                 }
             }
             Gen::Timeline(rows) => {
@@ -68,7 +96,12 @@ fn render(blocks: &[Gen]) -> (String, BTreeMap<u32, Vec<String>>) {
                 for (minute, words) in rows {
                     let mut all = vec![format!("{:02}:{:02}", minute / 60, minute % 60)];
                     all.extend(words.iter().cloned());
-                    push(&mut text, &format!("| {} | {} |", all[0], words.join(" ")), Some(all), &mut line);
+                    push(
+                        &mut text,
+                        &format!("| {} | {} |", all[0], words.join(" ")),
+                        Some(all),
+                        &mut line,
+                    );
                 }
             }
             Gen::Code(lines) => {

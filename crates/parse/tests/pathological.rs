@@ -9,7 +9,14 @@ fn parse_str(name: &str, text: &str) -> precedent_core::Parsed {
 }
 
 fn words(parsed: &precedent_core::Parsed) -> usize {
-    parsed.incident.as_ref().unwrap().steps.iter().map(|s| s.text.split_whitespace().count()).sum()
+    parsed
+        .incident
+        .as_ref()
+        .unwrap()
+        .steps
+        .iter()
+        .map(|s| s.text.split_whitespace().count())
+        .sum()
 }
 
 #[test]
@@ -17,7 +24,12 @@ fn deep_block_quotes() {
     let text = format!("{}deep\n", ">".repeat(50_000));
     let parsed = parse_str("q.md", &text);
     assert!(words(&parsed) >= 1);
-    assert!(parsed.diagnostics.iter().any(|d| d.code == DiagnosticCode::DeepNesting));
+    assert!(
+        parsed
+            .diagnostics
+            .iter()
+            .any(|d| d.code == DiagnosticCode::DeepNesting)
+    );
 }
 
 #[test]
@@ -37,7 +49,10 @@ fn many_open_brackets() {
     assert!(parsed.incident.is_some());
     let parsed = parse_str("b2.md", &"[a](".repeat(20_000));
     assert!(parsed.incident.is_some());
-    let parsed = parse_str("b3.md", &format!("{}x{}", "[".repeat(20_000), "]".repeat(20_000)));
+    let parsed = parse_str(
+        "b3.md",
+        &format!("{}x{}", "[".repeat(20_000), "]".repeat(20_000)),
+    );
     assert!(parsed.incident.is_some());
 }
 
@@ -53,7 +68,11 @@ fn emphasis_runs() {
 fn huge_table() {
     let mut text = String::from("## Timeline\n\n| Time | Event |\n|---|---|\n");
     for i in 0..10_000 {
-        text.push_str(&format!("| {:02}:{:02} | event number {i} |\n", (i / 60) % 24, i % 60));
+        text.push_str(&format!(
+            "| {:02}:{:02} | event number {i} |\n",
+            (i / 60) % 24,
+            i % 60
+        ));
     }
     let incident = parse_str("t.md", &text).incident.unwrap();
     assert_eq!(incident.steps.len(), 10_000);
@@ -66,9 +85,19 @@ fn very_long_line() {
     let text = "word ".repeat(1_000_000);
     let parsed = parse_str("long.md", &text);
     let incident = parsed.incident.as_ref().unwrap();
-    assert!(incident.steps.iter().all(|s| s.text.split_whitespace().count() <= 160));
+    assert!(
+        incident
+            .steps
+            .iter()
+            .all(|s| s.text.split_whitespace().count() <= 160)
+    );
     assert_eq!(words(&parsed), 1_000_000);
-    assert!(parsed.diagnostics.iter().any(|d| d.code == DiagnosticCode::LongLine));
+    assert!(
+        parsed
+            .diagnostics
+            .iter()
+            .any(|d| d.code == DiagnosticCode::LongLine)
+    );
 }
 
 #[test]
@@ -82,14 +111,27 @@ fn encodings_and_line_endings() {
     let parsed = parse_str("bom.md", bom);
     assert_eq!(parsed.incident.unwrap().title, "Title");
 
-    let mut invalid = b"# Title\n\nBody \xff\xfe text here that is long enough to be a step.\n".to_vec();
+    let mut invalid =
+        b"# Title\n\nBody \xff\xfe text here that is long enough to be a step.\n".to_vec();
     invalid.extend_from_slice(b"\x80");
     let parsed = parse("u.md", &invalid, &ParseOptions::default());
-    assert!(parsed.diagnostics.iter().any(|d| d.code == DiagnosticCode::InvalidUtf8));
+    assert!(
+        parsed
+            .diagnostics
+            .iter()
+            .any(|d| d.code == DiagnosticCode::InvalidUtf8)
+    );
     assert!(parsed.incident.unwrap().steps[0].text.contains('\u{FFFD}'));
 
-    let parsed = parse("bin.md", b"PK\x03\x04\x00\x00binary", &ParseOptions::default());
-    assert_eq!(parsed.skip_reason().map(|d| d.code), Some(DiagnosticCode::Binary));
+    let parsed = parse(
+        "bin.md",
+        b"PK\x03\x04\x00\x00binary",
+        &ParseOptions::default(),
+    );
+    assert_eq!(
+        parsed.skip_reason().map(|d| d.code),
+        Some(DiagnosticCode::Binary)
+    );
 }
 
 #[test]
@@ -98,6 +140,11 @@ fn empty_and_whitespace_files() {
         let parsed = parse_str("e.md", text);
         let incident = parsed.incident.unwrap();
         assert!(incident.steps.is_empty(), "{text:?}");
-        assert!(parsed.diagnostics.iter().any(|d| d.code == DiagnosticCode::Empty));
+        assert!(
+            parsed
+                .diagnostics
+                .iter()
+                .any(|d| d.code == DiagnosticCode::Empty)
+        );
     }
 }

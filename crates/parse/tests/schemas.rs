@@ -5,7 +5,9 @@
 use std::path::Path;
 
 fn check(name: &str, schema: schemars::Schema) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../schemas")
+        .join(name);
     let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
     if std::env::var_os("PRECEDENT_UPDATE_SCHEMAS").is_some() {
         std::fs::write(&path, &generated).unwrap();
@@ -20,8 +22,20 @@ fn check(name: &str, schema: schemars::Schema) {
 
 #[test]
 fn schemas_match_the_types() {
-    check("incident.schema.json", schemars::schema_for!(precedent_core::Incident));
-    check("step.schema.json", schemars::schema_for!(precedent_core::Step));
-    check("parsed.schema.json", schemars::schema_for!(precedent_core::Parsed));
-    check("front-matter.schema.json", schemars::schema_for!(precedent_parse::FrontMatter));
+    check(
+        "incident.schema.json",
+        schemars::schema_for!(precedent_core::Incident),
+    );
+    check(
+        "step.schema.json",
+        schemars::schema_for!(precedent_core::Step),
+    );
+    check(
+        "parsed.schema.json",
+        schemars::schema_for!(precedent_core::Parsed),
+    );
+    check(
+        "front-matter.schema.json",
+        schemars::schema_for!(precedent_parse::FrontMatter),
+    );
 }

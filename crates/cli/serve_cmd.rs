@@ -1,0 +1,120 @@
+//! `precedent serve` (HTTP API + MCP at /mcp) and `precedent mcp` (MCP over stdio).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use precedent_server::ServerOptions;
+
+use crate::common::{IndexArgs, ModelArgs};
+use crate::search_cmd::open;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Anything but loopback needs a bearer token.
+    #[arg(long, env = "PRECEDENT_ADDR", default_value = "127.0.0.1:7777")]
+    addr: SocketAddr,
+    /// File holding the bearer token clients must send (Authorization: Bearer ...). The token
+    /// can also come from $PRECEDENT_TOKEN; never from the command line.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Accept PUT /v1/incidents and DELETE /v1/incidents/{id} (requires a token).
+    #[arg(long)]
+    allow_writes: bool,
+    /// Accepted Host header (repeatable) [default: localhost, 127.0.0.1, [::1] on the bound port].
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// Origin allowed to call the API from a browser (repeatable; enables CORS for it).
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    index: IndexArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct McpArgs {
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    index: IndexArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Largest MCP tool result, in bytes (longer results are truncated and say so).
+    #[arg(long, default_value_t = 20_000, value_name = "BYTES")]
+    mcp_budget: usize,
+    /// Time limit of one request, in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    timeout: u64,
+    /// Requests handled at once; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+impl LimitArgs {
+    fn apply(&self, options: &mut ServerOptions) {
+        options.mcp_result_bytes = self.mcp_budget;
+        options.request_timeout = Duration::from_secs(self.timeout.max(1));
+        options.concurrency_limit = self.concurrency;
+    }
+}
+
+fn read_token(file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    if let Some(file) = file {
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read token file {}", file.display()))?;
+        return Ok(Some(token.trim().to_owned()));
+    }
+    Ok(std::env::var("PRECEDENT_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let engine = Arc::new(open(&args.index)?);
+    let embedder = args.model.load()?;
+    let mut options = ServerOptions::new(args.addr, &args.index.index);
+    options.token = read_token(args.token_file.as_ref())?;
+    options.allow_writes = args.allow_writes;
+    if !args.allowed_hosts.is_empty() {
+        options.allowed_hosts = Some(args.allowed_hosts);
+    }
+    options.cors_origins = args.cors_origins;
+    args.limits.apply(&mut options);
+    eprintln!(
+        "precedent: serving {} on http://{} (MCP at /mcp)",
+        args.index.index.display(),
+        args.addr
+    );
+    runtime()?.block_on(precedent_server::serve(options, engine, embedder))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
+    let engine = Arc::new(open(&args.index)?);
+    let embedder = args.model.load()?;
+    let mut options = ServerOptions {
+        index_dir: args.index.index.clone(),
+        ..ServerOptions::default()
+    };
+    args.limits.apply(&mut options);
+    runtime()?.block_on(precedent_server::serve_stdio(options, engine, embedder))?;
+    Ok(ExitCode::SUCCESS)
+}

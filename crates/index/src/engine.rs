@@ -1,0 +1,957 @@
+//! The read side: search, `similar`, incidents and facets over the last published state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use precedent_core::{Embedder, Incident, IncidentId, StepId, StepKind};
+use precedent_parse::{ParseOptions, parse};
+use tantivy::collector::{FilterCollector, TopDocs};
+use tantivy::query::TermQuery;
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{DocAddress, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
+
+use crate::api::{
+    Citation, FacetCount, Facets, Filters, Hit, MAX_QUERY_BYTES, Mode, Score, SearchRequest,
+    SearchResponse, SimilarIncident, SimilarRequest, SimilarResponse, SimilarSource, Stats,
+    validate_k,
+};
+use crate::error::{Error, Result};
+use crate::fusion::{FusionOptions, reciprocal_rank_fusion};
+use crate::layout::{ANN_FILE, INCIDENTS_DIR, STEPS_DIR, VECTORS_FILE, dir_size, open_tantivy};
+use crate::manifest::{IncidentMeta, MANIFEST_FILE, Manifest, vector_key};
+use crate::query::{Analyzed, BOOSTS, Boosts, Highlighter, floor_boundary};
+use crate::schema::{IncidentFields, KEY_FIELD, StepFields};
+use crate::vectors::{Ann, VectorStore, top_n};
+use crate::writer::days_since_epoch;
+
+/// Kinds whose steps describe an incident's situation: the query of `similar` from an indexed
+/// incident.
+const SITUATION_KINDS: [StepKind; 5] = [
+    StepKind::Summary,
+    StepKind::Detection,
+    StepKind::Impact,
+    StepKind::Investigation,
+    StepKind::RootCause,
+];
+/// The same for a new write-up, whose root cause is usually not known yet.
+const DRAFT_KINDS: [StepKind; 4] = [
+    StepKind::Summary,
+    StepKind::Impact,
+    StepKind::Detection,
+    StepKind::Investigation,
+];
+/// Most steps of a source used as queries by `similar`.
+const MAX_SOURCE_STEPS: usize = 12;
+/// Steps of one incident that add up to its `similar` score, and that are shown.
+const STEPS_PER_INCIDENT: usize = 3;
+/// With a filter that leaves at most this many steps, vector search scans them exactly instead
+/// of walking the graph (an HNSW walk degrades when few nodes pass the filter).
+const EXACT_SCAN_MAX: usize = 4096;
+/// Fewest candidates fetched from the ANN graph before exact re-ranking.
+const ANN_MIN_CANDIDATES: usize = 200;
+
+/// Read access to a published index. Cheap to share (`Arc<Engine>`), `Send + Sync`; searches
+/// never wait for a writer: they read the state named by the manifest when the engine was
+/// opened or last reloaded.
+#[derive(Debug)]
+pub struct Engine {
+    dir: PathBuf,
+    current: RwLock<Arc<Snapshot>>,
+}
+
+/// Everything one published generation needs to answer queries.
+struct Snapshot {
+    manifest_identity: FileIdentity,
+    generation: u64,
+    model_id: String,
+    dimension: usize,
+    size_bytes: u64,
+    reader: IndexReader,
+    fields: StepFields,
+    incidents_reader: IndexReader,
+    incident_fields: IncidentFields,
+    store: VectorStore,
+    ann: Option<Ann>,
+    /// Per vector slot.
+    slots: Vec<SlotInfo>,
+    /// Per slot, where its document is.
+    docs: Vec<DocAddress>,
+    incidents: Vec<IncidentInfo>,
+    incident_index: HashMap<IncidentId, u32>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .field("steps", &self.slots.len())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SlotInfo {
+    incident: u32,
+    kind: StepKind,
+}
+
+#[derive(Debug, Clone)]
+struct IncidentInfo {
+    path: String,
+    meta: IncidentMeta,
+    /// Lowercased, for filters.
+    services: Vec<String>,
+    tags: Vec<String>,
+    severity: Option<String>,
+    date_days: Option<i64>,
+    slots: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+fn identity(path: &Path) -> Option<FileIdentity> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    };
+    #[cfg(not(unix))]
+    let (dev, ino) = (0, 0);
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    Some(FileIdentity {
+        dev,
+        ino,
+        len: meta.len(),
+        mtime_ns,
+    })
+}
+
+impl Engine {
+    /// Opens the index at `dir` for reading. [`Error::IndexMissing`] when there is none.
+    pub fn open(dir: &Path) -> Result<Engine> {
+        let snapshot = Snapshot::open_latest(dir)?;
+        Ok(Engine {
+            dir: dir.to_owned(),
+            current: RwLock::new(Arc::new(snapshot)),
+        })
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Generation being served.
+    pub fn generation(&self) -> u64 {
+        self.snapshot().generation
+    }
+
+    /// Switches to the latest published state. Searches in flight finish on the old one.
+    pub fn reload(&self) -> Result<()> {
+        let snapshot = Arc::new(Snapshot::open_latest(&self.dir)?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        Ok(())
+    }
+
+    /// Reloads when a writer published since; returns whether it did. Costs one `stat` when
+    /// nothing changed.
+    pub fn reload_if_changed(&self) -> Result<bool> {
+        let now = identity(&self.dir.join(MANIFEST_FILE));
+        if now == Some(self.snapshot().manifest_identity) {
+            return Ok(false);
+        }
+        self.reload()?;
+        Ok(true)
+    }
+
+    /// Size and identity of the served state.
+    pub fn stats(&self) -> Stats {
+        let s = self.snapshot();
+        Stats {
+            generation: s.generation,
+            incidents: s.incidents.len() as u64,
+            steps: s.slots.len() as u64,
+            size_bytes: s.size_bytes,
+            model_id: s.model_id.clone(),
+            dimension: s.dimension,
+        }
+    }
+
+    /// Ranked steps for a query.
+    pub fn search(
+        &self,
+        request: &SearchRequest,
+        embedder: &dyn Embedder,
+    ) -> Result<SearchResponse> {
+        let started = Instant::now();
+        request.validate()?;
+        let s = self.snapshot();
+        if request.mode != Mode::Lexical {
+            s.check_model(embedder)?;
+        }
+        let query = cut(&request.query, MAX_QUERY_BYTES);
+        let mask = s.compile(&request.filters, None)?;
+        let n = request.rrf.candidates.max(request.k);
+        let analyzed = Analyzed::new(query);
+        let (lexical, vector) =
+            s.retrieve(&analyzed, query, request.mode, n, mask.as_ref(), embedder)?;
+        let fused = fuse(&lexical, &vector, &request.rrf);
+        let highlighter = Highlighter::new(&analyzed);
+        let hits = fused
+            .into_iter()
+            .take(request.k)
+            .map(|c| s.hit(&c, &highlighter))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SearchResponse {
+            hits,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Past incidents ranked as wholes against a source, each with its best-matching steps.
+    pub fn similar(
+        &self,
+        request: &SimilarRequest,
+        embedder: &dyn Embedder,
+    ) -> Result<SimilarResponse> {
+        let started = Instant::now();
+        validate_k(request.k)?;
+        request.filters.validate()?;
+        let s = self.snapshot();
+        let (text, vectors, exclude) = match &request.source {
+            SimilarSource::Incident(id) => {
+                let &idx = s
+                    .incident_index
+                    .get(id)
+                    .ok_or_else(|| Error::UnknownIncident(id.clone()))?;
+                let info = &s.incidents[idx as usize];
+                let mut slots: Vec<u32> = info
+                    .slots
+                    .iter()
+                    .copied()
+                    .filter(|&slot| SITUATION_KINDS.contains(&s.slots[slot as usize].kind))
+                    .collect();
+                if slots.is_empty() {
+                    slots = info.slots.clone();
+                }
+                slots.truncate(MAX_SOURCE_STEPS);
+                let mut text = info.meta.title.clone();
+                for &slot in &slots {
+                    let doc: TantivyDocument = s.reader.searcher().doc(s.docs[slot as usize])?;
+                    text.push('\n');
+                    text.push_str(stored_str(&doc, s.fields.text));
+                }
+                let vectors = slots
+                    .iter()
+                    .map(|&slot| s.store.vector(slot).to_vec())
+                    .collect();
+                (text, vectors, Some(idx))
+            }
+            SimilarSource::Text(text) => {
+                if text.trim().is_empty() {
+                    return Err(Error::invalid("empty text"));
+                }
+                s.check_model(embedder)?;
+                let text = cut(text, MAX_QUERY_BYTES).to_owned();
+                let vectors = embedder.embed(&[&text]).map_err(Error::Embed)?;
+                (text, vectors, None)
+            }
+            SimilarSource::WriteUp { path, text } => {
+                s.check_model(embedder)?;
+                let parsed = parse(path, text.as_bytes(), &ParseOptions::default());
+                let Some(incident) = parsed.incident else {
+                    let reason = parsed
+                        .skip_reason()
+                        .map_or("not a write-up".to_owned(), |d| d.message.clone());
+                    return Err(Error::InvalidWriteUp {
+                        path: path.clone(),
+                        reason,
+                    });
+                };
+                let mut steps: Vec<_> = incident
+                    .steps
+                    .iter()
+                    .filter(|st| DRAFT_KINDS.contains(&st.kind))
+                    .collect();
+                if steps.is_empty() {
+                    steps = incident.steps.iter().collect();
+                }
+                steps.truncate(MAX_SOURCE_STEPS);
+                if steps.is_empty() {
+                    return Err(Error::InvalidWriteUp {
+                        path: path.clone(),
+                        reason: "no text to compare".into(),
+                    });
+                }
+                let texts: Vec<String> = steps
+                    .iter()
+                    .map(|st| st.contextual_text(&incident.title))
+                    .collect();
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let vectors = embedder.embed(&refs).map_err(Error::Embed)?;
+                let mut query = incident.title.clone();
+                for st in &steps {
+                    query.push('\n');
+                    query.push_str(&st.text);
+                }
+                (
+                    cut(&query, MAX_QUERY_BYTES).to_owned(),
+                    vectors,
+                    s.incident_index.get(&incident.id).copied(),
+                )
+            }
+        };
+        let mask = s.compile(&request.filters, exclude)?;
+        let n = (request.k * 20).clamp(100, 2000);
+        let analyzed = Analyzed::new(&text);
+        let lexical = s.lexical(&analyzed, n, mask.as_ref(), BOOSTS)?;
+        // One vector list: each step at its best similarity to any source vector.
+        let mut best: HashMap<u32, f32> = HashMap::new();
+        for v in &vectors {
+            for (slot, sim) in s.vector(v, n, mask.as_ref())? {
+                let e = best.entry(slot).or_insert(f32::MIN);
+                *e = e.max(sim);
+            }
+        }
+        let mut vector: Vec<(u32, f32)> = best.into_iter().collect();
+        top_n(&mut vector, n);
+        let fused = fuse(&lexical, &vector, &FusionOptions::default());
+
+        let mut per_incident: BTreeMap<u32, Vec<Candidate>> = BTreeMap::new();
+        for c in fused {
+            let list = per_incident
+                .entry(s.slots[c.slot as usize].incident)
+                .or_default();
+            if list.len() < STEPS_PER_INCIDENT {
+                list.push(c);
+            }
+        }
+        let mut ranked: Vec<(u32, f32, Vec<Candidate>)> = per_incident
+            .into_iter()
+            .map(|(idx, steps)| (idx, steps.iter().map(|c| c.fused).sum(), steps))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(request.k);
+        let highlighter = Highlighter::new(&analyzed);
+        let incidents = ranked
+            .into_iter()
+            .map(|(idx, score, steps)| {
+                let info = &s.incidents[idx as usize];
+                Ok(SimilarIncident {
+                    incident_id: info.meta.id.clone(),
+                    title: info.meta.title.clone(),
+                    path: info.path.clone(),
+                    score,
+                    date: info.meta.date,
+                    severity: info.meta.severity.clone(),
+                    services: info.meta.services.clone(),
+                    steps: steps
+                        .iter()
+                        .map(|c| s.hit(c, &highlighter))
+                        .collect::<Result<_>>()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SimilarResponse {
+            incidents,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// The full parse of an indexed incident, `None` when the id is unknown.
+    pub fn incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
+        let s = self.snapshot();
+        let searcher = s.incidents_reader.searcher();
+        let term = Term::from_field_text(s.incident_fields.incident_id, id.as_str());
+        let query = TermQuery::new(term, IndexRecordOption::Basic);
+        let Some((_, addr)) = searcher
+            .search(&query, &TopDocs::with_limit(1).order_by_score())?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        let json = stored_str(&doc, s.incident_fields.json);
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("stored incident {id} does not parse: {e}")))
+    }
+
+    /// Values present in the index, with counts, for filter menus.
+    pub fn facets(&self) -> Facets {
+        let s = self.snapshot();
+        let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+        for slot in &s.slots {
+            *kinds.entry(slot.kind.as_str()).or_default() += 1;
+        }
+        let mut services: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut severities: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut tags: BTreeMap<&str, u64> = BTreeMap::new();
+        for info in &s.incidents {
+            for v in &info.services {
+                *services.entry(v).or_default() += 1;
+            }
+            for v in &info.tags {
+                *tags.entry(v).or_default() += 1;
+            }
+            if let Some(v) = &info.severity {
+                *severities.entry(v).or_default() += 1;
+            }
+        }
+        let list = |m: BTreeMap<&str, u64>| {
+            let mut v: Vec<FacetCount> = m
+                .into_iter()
+                .map(|(value, count)| FacetCount {
+                    value: value.to_owned(),
+                    count,
+                })
+                .collect();
+            v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+            v
+        };
+        let dates = s
+            .incidents
+            .iter()
+            .filter_map(|i| i.meta.date.map(|d| d.start));
+        Facets {
+            kinds: list(kinds),
+            services: list(services),
+            severities: list(severities),
+            tags: list(tags),
+            date_min: dates.clone().min(),
+            date_max: dates.max(),
+            incidents: s.incidents.len() as u64,
+            steps: s.slots.len() as u64,
+        }
+    }
+
+    /// Every indexed step as (step id, text, path), sorted, read from the full-text index: for
+    /// tests that compare two indexes.
+    #[doc(hidden)]
+    pub fn dump_steps(&self) -> Result<Vec<(StepId, String, String)>> {
+        let s = self.snapshot();
+        let searcher = s.reader.searcher();
+        let mut out = Vec::with_capacity(s.docs.len());
+        for addr in &s.docs {
+            let doc: TantivyDocument = searcher.doc(*addr)?;
+            let id = StepId::parse(stored_str(&doc, s.fields.step_id))
+                .map_err(|e| Error::Corrupt(e.to_string()))?;
+            out.push((
+                id,
+                stored_str(&doc, s.fields.text).to_owned(),
+                stored_str(&doc, s.fields.path).to_owned(),
+            ));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Vector search alone, by a query vector, for measurements: step ids best first, from the
+    /// ANN graph (`exact == false`, when there is one) or by exact scan.
+    #[doc(hidden)]
+    pub fn vector_probe(&self, query: &[f32], k: usize, exact: bool) -> Result<Vec<StepId>> {
+        let s = self.snapshot();
+        let mut hits = match (&s.ann, exact) {
+            // The depth search uses for its vector list (`FusionOptions::candidates`).
+            (Some(_), false) => {
+                s.vector(query, k.max(FusionOptions::default().candidates), None)?
+            }
+            _ => s.store.exact_search(query, k, None),
+        };
+        hits.truncate(k);
+        hits.into_iter().map(|(slot, _)| s.step_id(slot)).collect()
+    }
+
+    /// Lexical search with custom field weights, for tuning.
+    #[doc(hidden)]
+    pub fn lexical_probe(
+        &self,
+        query: &str,
+        k: usize,
+        title: f32,
+        headings: f32,
+        ident: f32,
+        phrase: f32,
+    ) -> Result<Vec<(StepId, String)>> {
+        let s = self.snapshot();
+        let boosts = Boosts {
+            title,
+            headings,
+            text: 1.0,
+            ident,
+            phrase,
+        };
+        let hits = s.lexical(&Analyzed::new(query), k, None, boosts)?;
+        hits.into_iter()
+            .map(|(slot, _)| {
+                Ok((
+                    s.step_id(slot)?,
+                    s.incidents[s.slots[slot as usize].incident as usize]
+                        .path
+                        .clone(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Slots with their retriever score, best first.
+type Ranked = Vec<(u32, f32)>;
+
+/// One fused step.
+#[derive(Debug, Clone)]
+struct Candidate {
+    slot: u32,
+    fused: f32,
+    lexical: Option<(u32, f32)>,
+    vector: Option<(u32, f32)>,
+}
+
+fn fuse(lexical: &[(u32, f32)], vector: &[(u32, f32)], options: &FusionOptions) -> Vec<Candidate> {
+    let lex_slots: Vec<u32> = lexical.iter().map(|x| x.0).collect();
+    let vec_slots: Vec<u32> = vector.iter().map(|x| x.0).collect();
+    let lex_score: HashMap<u32, f32> = lexical.iter().copied().collect();
+    let vec_score: HashMap<u32, f32> = vector.iter().copied().collect();
+    reciprocal_rank_fusion(
+        &[
+            (options.lexical_weight, &lex_slots),
+            (options.vector_weight, &vec_slots),
+        ],
+        options.k,
+    )
+    .into_iter()
+    .map(|f| Candidate {
+        slot: f.item,
+        fused: f.score,
+        lexical: f.ranks[0].map(|r| (r, lex_score[&f.item])),
+        vector: f.ranks[1].map(|r| (r, vec_score[&f.item])),
+    })
+    .collect()
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        text
+    } else {
+        &text[..floor_boundary(text, max)]
+    }
+}
+
+fn stored_str(doc: &TantivyDocument, field: tantivy::schema::Field) -> &str {
+    doc.get_first(field).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+fn stored_u64(doc: &TantivyDocument, field: tantivy::schema::Field) -> u64 {
+    doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+impl Snapshot {
+    /// Opens the state the manifest names, retrying when a writer publishes (and collects the
+    /// old state) while we open.
+    fn open_latest(dir: &Path) -> Result<Snapshot> {
+        let mut last_err = None;
+        for _ in 0..5 {
+            let identity_before = identity(&dir.join(MANIFEST_FILE));
+            let Some(manifest) = Manifest::load(dir)? else {
+                return Err(Error::IndexMissing(dir.to_owned()));
+            };
+            match Snapshot::open(dir, manifest, identity_before) {
+                Ok(s) => return Ok(s),
+                Err(err) => {
+                    if identity(&dir.join(MANIFEST_FILE)) == identity_before {
+                        return Err(err);
+                    }
+                    last_err = Some(err);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Corrupt("index keeps changing while opening".into())))
+    }
+
+    fn open(dir: &Path, manifest: Manifest, identity: Option<FileIdentity>) -> Result<Snapshot> {
+        let data_dir = dir.join(&manifest.data_dir);
+        let steps = open_tantivy(&data_dir.join(STEPS_DIR), false, true)?;
+        let incidents_index = open_tantivy(&data_dir.join(INCIDENTS_DIR), false, false)?;
+        let reader = steps
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let incidents_reader = incidents_index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let fields = StepFields::of(&steps)?;
+        let incident_fields = IncidentFields::of(&incidents_index)?;
+        let store = VectorStore::read(
+            &data_dir.join(VECTORS_FILE),
+            manifest.dimension,
+            manifest.vectors.bytes,
+            &manifest.vectors.blake3,
+        )?;
+        let ann = if manifest.vectors.ann {
+            Some(Ann::load(&data_dir.join(ANN_FILE), manifest.dimension)?)
+        } else {
+            None
+        };
+
+        let total = manifest.steps_total() as usize;
+        if store.len() != total || ann.as_ref().is_some_and(|a| a.len() != total) {
+            return Err(Error::Corrupt(format!(
+                "manifest lists {total} steps but the vector files hold {}",
+                store.len()
+            )));
+        }
+        let mut slots: Vec<Option<SlotInfo>> = vec![None; total];
+        let mut incidents = Vec::with_capacity(manifest.files.len());
+        let mut incident_index = HashMap::with_capacity(manifest.files.len());
+        for (path, entry) in &manifest.files {
+            let idx = incidents.len() as u32;
+            let mut info = IncidentInfo {
+                path: path.clone(),
+                services: entry
+                    .incident
+                    .services
+                    .iter()
+                    .map(|v| v.trim().to_lowercase())
+                    .collect(),
+                tags: entry
+                    .incident
+                    .tags
+                    .iter()
+                    .map(|v| v.trim().to_lowercase())
+                    .collect(),
+                severity: entry
+                    .incident
+                    .severity
+                    .as_ref()
+                    .map(|v| v.trim().to_lowercase()),
+                date_days: entry.incident.date.map(|d| days_since_epoch(d.start)),
+                meta: entry.incident.clone(),
+                slots: Vec::with_capacity(entry.steps.len()),
+            };
+            for step in &entry.steps {
+                let slot = store
+                    .slot(vector_key(&step.id))
+                    .ok_or_else(|| Error::Corrupt(format!("step {} has no vector", step.id)))?;
+                slots[slot as usize] = Some(SlotInfo {
+                    incident: idx,
+                    kind: step.kind,
+                });
+                info.slots.push(slot);
+            }
+            incident_index.insert(entry.incident.id.clone(), idx);
+            incidents.push(info);
+        }
+        let slots: Vec<SlotInfo> = slots.into_iter().collect::<Option<_>>().ok_or_else(|| {
+            Error::Corrupt("vector file holds steps the manifest does not list".into())
+        })?;
+
+        // Each step has exactly one live document: no duplicate, phantom or missing step.
+        let searcher = reader.searcher();
+        let mut docs: Vec<Option<DocAddress>> = vec![None; total];
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
+            let keys = segment.fast_fields().u64(KEY_FIELD)?;
+            for doc in segment.doc_ids_alive() {
+                let key = keys
+                    .first(doc)
+                    .ok_or_else(|| Error::Corrupt("step document without key".into()))?;
+                let slot = store
+                    .slot(key)
+                    .ok_or_else(|| Error::Corrupt(format!("phantom step document {key:016x}")))?;
+                if docs[slot as usize]
+                    .replace(DocAddress::new(ord as u32, doc))
+                    .is_some()
+                {
+                    return Err(Error::Corrupt(format!(
+                        "duplicate step document {key:016x}"
+                    )));
+                }
+            }
+        }
+        let docs: Vec<DocAddress> = docs
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| Error::Corrupt("step without document".into()))?;
+        let size_bytes =
+            dir_size(&data_dir) + std::fs::metadata(dir.join(MANIFEST_FILE)).map_or(0, |m| m.len());
+        Ok(Snapshot {
+            manifest_identity: identity.unwrap_or(FileIdentity {
+                dev: 0,
+                ino: 0,
+                len: 0,
+                mtime_ns: 0,
+            }),
+            generation: manifest.generation,
+            model_id: manifest.model_id,
+            dimension: manifest.dimension,
+            size_bytes,
+            reader,
+            fields,
+            incidents_reader,
+            incident_fields,
+            store,
+            ann,
+            slots,
+            docs,
+            incidents,
+            incident_index,
+        })
+    }
+
+    fn check_model(&self, embedder: &dyn Embedder) -> Result<()> {
+        if embedder.model_id() != self.model_id || embedder.dimension() != self.dimension {
+            return Err(Error::ModelMismatch {
+                index_model: self.model_id.clone(),
+                index_dimension: self.dimension,
+                embedder_model: embedder.model_id().to_owned(),
+                embedder_dimension: embedder.dimension(),
+            });
+        }
+        Ok(())
+    }
+
+    fn step_id(&self, slot: u32) -> Result<StepId> {
+        let doc: TantivyDocument = self.reader.searcher().doc(self.docs[slot as usize])?;
+        StepId::parse(stored_str(&doc, self.fields.step_id))
+            .map_err(|e| Error::Corrupt(e.to_string()))
+    }
+
+    /// Which slots pass `filters` (and are not of `exclude`); `None` when all do.
+    fn compile(&self, filters: &Filters, exclude: Option<u32>) -> Result<Option<Arc<Vec<bool>>>> {
+        if filters.is_empty() && exclude.is_none() {
+            return Ok(None);
+        }
+        let lower = |v: &[String]| {
+            v.iter()
+                .map(|s| s.trim().to_lowercase())
+                .collect::<Vec<_>>()
+        };
+        let (services, severities, tags) = (
+            lower(&filters.services),
+            lower(&filters.severities),
+            lower(&filters.tags),
+        );
+        let only: Option<Vec<u32>> = if filters.incident_ids.is_empty() {
+            None
+        } else {
+            Some(
+                filters
+                    .incident_ids
+                    .iter()
+                    .map(|id| {
+                        self.incident_index
+                            .get(id)
+                            .copied()
+                            .ok_or_else(|| Error::UnknownIncident(id.clone()))
+                    })
+                    .collect::<Result<_>>()?,
+            )
+        };
+        let since = filters.since.map(days_since_epoch);
+        let until = filters.until.map(days_since_epoch);
+        let incident_ok: Vec<bool> = self
+            .incidents
+            .iter()
+            .enumerate()
+            .map(|(idx, info)| {
+                let idx = idx as u32;
+                Some(idx) != exclude
+                    && only.as_ref().is_none_or(|o| o.contains(&idx))
+                    && (services.is_empty() || info.services.iter().any(|s| services.contains(s)))
+                    && (tags.is_empty() || info.tags.iter().any(|t| tags.contains(t)))
+                    && (severities.is_empty()
+                        || info
+                            .severity
+                            .as_ref()
+                            .is_some_and(|s| severities.contains(s)))
+                    && (since.is_none() || info.date_days.is_some_and(|d| Some(d) >= since))
+                    && (until.is_none() || info.date_days.is_some_and(|d| Some(d) <= until))
+            })
+            .collect();
+        let mask = self
+            .slots
+            .iter()
+            .map(|s| {
+                incident_ok[s.incident as usize]
+                    && (filters.kinds.is_empty() || filters.kinds.contains(&s.kind))
+            })
+            .collect();
+        Ok(Some(Arc::new(mask)))
+    }
+
+    /// Runs the retrievers `mode` asks for; the vector side (query embedding dominates) runs
+    /// on a second thread while BM25 runs on this one.
+    fn retrieve(
+        &self,
+        analyzed: &Analyzed,
+        query: &str,
+        mode: Mode,
+        n: usize,
+        mask: Option<&Arc<Vec<bool>>>,
+        embedder: &dyn Embedder,
+    ) -> Result<(Ranked, Ranked)> {
+        let vector_side = || -> Result<Vec<(u32, f32)>> {
+            let mut vectors = embedder.embed(&[query]).map_err(Error::Embed)?;
+            let v = vectors
+                .pop()
+                .ok_or_else(|| Error::Embed("embedder returned no vector".into()))?;
+            if v.len() != self.dimension {
+                return Err(Error::Embed(
+                    format!(
+                        "embedder returned {} values, expected {}",
+                        v.len(),
+                        self.dimension
+                    )
+                    .into(),
+                ));
+            }
+            self.vector(&v, n, mask)
+        };
+        match mode {
+            Mode::Lexical => Ok((self.lexical(analyzed, n, mask, BOOSTS)?, Vec::new())),
+            Mode::Vector => Ok((Vec::new(), vector_side()?)),
+            Mode::Hybrid => std::thread::scope(|scope| {
+                let handle = scope.spawn(vector_side);
+                let lexical = self.lexical(analyzed, n, mask, BOOSTS);
+                let vector = handle
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Embed("embedding thread panicked".into())));
+                Ok((lexical?, vector?))
+            }),
+        }
+    }
+
+    /// BM25 top-`n` slots.
+    fn lexical(
+        &self,
+        analyzed: &Analyzed,
+        n: usize,
+        mask: Option<&Arc<Vec<bool>>>,
+        boosts: Boosts,
+    ) -> Result<Vec<(u32, f32)>> {
+        let Some(query) = analyzed.query(&self.fields, boosts) else {
+            return Ok(Vec::new());
+        };
+        let searcher: Searcher = self.reader.searcher();
+        let top = TopDocs::with_limit(n).order_by_score();
+        let found: Vec<(f32, DocAddress)> = match mask {
+            None => searcher.search(&query, &top)?,
+            Some(mask) => {
+                // Filter on the fast `key` column while collecting, so the top n are all
+                // allowed steps.
+                let (slots, mask) = (self.store.slot_map(), mask.clone());
+                let predicate =
+                    move |key: u64| slots.get(&key).is_some_and(|&slot| mask[slot as usize]);
+                searcher.search(
+                    &query,
+                    &FilterCollector::new(KEY_FIELD.to_owned(), predicate, top),
+                )?
+            }
+        };
+        let mut columns: HashMap<u32, tantivy::columnar::Column<u64>> = HashMap::new();
+        let mut out = Vec::with_capacity(found.len());
+        for (score, addr) in found {
+            let column = match columns.entry(addr.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    searcher
+                        .segment_reader(addr.segment_ord)
+                        .fast_fields()
+                        .u64(KEY_FIELD)?,
+                ),
+            };
+            let key = column
+                .first(addr.doc_id)
+                .ok_or_else(|| Error::Corrupt("step document without key".into()))?;
+            let slot = self
+                .store
+                .slot(key)
+                .ok_or_else(|| Error::Corrupt(format!("phantom step document {key:016x}")))?;
+            out.push((slot, score));
+        }
+        Ok(out)
+    }
+
+    /// Top-`n` slots by cosine similarity: the ANN graph with the filter applied during the
+    /// walk, re-ranked exactly; or an exact scan for small indexes and selective filters.
+    fn vector(
+        &self,
+        query: &[f32],
+        n: usize,
+        mask: Option<&Arc<Vec<bool>>>,
+    ) -> Result<Vec<(u32, f32)>> {
+        let allowed_count = mask.map_or(self.store.len(), |m| m.iter().filter(|x| **x).count());
+        let allow_slot = |slot: u32| mask.is_none_or(|m| m[slot as usize]);
+        match &self.ann {
+            Some(ann) if allowed_count > EXACT_SCAN_MAX => {
+                // Over-fetch from the f16 graph and re-rank exactly with the f32 vectors.
+                let want = (n * 2).max(ANN_MIN_CANDIDATES).min(allowed_count).max(1);
+                let allow_key = |key: u64| self.store.slot(key).is_some_and(allow_slot);
+                let found = match mask {
+                    None => ann.search(query, want, None)?,
+                    Some(_) => ann.search(query, want, Some(&allow_key))?,
+                };
+                let mut scored: Vec<(u32, f32)> = found
+                    .into_iter()
+                    .filter_map(|(key, _)| self.store.slot(key))
+                    .filter(|&slot| allow_slot(slot))
+                    .map(|slot| (slot, crate::vectors::dot(query, self.store.vector(slot))))
+                    .collect();
+                top_n(&mut scored, n);
+                Ok(scored)
+            }
+            _ => Ok(self.store.exact_search(
+                query,
+                n,
+                mask.map(|_| &allow_slot as &dyn Fn(u32) -> bool),
+            )),
+        }
+    }
+
+    fn hit(&self, c: &Candidate, highlighter: &Highlighter) -> Result<Hit> {
+        let doc: TantivyDocument = self.reader.searcher().doc(self.docs[c.slot as usize])?;
+        let f = &self.fields;
+        let text = stored_str(&doc, f.text).to_owned();
+        let kind = stored_str(&doc, f.kind)
+            .parse::<StepKind>()
+            .map_err(|e| Error::Corrupt(format!("stored step kind: {e}")))?;
+        Ok(Hit {
+            step_id: StepId::parse(stored_str(&doc, f.step_id))
+                .map_err(|e| Error::Corrupt(e.to_string()))?,
+            incident_id: IncidentId::parse(stored_str(&doc, f.incident_id))
+                .map_err(|e| Error::Corrupt(e.to_string()))?,
+            title: stored_str(&doc, f.title).to_owned(),
+            kind,
+            snippet: highlighter.snippet(&text),
+            text,
+            score: Score {
+                fused: c.fused,
+                lexical_rank: c.lexical.map(|x| x.0),
+                lexical_score: c.lexical.map(|x| x.1),
+                vector_rank: c.vector.map(|x| x.0),
+                vector_similarity: c.vector.map(|x| x.1),
+            },
+            citation: Citation {
+                path: stored_str(&doc, f.path).to_owned(),
+                line_start: stored_u64(&doc, f.line_start) as u32,
+                line_end: stored_u64(&doc, f.line_end) as u32,
+            },
+        })
+    }
+}

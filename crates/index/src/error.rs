@@ -1,0 +1,152 @@
+//! Errors of the index crate.
+//!
+//! Variants are split in two families: *user errors* (a bad request, an unknown id, an index that
+//! is missing or locked, a model that does not match the index) that an HTTP layer maps to 4xx,
+//! and *internal errors* (I/O, tantivy, the ANN library, a corrupt index) that map to 5xx. See
+//! [`Error::is_user_error`].
+
+use std::path::PathBuf;
+
+use precedent_core::{BoxError, IncidentId};
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while indexing or searching.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request is malformed: empty query, `k` out of range, a bad filter or option.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    /// No incident with this id is indexed.
+    #[error("unknown incident id {0}")]
+    UnknownIncident(IncidentId),
+
+    /// The write-up sent for indexing or as a `similar` source cannot be used.
+    #[error("write-up {path} cannot be indexed: {reason}")]
+    InvalidWriteUp {
+        /// Path given with the write-up.
+        path: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// There is no index at this path (run `precedent index DIR` first).
+    #[error("no index at {}: build one with `precedent index DIR`", .0.display())]
+    IndexMissing(PathBuf),
+
+    /// Another process holds the writer lock.
+    #[error("index is locked by another writer ({})", match .pid { Some(pid) => format!("pid {pid}"), None => "pid unknown".to_owned() })]
+    Locked {
+        /// Process id written in the lock file by the holder, if readable.
+        pid: Option<u32>,
+    },
+
+    /// The embedder given does not produce the vectors this index was built with.
+    #[error(
+        "the index was built with model {index_model} (dimension {index_dimension}) but the embedder is {embedder_model} (dimension {embedder_dimension})"
+    )]
+    ModelMismatch {
+        /// Model recorded in the index manifest.
+        index_model: String,
+        /// Its dimension.
+        index_dimension: usize,
+        /// Model of the embedder passed in.
+        embedder_model: String,
+        /// Its dimension.
+        embedder_dimension: usize,
+    },
+
+    /// A file or directory could not be read or written.
+    #[error("{context}: {}", .path.display())]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The full-text engine failed.
+    #[error("full-text index error")]
+    Tantivy(#[from] tantivy::TantivyError),
+
+    /// The ANN library failed.
+    #[error("vector index error: {0}")]
+    Ann(String),
+
+    /// The embedder failed.
+    #[error("embedding failed")]
+    Embed(#[source] BoxError),
+
+    /// The manifest could not be (de)serialised.
+    #[error("manifest {} is unreadable", .path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The index on disk contradicts itself (a bug or outside tampering; rebuild it).
+    #[error("index is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// True for errors caused by the request or the caller's setup (HTTP 4xx), false for
+    /// internal failures (HTTP 5xx).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidRequest(_)
+                | Error::UnknownIncident(_)
+                | Error::InvalidWriteUp { .. }
+                | Error::IndexMissing(_)
+                | Error::Locked { .. }
+                | Error::ModelMismatch { .. }
+        )
+    }
+
+    pub(crate) fn io(
+        context: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            context,
+            path,
+            source,
+        }
+    }
+
+    pub(crate) fn ann(err: impl std::fmt::Display) -> Error {
+        Error::Ann(err.to_string())
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Error {
+        Error::InvalidRequest(message.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_and_internal_errors_are_told_apart() {
+        assert!(Error::Locked { pid: Some(42) }.is_user_error());
+        assert_eq!(
+            Error::Locked { pid: Some(42) }.to_string(),
+            "index is locked by another writer (pid 42)"
+        );
+        assert!(Error::invalid("empty query").is_user_error());
+        assert!(!Error::Corrupt("x".into()).is_user_error());
+        assert!(!Error::Ann("x".into()).is_user_error());
+    }
+}

@@ -1,0 +1,196 @@
+//! The manifest: the single commit point of the index.
+//!
+//! `INDEX_DIR/manifest.json` names the data directory (`gen-NNNNNNNN/`) that holds the full-text
+//! indexes and vectors of the published state, and records what that state was built from:
+//! format version, model id and dimension, chunker version, and for every indexed file its size,
+//! modification time, content hash, incident metadata and step ids. It is replaced only by
+//! write-to-temp + fsync + rename + fsync of the directory, so a reader sees either the old or
+//! the new manifest, never a torn one.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use precedent_core::{ContentHash, DateRange, IncidentId, StepId, StepKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Version of the on-disk layout; a change forces a rebuild into a new generation.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// File name of the manifest in the index directory.
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
+
+/// The published state of an index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub format_version: u32,
+    /// Publish counter, +1 on every publish.
+    pub generation: u64,
+    /// Data directory of this state, relative to the index directory.
+    pub data_dir: String,
+    /// Data directory of the state before, kept so that readers still opening it succeed.
+    pub previous_data_dir: Option<String>,
+    pub model_id: String,
+    pub dimension: usize,
+    pub chunker_version: u32,
+    /// What the vector files of `data_dir` hold.
+    pub vectors: VectorsInfo,
+    /// Indexed files by path relative to the corpus root.
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+/// Identity of the vector files of a data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct VectorsInfo {
+    /// Number of vectors (= number of steps).
+    pub count: u64,
+    /// Size of `vectors.bin`.
+    pub bytes: u64,
+    /// blake3 of `vectors.bin`.
+    pub blake3: String,
+    /// Whether `vectors.usearch` (the ANN graph) exists.
+    pub ann: bool,
+}
+
+/// One indexed write-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FileEntry {
+    pub size: u64,
+    /// Modification time in ns since the epoch; `None` when it cannot be trusted (the file
+    /// changed too close to the scan to rule out a same-tick rewrite), which forces a hash check.
+    pub mtime_ns: Option<u64>,
+    pub hash: ContentHash,
+    pub incident: IncidentMeta,
+    pub steps: Vec<StepEntry>,
+}
+
+/// What filters and `similar` need to know about an incident without touching tantivy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct IncidentMeta {
+    pub id: IncidentId,
+    pub title: String,
+    pub date: Option<DateRange>,
+    pub severity: Option<String>,
+    pub services: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// One indexed step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StepEntry {
+    pub id: StepId,
+    pub kind: StepKind,
+    /// blake3 (32 hex digits) of the text that was embedded; equal texts share a vector.
+    pub text_hash: String,
+}
+
+impl Manifest {
+    pub fn steps_total(&self) -> u64 {
+        self.files.values().map(|f| f.steps.len() as u64).sum()
+    }
+
+    /// Reads the manifest of `index_dir`, `None` when there is none.
+    pub fn load(index_dir: &Path) -> Result<Option<Manifest>> {
+        let path = index_dir.join(MANIFEST_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(Error::io("cannot read manifest", &path)(err)),
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|source| Error::Manifest { path, source })?;
+        Ok(Some(manifest))
+    }
+
+    /// Publishes this manifest: the commit point of a write.
+    pub fn store(&self, index_dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec(self).map_err(|source| Error::Manifest {
+            path: index_dir.join(MANIFEST_FILE),
+            source,
+        })?;
+        atomic_write(&index_dir.join(MANIFEST_FILE), &bytes)
+    }
+}
+
+/// The 64-bit key of a step in the vector index: the first 16 hex digits of its id (which is
+/// itself a blake3 prefix). `u64::MAX` is reserved by usearch, so it is mapped away.
+pub(crate) fn vector_key(id: &StepId) -> u64 {
+    let key = u64::from_str_radix(&id.as_str()[..16], 16).unwrap_or(0);
+    if key == u64::MAX { key - 1 } else { key }
+}
+
+/// Hash identifying the text a step's vector was computed from.
+pub(crate) fn text_hash(text: &str) -> String {
+    blake3::hash(text.as_bytes()).to_hex()[..32].to_owned()
+}
+
+/// Writes `bytes` to `path` atomically and durably: temp file in the same directory, fsync,
+/// rename over `path`, fsync of the directory.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut file = File::create(&tmp).map_err(Error::io("cannot create temporary file", &tmp))?;
+    file.write_all(bytes)
+        .map_err(Error::io("cannot write temporary file", &tmp))?;
+    file.sync_all()
+        .map_err(Error::io("cannot sync temporary file", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(Error::io("cannot rename into place", path))?;
+    sync_dir(dir)
+}
+
+/// fsyncs a directory so that renames and creations inside it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("cannot sync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_keys_are_stable_prefixes() {
+        let id = StepId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(vector_key(&id), 0x0123_4567_89ab_cdef);
+        let max = StepId::parse("ffffffffffffffff0123456789abcdef").unwrap();
+        assert_ne!(vector_key(&max), u64::MAX);
+    }
+
+    #[test]
+    fn manifest_round_trips_through_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Manifest::load(dir.path()).unwrap().is_none());
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            generation: 3,
+            data_dir: "gen-00000003".into(),
+            previous_data_dir: None,
+            model_id: "m".into(),
+            dimension: 4,
+            chunker_version: 1,
+            vectors: VectorsInfo {
+                count: 0,
+                bytes: 24,
+                blake3: "x".into(),
+                ann: false,
+            },
+            files: BTreeMap::new(),
+        };
+        manifest.store(dir.path()).unwrap();
+        assert_eq!(Manifest::load(dir.path()).unwrap(), Some(manifest));
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != MANIFEST_FILE)
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

@@ -1,0 +1,294 @@
+//! Tantivy schemas and analyzers.
+//!
+//! Two indexes live in each data directory: `steps/` (one document per step, what search ranks)
+//! and `incidents/` (one document per incident: its full parse as JSON, for `incident(id)`).
+//!
+//! Step documents are analysed two ways:
+//! - `title`, `headings` and `text` with [`STEM`]: words, lowercased, English-stemmed, so
+//!   "expired" matches "expiry"-free text about "expiring" certificates;
+//! - `ident` (title + headings + text again) with [`IDENT`]: identifiers and error strings kept
+//!   whole and unstemmed: `OOMKilled`, `ECONNRESET`, `x509`, `cert-manager`, `v4.12`,
+//!   `insecure_skip_verify`, lowercased, with positions so that `no space left on device`
+//!   matches as a phrase.
+
+use tantivy::Index;
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
+};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer, Token,
+    TokenStream, Tokenizer,
+};
+
+/// Stemmed English words.
+pub(crate) const STEM: &str = "precedent_stem";
+/// Whole identifiers.
+pub(crate) const IDENT: &str = "precedent_ident";
+
+/// Fields of a step document.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepFields {
+    pub step_id: Field,
+    /// Vector key (u64), fast: joins a document to its vector and filter attributes.
+    pub key: Field,
+    pub incident_id: Field,
+    pub title: Field,
+    pub headings: Field,
+    pub text: Field,
+    pub ident: Field,
+    pub kind: Field,
+    pub services: Field,
+    pub severity: Field,
+    pub tags: Field,
+    /// Incident start, days since 1970-01-01.
+    pub date: Field,
+    pub path: Field,
+    pub line_start: Field,
+    pub line_end: Field,
+}
+
+pub(crate) const KEY_FIELD: &str = "key";
+
+impl StepFields {
+    pub fn schema() -> (Schema, StepFields) {
+        let mut b = Schema::builder();
+        let stemmed = |stored: bool| {
+            let options = TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(STEM)
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            );
+            if stored {
+                options.set_stored()
+            } else {
+                options
+            }
+        };
+        let keyword = STRING | FAST;
+        let fields = StepFields {
+            step_id: b.add_text_field("step_id", STRING | STORED),
+            key: b.add_u64_field(KEY_FIELD, INDEXED | FAST | STORED),
+            incident_id: b.add_text_field("incident_id", keyword.clone() | STORED),
+            title: b.add_text_field("title", stemmed(true)),
+            headings: b.add_text_field("headings", stemmed(false)),
+            text: b.add_text_field("text", stemmed(true)),
+            ident: b.add_text_field(
+                "ident",
+                TextOptions::default().set_indexing_options(
+                    TextFieldIndexing::default()
+                        .set_tokenizer(IDENT)
+                        .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                ),
+            ),
+            kind: b.add_text_field("kind", keyword.clone() | STORED),
+            services: b.add_text_field("services", keyword.clone()),
+            severity: b.add_text_field("severity", keyword.clone()),
+            tags: b.add_text_field("tags", keyword),
+            date: b.add_i64_field("date", INDEXED | FAST),
+            path: b.add_text_field("path", STORED),
+            line_start: b.add_u64_field("line_start", STORED),
+            line_end: b.add_u64_field("line_end", STORED),
+        };
+        (b.build(), fields)
+    }
+
+    pub fn of(index: &Index) -> tantivy::Result<StepFields> {
+        let s = index.schema();
+        Ok(StepFields {
+            step_id: s.get_field("step_id")?,
+            key: s.get_field(KEY_FIELD)?,
+            incident_id: s.get_field("incident_id")?,
+            title: s.get_field("title")?,
+            headings: s.get_field("headings")?,
+            text: s.get_field("text")?,
+            ident: s.get_field("ident")?,
+            kind: s.get_field("kind")?,
+            services: s.get_field("services")?,
+            severity: s.get_field("severity")?,
+            tags: s.get_field("tags")?,
+            date: s.get_field("date")?,
+            path: s.get_field("path")?,
+            line_start: s.get_field("line_start")?,
+            line_end: s.get_field("line_end")?,
+        })
+    }
+}
+
+/// Fields of an incident document.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IncidentFields {
+    pub incident_id: Field,
+    /// The whole [`precedent_core::Incident`] as JSON.
+    pub json: Field,
+}
+
+impl IncidentFields {
+    pub fn schema() -> (Schema, IncidentFields) {
+        let mut b = Schema::builder();
+        let fields = IncidentFields {
+            incident_id: b.add_text_field("incident_id", STRING | STORED),
+            json: b.add_text_field("json", STORED),
+        };
+        (b.build(), fields)
+    }
+
+    pub fn of(index: &Index) -> tantivy::Result<IncidentFields> {
+        let s = index.schema();
+        Ok(IncidentFields {
+            incident_id: s.get_field("incident_id")?,
+            json: s.get_field("json")?,
+        })
+    }
+}
+
+/// Registers the analyzers an index of ours needs (they are not persisted by tantivy).
+pub(crate) fn register_tokenizers(index: &Index) {
+    index.tokenizers().register(STEM, stem_analyzer());
+    index.tokenizers().register(IDENT, ident_analyzer());
+}
+
+pub(crate) fn stem_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(48))
+        .filter(LowerCaser)
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+pub(crate) fn ident_analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(IdentTokenizer::default())
+        .filter(RemoveLongFilter::limit(64))
+        .build()
+}
+
+/// Analyses `text` into its terms, in order.
+pub(crate) fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stream = analyzer.token_stream(text);
+    while let Some(token) = stream.next() {
+        out.push(token.text.clone());
+    }
+    out
+}
+
+/// Splits on whitespace and punctuation but keeps runs of letters, digits and `_` whole, joined
+/// by single inner `-` or `.` (`cert-manager`, `v4.12`, `10.0.0.1`); lowercases.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdentTokenizer {
+    token: Token,
+}
+
+pub(crate) struct IdentTokenStream<'a> {
+    text: &'a str,
+    offset: usize,
+    token: &'a mut Token,
+}
+
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+impl Tokenizer for IdentTokenizer {
+    type TokenStream<'a> = IdentTokenStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> IdentTokenStream<'a> {
+        self.token.reset();
+        IdentTokenStream {
+            text,
+            offset: 0,
+            token: &mut self.token,
+        }
+    }
+}
+
+impl TokenStream for IdentTokenStream<'_> {
+    fn advance(&mut self) -> bool {
+        let rest = &self.text[self.offset..];
+        let Some(start_rel) = rest.find(is_word) else {
+            self.offset = self.text.len();
+            return false;
+        };
+        let start = self.offset + start_rel;
+        let mut end = start;
+        let mut chars = self.text[start..].char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if is_word(c) {
+                end = start + i + c.len_utf8();
+            } else if (c == '-' || c == '.') && chars.peek().is_some_and(|(_, next)| is_word(*next))
+            {
+                continue;
+            } else {
+                break;
+            }
+        }
+        self.offset = end;
+        self.token.offset_from = start;
+        self.token.offset_to = end;
+        self.token.position = self.token.position.wrapping_add(1);
+        self.token.text.clear();
+        for c in self.text[start..end].chars() {
+            self.token.text.extend(c.to_lowercase());
+        }
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(analyzer: fn() -> TextAnalyzer, input: &str, expected: &[&str]) {
+        assert_eq!(terms(&mut analyzer(), input), expected, "{input:?}");
+    }
+
+    #[test]
+    fn ident_keeps_identifiers_whole() {
+        check(
+            ident_analyzer,
+            "Pods OOMKilled; ECONNRESET from x509!",
+            &["pods", "oomkilled", "econnreset", "from", "x509"],
+        );
+        check(
+            ident_analyzer,
+            "cert-manager v4.12 at 10.0.0.1.",
+            &["cert-manager", "v4.12", "at", "10.0.0.1"],
+        );
+        check(
+            ident_analyzer,
+            "insecure_skip_verify: true -- a - b",
+            &["insecure_skip_verify", "true", "a", "b"],
+        );
+        check(
+            ident_analyzer,
+            "route53:ChangeResourceRecordSets",
+            &["route53", "changeresourcerecordsets"],
+        );
+        check(ident_analyzer, "\"(((\" - a:b", &["a", "b"]);
+        check(ident_analyzer, "", &[]);
+        check(ident_analyzer, "Ünïcode ДИСК", &["ünïcode", "диск"]);
+    }
+
+    #[test]
+    fn ident_positions_are_consecutive() {
+        let mut analyzer = ident_analyzer();
+        let mut stream = analyzer.token_stream("no space left on device");
+        let mut positions = Vec::new();
+        while let Some(token) = stream.next() {
+            positions.push(token.position);
+        }
+        assert_eq!(positions, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn stem_analyzer_stems_english() {
+        check(stem_analyzer, "Certificates expired", &["certif", "expir"]);
+    }
+}

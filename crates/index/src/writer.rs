@@ -1,0 +1,1032 @@
+//! The write side: incremental, crash-safe indexing of a corpus directory.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use precedent_core::{ContentHash, Embedder, Incident, IncidentId};
+use precedent_parse::{CHUNKER_VERSION, Format, ParseOptions, is_furniture, parse};
+use serde::Serialize;
+use tantivy::{TantivyDocument, Term};
+
+use crate::error::{Error, Result};
+use crate::layout::{
+    ANN_FILE, GEN_PREFIX, INCIDENTS_DIR, LOCK_FILE, STEPS_DIR, VECTORS_FILE, data_dir_name,
+    link_dir, open_tantivy,
+};
+use crate::manifest::{
+    FORMAT_VERSION, FileEntry, IncidentMeta, Manifest, StepEntry, VectorsInfo, sync_dir, text_hash,
+    vector_key,
+};
+use crate::schema::{IncidentFields, StepFields};
+use crate::vectors::{Ann, VectorStore};
+
+/// A modification time closer than this to the scan is not trusted (a same-size rewrite within
+/// the filesystem's timestamp granularity would go unseen); such files are hashed next time.
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// What indexing is doing, for progress bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Listing the corpus directory.
+    Scan,
+    /// Checking files against the manifest, hashing and parsing changed ones (total = files).
+    Parse,
+    /// Embedding new steps (total = steps to embed).
+    Embed,
+    /// Writing vectors, full text and the manifest (total = 0).
+    Write,
+}
+
+/// Receives progress reports; every method has a no-op default.
+pub trait Progress: Send + Sync {
+    /// A phase starts; `total` units of work follow (0 when unknown).
+    fn start(&self, phase: Phase, total: u64) {
+        let _ = (phase, total);
+    }
+    /// `done` more units of the current phase are finished.
+    fn advance(&self, done: u64) {
+        let _ = done;
+    }
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// What a sync or an upsert did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndexSummary {
+    /// Files indexed for the first time.
+    pub added: usize,
+    /// Files whose content changed and were re-indexed.
+    pub updated: usize,
+    /// Files gone from the corpus (or now unreadable as write-ups) and removed.
+    pub removed: usize,
+    /// Files left as they were.
+    pub unchanged: usize,
+    /// Files not indexed, with the reason (relative path, reason).
+    pub skipped: Vec<(String, String)>,
+    /// Steps in the index afterwards.
+    pub steps_total: u64,
+    /// Steps whose vectors were computed in this run (others were reused).
+    pub steps_embedded: u64,
+    /// Generation published (unchanged when nothing was written).
+    pub generation: u64,
+    /// True when the whole index was rebuilt (first run, or model/chunker/format change).
+    pub rebuilt: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// How to index.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WriterOptions {
+    /// Parser options (size cap, step sizes).
+    pub parse: ParseOptions,
+    /// Texts per call to the embedder.
+    pub embed_batch: usize,
+    /// Build an ANN graph only from this many vectors up; smaller indexes are searched exactly.
+    pub ann_min_vectors: usize,
+    /// Threads used to build the ANN graph.
+    pub threads: usize,
+    /// Memory budget of the tantivy writer, in bytes.
+    pub tantivy_memory: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            parse: ParseOptions::default(),
+            embed_batch: 64,
+            ann_min_vectors: 4096,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            tantivy_memory: 64 << 20,
+        }
+    }
+}
+
+impl WriterOptions {
+    /// The same options with another ANN threshold.
+    pub fn with_ann_min_vectors(mut self, n: usize) -> Self {
+        self.ann_min_vectors = n;
+        self
+    }
+}
+
+/// What [`IndexWriter::upsert`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpsertOutcome {
+    /// Id of the incident.
+    pub incident_id: IncidentId,
+    /// Number of steps indexed for it.
+    pub steps: usize,
+    /// True when it replaced an indexed version.
+    pub replaced: bool,
+    /// Generation published.
+    pub generation: u64,
+}
+
+/// The only writer of an index directory: holds its lock from [`IndexWriter::open`] until
+/// dropped.
+pub struct IndexWriter {
+    dir: PathBuf,
+    embedder: Arc<dyn Embedder>,
+    options: WriterOptions,
+    _lock: File,
+    /// Last published state, `None` for a new index.
+    manifest: Option<Manifest>,
+    /// True when the next commit must rebuild from scratch (no usable previous state).
+    rebuild: bool,
+}
+
+impl std::fmt::Debug for IndexWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexWriter")
+            .field("dir", &self.dir)
+            .field("model", &self.embedder.model_id())
+            .field("generation", &self.manifest.as_ref().map(|m| m.generation))
+            .finish()
+    }
+}
+
+/// A file to (re)index.
+struct Upsert {
+    path: String,
+    size: u64,
+    mtime_ns: Option<u64>,
+    incident: Incident,
+}
+
+impl IndexWriter {
+    /// Opens (creating if needed) the index at `dir` for writing. Fails with
+    /// [`Error::Locked`] when another writer holds it. Readers are not affected.
+    pub fn open(
+        dir: &Path,
+        embedder: Arc<dyn Embedder>,
+        options: WriterOptions,
+    ) -> Result<IndexWriter> {
+        fs::create_dir_all(dir).map_err(Error::io("cannot create index directory", dir))?;
+        let lock = lock(dir)?;
+        let manifest = Manifest::load(dir)?;
+        let rebuild = match &manifest {
+            None => true,
+            Some(m) => {
+                m.format_version != FORMAT_VERSION
+                    || m.model_id != embedder.model_id()
+                    || m.dimension != embedder.dimension()
+                    || m.chunker_version != CHUNKER_VERSION
+                    || !dir.join(&m.data_dir).is_dir()
+            }
+        };
+        let writer = IndexWriter {
+            dir: dir.to_owned(),
+            embedder,
+            options,
+            _lock: lock,
+            manifest,
+            rebuild,
+        };
+        writer.collect_garbage();
+        Ok(writer)
+    }
+
+    /// Generation of the last published state (0 for a new index).
+    pub fn generation(&self) -> u64 {
+        self.manifest.as_ref().map_or(0, |m| m.generation)
+    }
+
+    /// Brings the index in line with the write-ups under `corpus_root`: unchanged files cost a
+    /// `stat` (or a hash when their timestamp cannot be trusted), changed files are replaced,
+    /// deleted or renamed files disappear. Files that cannot be indexed are reported in
+    /// [`IndexSummary::skipped`], never fatal. Nothing is written when nothing changed.
+    pub fn sync_dir(
+        &mut self,
+        corpus_root: &Path,
+        progress: &dyn Progress,
+    ) -> Result<IndexSummary> {
+        let started = Instant::now();
+        let scan_time = SystemTime::now();
+        progress.start(Phase::Scan, 0);
+        let mut skipped = Vec::new();
+        let files = walk(corpus_root, &self.dir, &mut skipped)?;
+        progress.start(Phase::Parse, files.len() as u64);
+
+        let base: BTreeMap<String, FileEntry> = match (&self.manifest, self.rebuild) {
+            (Some(m), false) => m.files.clone(),
+            _ => BTreeMap::new(),
+        };
+        let mut upserts = Vec::new();
+        let mut removals = Vec::new();
+        let mut unchanged = 0;
+        let mut seen = HashSet::new();
+        for (rel, full) in &files {
+            seen.insert(rel.clone());
+            let old = base.get(rel);
+            let outcome = examine(rel, full, old, scan_time, &self.options.parse);
+            progress.advance(1);
+            match outcome {
+                Examined::Unchanged => unchanged += 1,
+                Examined::Changed(upsert) => upserts.push(*upsert),
+                Examined::Skipped { reason, drop_old } => {
+                    skipped.push((rel.clone(), reason));
+                    if old.is_some() {
+                        if drop_old {
+                            removals.push(rel.clone());
+                        } else {
+                            unchanged += 1;
+                        }
+                    }
+                }
+            }
+        }
+        removals.extend(base.keys().filter(|p| !seen.contains(*p)).cloned());
+
+        let added = upserts
+            .iter()
+            .filter(|u| !base.contains_key(&u.path))
+            .count();
+        let updated = upserts.len() - added;
+        let removed = removals.len();
+        let mut summary = IndexSummary {
+            added,
+            updated,
+            removed,
+            unchanged,
+            skipped,
+            steps_total: 0,
+            steps_embedded: 0,
+            generation: self.generation(),
+            rebuilt: false,
+            elapsed: Duration::ZERO,
+        };
+        if !upserts.is_empty() || !removals.is_empty() || self.rebuild {
+            let stats = self.commit(upserts, removals, progress)?;
+            summary.skipped.extend(stats.skipped);
+            summary.added -= stats.rejected_added;
+            summary.updated -= stats.rejected_updated;
+            summary.steps_embedded = stats.embedded;
+            summary.rebuilt = stats.rebuilt;
+        }
+        summary.steps_total = self.manifest.as_ref().map_or(0, Manifest::steps_total);
+        summary.generation = self.generation();
+        summary.skipped.sort();
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    /// Indexes (or replaces) one write-up given by its path relative to the corpus root and its
+    /// bytes, and publishes. A write-up the parser cannot use is an [`Error::InvalidWriteUp`].
+    pub fn upsert(&mut self, relative_path: &str, bytes: &[u8]) -> Result<UpsertOutcome> {
+        let path = normalise_relative(relative_path)?;
+        let parsed = parse(&path, bytes, &self.options.parse);
+        let Some(incident) = parsed.incident else {
+            let reason = parsed
+                .skip_reason()
+                .map_or("not a write-up".to_owned(), |d| d.message.clone());
+            return Err(Error::InvalidWriteUp { path, reason });
+        };
+        let replaced = !self.rebuild
+            && self
+                .manifest
+                .as_ref()
+                .is_some_and(|m| m.files.contains_key(&path));
+        let upsert = Upsert {
+            path: path.clone(),
+            size: bytes.len() as u64,
+            mtime_ns: None,
+            incident,
+        };
+        let id = upsert.incident.id.clone();
+        let stats = self.commit(vec![upsert], Vec::new(), &NoProgress)?;
+        if let Some((_, reason)) = stats.skipped.into_iter().next() {
+            return Err(Error::InvalidWriteUp { path, reason });
+        }
+        let steps = self
+            .manifest
+            .as_ref()
+            .and_then(|m| m.files.get(&path))
+            .map_or(0, |f| f.steps.len());
+        Ok(UpsertOutcome {
+            incident_id: id,
+            steps,
+            replaced,
+            generation: self.generation(),
+        })
+    }
+
+    /// Removes an incident; `false` when it was not indexed.
+    pub fn delete(&mut self, id: &IncidentId) -> Result<bool> {
+        let path = match (&self.manifest, self.rebuild) {
+            (Some(m), false) => m
+                .files
+                .iter()
+                .find(|(_, f)| &f.incident.id == id)
+                .map(|(p, _)| p.clone()),
+            _ => None,
+        };
+        let Some(path) = path else { return Ok(false) };
+        self.commit(Vec::new(), vec![path], &NoProgress)?;
+        Ok(true)
+    }
+
+    /// Writes a new generation with `upserts` applied and `removals` gone, then publishes it.
+    fn commit(
+        &mut self,
+        upserts: Vec<Upsert>,
+        removals: Vec<String>,
+        progress: &dyn Progress,
+    ) -> Result<CommitStats> {
+        let rebuild = self.rebuild;
+        let base = if rebuild {
+            None
+        } else {
+            self.manifest.as_ref()
+        };
+        let base_dir = base.map(|m| self.dir.join(&m.data_dir));
+        let dim = self.embedder.dimension();
+        let base_store = match (base, &base_dir) {
+            (Some(m), Some(d)) => VectorStore::read(
+                &d.join(VECTORS_FILE),
+                dim,
+                m.vectors.bytes,
+                &m.vectors.blake3,
+            )?,
+            _ => VectorStore::empty(dim),
+        };
+        let mut files: BTreeMap<String, FileEntry> =
+            base.map(|m| m.files.clone()).unwrap_or_default();
+        let mut stale_incidents: Vec<IncidentId> = Vec::new();
+        for path in &removals {
+            if let Some(old) = files.remove(path) {
+                stale_incidents.push(old.incident.id);
+            }
+        }
+        let mut stats = CommitStats {
+            rebuilt: rebuild,
+            ..CommitStats::default()
+        };
+
+        // Which incidents take which paths and keys; refuse (skip) the rare id collisions that
+        // would otherwise let one file's delete remove another's steps.
+        let mut owner_of_incident: HashMap<IncidentId, String> = files
+            .iter()
+            .map(|(p, f)| (f.incident.id.clone(), p.clone()))
+            .collect();
+        let mut owner_of_key: HashMap<u64, String> = files
+            .iter()
+            .flat_map(|(p, f)| f.steps.iter().map(move |s| (vector_key(&s.id), p.clone())))
+            .collect();
+        let mut accepted: Vec<(Upsert, Vec<String>)> = Vec::new();
+        for upsert in upserts {
+            let path = upsert.path.clone();
+            if let Some(old) = files.get(&path) {
+                for step in &old.steps {
+                    owner_of_key.remove(&vector_key(&step.id));
+                }
+                owner_of_incident.remove(&old.incident.id);
+            }
+            let id = &upsert.incident.id;
+            let collision = owner_of_incident
+                .get(id)
+                .filter(|p| **p != path)
+                .cloned()
+                .or_else(|| {
+                    let mut keys = HashSet::new();
+                    upsert.incident.steps.iter().find_map(|s| {
+                        let key = vector_key(&s.id);
+                        if !keys.insert(key) {
+                            return Some(path.clone());
+                        }
+                        owner_of_key.get(&key).filter(|p| **p != path).cloned()
+                    })
+                });
+            if let Some(other) = collision {
+                stats.skipped.push((
+                    path.clone(),
+                    format!("its ids collide with those of {other}; rename the file"),
+                ));
+                if files.contains_key(&path) {
+                    stats.rejected_updated += 1;
+                } else {
+                    stats.rejected_added += 1;
+                }
+                // Its previous version, if any, stays indexed.
+                if let Some(old) = files.get(&path) {
+                    owner_of_incident.insert(old.incident.id.clone(), path.clone());
+                    for step in &old.steps {
+                        owner_of_key.insert(vector_key(&step.id), path.clone());
+                    }
+                }
+                continue;
+            }
+            owner_of_incident.insert(id.clone(), path.clone());
+            for step in &upsert.incident.steps {
+                owner_of_key.insert(vector_key(&step.id), path.clone());
+            }
+            if let Some(old) = files.get(&path) {
+                stale_incidents.push(old.incident.id.clone());
+            }
+            let texts: Vec<String> = upsert
+                .incident
+                .steps
+                .iter()
+                .map(|s| s.contextual_text(&upsert.incident.title))
+                .collect();
+            accepted.push((upsert, texts));
+        }
+        if accepted.is_empty() && stale_incidents.is_empty() && !rebuild {
+            return Ok(stats);
+        }
+
+        // Vectors: reuse any base vector computed from the same text, embed the rest.
+        let mut by_text: HashMap<String, u32> = HashMap::new();
+        if let Some(m) = base {
+            for entry in m.files.values() {
+                for step in &entry.steps {
+                    if let Some(slot) = base_store.slot(vector_key(&step.id)) {
+                        by_text.entry(step.text_hash.clone()).or_insert(slot);
+                    }
+                }
+            }
+        }
+        let mut todo: Vec<(&str, String)> = Vec::new();
+        let mut queued = HashSet::new();
+        for (_, texts) in &accepted {
+            for text in texts {
+                let hash = text_hash(text);
+                if !by_text.contains_key(&hash) && queued.insert(hash.clone()) {
+                    todo.push((text.as_str(), hash));
+                }
+            }
+        }
+        progress.start(Phase::Embed, todo.len() as u64);
+        let mut fresh: HashMap<String, Vec<f32>> = HashMap::with_capacity(todo.len());
+        for batch in todo.chunks(self.options.embed_batch.max(1)) {
+            let texts: Vec<&str> = batch.iter().map(|(t, _)| *t).collect();
+            let vectors = self.embedder.embed(&texts).map_err(Error::Embed)?;
+            if vectors.len() != texts.len()
+                || vectors
+                    .iter()
+                    .any(|v| v.len() != dim || v.iter().any(|x| !x.is_finite()))
+            {
+                return Err(Error::Embed(
+                    format!(
+                        "embedder returned malformed vectors for {} texts",
+                        texts.len()
+                    )
+                    .into(),
+                ));
+            }
+            for ((_, hash), vector) in batch.iter().zip(vectors) {
+                fresh.insert(hash.clone(), vector);
+            }
+            progress.advance(batch.len() as u64);
+        }
+        stats.embedded = fresh.len() as u64;
+
+        // The new file table.
+        for (upsert, texts) in &accepted {
+            let incident = &upsert.incident;
+            let steps = incident
+                .steps
+                .iter()
+                .zip(texts)
+                .map(|(s, text)| StepEntry {
+                    id: s.id.clone(),
+                    kind: s.kind,
+                    text_hash: text_hash(text),
+                })
+                .collect();
+            let entry = FileEntry {
+                size: upsert.size,
+                mtime_ns: upsert.mtime_ns,
+                hash: incident.content_hash.clone(),
+                incident: IncidentMeta {
+                    id: incident.id.clone(),
+                    title: incident.title.clone(),
+                    date: incident.date,
+                    severity: incident.severity.clone(),
+                    services: incident.services.clone(),
+                    tags: incident.tags.clone(),
+                },
+                steps,
+            };
+            files.insert(upsert.path.clone(), entry);
+        }
+
+        // The new vector store, in file-table order.
+        progress.start(Phase::Write, 0);
+        let total: usize = files.values().map(|f| f.steps.len()).sum();
+        let mut keys = Vec::with_capacity(total);
+        let mut data = Vec::with_capacity(total * dim);
+        let mut base_hash_of_key: HashMap<u64, &str> = HashMap::new();
+        if let Some(m) = base {
+            for entry in m.files.values() {
+                for step in &entry.steps {
+                    base_hash_of_key.insert(vector_key(&step.id), &step.text_hash);
+                }
+            }
+        }
+        let mut ann_added = Vec::new();
+        for entry in files.values() {
+            for step in &entry.steps {
+                let key = vector_key(&step.id);
+                let slot = keys.len() as u32;
+                keys.push(key);
+                match (by_text.get(&step.text_hash), fresh.get(&step.text_hash)) {
+                    (Some(&base_slot), _) => data.extend_from_slice(base_store.vector(base_slot)),
+                    (None, Some(v)) => data.extend_from_slice(v),
+                    (None, None) => {
+                        return Err(Error::Corrupt(format!("no vector for step {}", step.id)));
+                    }
+                }
+                if base_hash_of_key.get(&key) != Some(&step.text_hash.as_str()) {
+                    ann_added.push(slot);
+                }
+            }
+        }
+        let new_keys: HashSet<u64> = keys.iter().copied().collect();
+        let new_hash_of_key: HashMap<u64, &str> = files
+            .values()
+            .flat_map(|f| {
+                f.steps
+                    .iter()
+                    .map(|s| (vector_key(&s.id), s.text_hash.as_str()))
+            })
+            .collect();
+        let ann_removed: Vec<u64> = base_hash_of_key
+            .iter()
+            .filter(|(k, h)| !new_keys.contains(k) || new_hash_of_key.get(k) != Some(*h))
+            .map(|(k, _)| *k)
+            .collect();
+        let store = VectorStore::new(dim, keys, data)?;
+
+        // A fresh data directory for the new generation.
+        let generation = self.generation() + 1;
+        let data_dir_name = data_dir_name(generation);
+        let data_dir = self.dir.join(&data_dir_name);
+        if data_dir.exists() {
+            fs::remove_dir_all(&data_dir)
+                .map_err(Error::io("cannot remove stale data directory", &data_dir))?;
+        }
+        fs::create_dir_all(&data_dir)
+            .map_err(Error::io("cannot create data directory", &data_dir))?;
+        if let Some(base_dir) = &base_dir {
+            link_dir(&base_dir.join(STEPS_DIR), &data_dir.join(STEPS_DIR))?;
+            link_dir(&base_dir.join(INCIDENTS_DIR), &data_dir.join(INCIDENTS_DIR))?;
+        }
+
+        // 1. Vectors.
+        let (bytes, blake3) = store.write(&data_dir.join(VECTORS_FILE))?;
+        let ann = store.len() >= self.options.ann_min_vectors && store.len() > 0;
+        if ann {
+            let base_ann = base.filter(|m| m.vectors.ann).zip(base_dir.as_ref());
+            let graph = match base_ann {
+                Some((m, d)) if (ann_removed.len() as u64) * 4 < m.vectors.count => Ann::update(
+                    &d.join(ANN_FILE),
+                    &store,
+                    &ann_removed,
+                    ann_added,
+                    self.options.threads,
+                )?,
+                _ => Ann::build(&store, self.options.threads)?,
+            };
+            if graph.len() != store.len() {
+                return Err(Error::Corrupt(format!(
+                    "graph holds {} vectors, store {}",
+                    graph.len(),
+                    store.len()
+                )));
+            }
+            graph.save(&data_dir.join(ANN_FILE))?;
+        }
+
+        // 2. Full text.
+        let removed_ids: Vec<&IncidentId> = stale_incidents.iter().collect();
+        let incidents: Vec<&Incident> = accepted.iter().map(|(u, _)| &u.incident).collect();
+        let paths: Vec<&str> = accepted.iter().map(|(u, _)| u.path.as_str()).collect();
+        self.write_steps(
+            &data_dir.join(STEPS_DIR),
+            base_dir.is_none(),
+            &removed_ids,
+            &incidents,
+            &paths,
+        )?;
+        self.write_incidents(
+            &data_dir.join(INCIDENTS_DIR),
+            base_dir.is_none(),
+            &removed_ids,
+            &incidents,
+        )?;
+        for d in [
+            data_dir.join(STEPS_DIR),
+            data_dir.join(INCIDENTS_DIR),
+            data_dir.clone(),
+        ] {
+            sync_dir(&d)?;
+        }
+
+        // 3. The manifest: the commit point.
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            generation,
+            data_dir: data_dir_name,
+            previous_data_dir: base.map(|m| m.data_dir.clone()),
+            model_id: self.embedder.model_id().to_owned(),
+            dimension: dim,
+            chunker_version: CHUNKER_VERSION,
+            vectors: VectorsInfo {
+                count: store.len() as u64,
+                bytes,
+                blake3,
+                ann,
+            },
+            files,
+        };
+        manifest.store(&self.dir)?;
+        self.manifest = Some(manifest);
+        self.rebuild = false;
+        self.collect_garbage();
+        Ok(stats)
+    }
+
+    fn write_steps(
+        &self,
+        dir: &Path,
+        create: bool,
+        removed: &[&IncidentId],
+        incidents: &[&Incident],
+        paths: &[&str],
+    ) -> Result<()> {
+        let index = open_tantivy(dir, create, true)?;
+        let f = StepFields::of(&index)?;
+        let mut writer: tantivy::IndexWriter<TantivyDocument> =
+            index.writer(self.options.tantivy_memory)?;
+        for id in removed {
+            writer.delete_term(Term::from_field_text(f.incident_id, id.as_str()));
+        }
+        for (incident, path) in incidents.iter().zip(paths) {
+            // Dates are stored as days since the epoch so that range filters are plain integers.
+            let date = incident.date.map(|d| days_since_epoch(d.start));
+            let lower = |v: &str| v.trim().to_lowercase();
+            for step in &incident.steps {
+                let mut doc = TantivyDocument::default();
+                let headings = step.heading_path.join(" / ");
+                doc.add_text(f.step_id, step.id.as_str());
+                doc.add_u64(f.key, vector_key(&step.id));
+                doc.add_text(f.incident_id, incident.id.as_str());
+                doc.add_text(f.title, &incident.title);
+                doc.add_text(f.headings, &headings);
+                doc.add_text(f.text, &step.text);
+                doc.add_text(
+                    f.ident,
+                    format!("{}\n{}\n{}", incident.title, headings, step.text),
+                );
+                doc.add_text(f.kind, step.kind.as_str());
+                for s in &incident.services {
+                    doc.add_text(f.services, lower(s));
+                }
+                if let Some(sev) = &incident.severity {
+                    doc.add_text(f.severity, lower(sev));
+                }
+                for t in &incident.tags {
+                    doc.add_text(f.tags, lower(t));
+                }
+                if let Some(days) = date {
+                    doc.add_i64(f.date, days);
+                }
+                doc.add_text(f.path, path);
+                doc.add_u64(f.line_start, u64::from(step.line_start));
+                doc.add_u64(f.line_end, u64::from(step.line_end));
+                writer.add_document(doc)?;
+            }
+        }
+        writer.commit()?;
+        writer.wait_merging_threads()?;
+        Ok(())
+    }
+
+    fn write_incidents(
+        &self,
+        dir: &Path,
+        create: bool,
+        removed: &[&IncidentId],
+        incidents: &[&Incident],
+    ) -> Result<()> {
+        let index = open_tantivy(dir, create, false)?;
+        let f = IncidentFields::of(&index)?;
+        let mut writer: tantivy::IndexWriter<TantivyDocument> = index.writer(15_000_000)?;
+        for id in removed {
+            writer.delete_term(Term::from_field_text(f.incident_id, id.as_str()));
+        }
+        for incident in incidents {
+            let mut doc = TantivyDocument::default();
+            doc.add_text(f.incident_id, incident.id.as_str());
+            let json = serde_json::to_string(incident).map_err(|e| {
+                Error::Corrupt(format!("cannot serialise incident {}: {e}", incident.id))
+            })?;
+            doc.add_text(f.json, json);
+            writer.add_document(doc)?;
+        }
+        writer.commit()?;
+        writer.wait_merging_threads()?;
+        Ok(())
+    }
+
+    /// Removes data directories other than the published one and the one before it, and
+    /// temporary files left by a crash. Best effort: readers may still hold old files open,
+    /// which Unix allows.
+    fn collect_garbage(&self) {
+        let keep: Vec<&str> = match &self.manifest {
+            Some(m) => [Some(m.data_dir.as_str()), m.previous_data_dir.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            None => Vec::new(),
+        };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(GEN_PREFIX) && !keep.contains(&name.as_ref()) {
+                let _ = fs::remove_dir_all(entry.path());
+            } else if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct CommitStats {
+    embedded: u64,
+    skipped: Vec<(String, String)>,
+    rejected_added: usize,
+    rejected_updated: usize,
+    rebuilt: bool,
+}
+
+fn epoch() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+}
+
+pub(crate) fn days_since_epoch(date: chrono::NaiveDate) -> i64 {
+    date.signed_duration_since(epoch()).num_days()
+}
+
+/// Takes the writer lock of `dir`.
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(Error::io("cannot open lock file", &path))?;
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => {}
+        Err(fs4::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(Error::Locked {
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(fs4::TryLockError::Error(err)) => {
+            return Err(Error::io("cannot lock index", &path)(err));
+        }
+    }
+    // Record our pid for the error message of the next writer; skip the write (and the mtime
+    // change) when it is already there.
+    let pid = std::process::id().to_string();
+    let mut current = String::new();
+    let _ = file.read_to_string(&mut current);
+    if current.trim() != pid {
+        let io = Error::io("cannot write lock file", &path);
+        file.set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| file.write_all(pid.as_bytes()))
+            .map_err(io)?;
+    }
+    Ok(file)
+}
+
+enum Examined {
+    Unchanged,
+    Changed(Box<Upsert>),
+    Skipped { reason: String, drop_old: bool },
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> Option<u64> {
+    let modified = meta.modified().ok()?;
+    modified
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_nanos() as u64)
+}
+
+/// Decides what to do with one file, reading it only when size or mtime changed.
+fn examine(
+    rel: &str,
+    full: &Path,
+    old: Option<&FileEntry>,
+    scan_time: SystemTime,
+    options: &ParseOptions,
+) -> Examined {
+    let meta = match fs::metadata(full) {
+        Ok(meta) => meta,
+        Err(err) => {
+            return Examined::Skipped {
+                reason: format!("cannot read file: {err}"),
+                drop_old: false,
+            };
+        }
+    };
+    let mtime = mtime_ns(&meta);
+    if let Some(old) = old
+        && old.size == meta.len()
+        && old.mtime_ns.is_some()
+        && old.mtime_ns == mtime
+    {
+        return Examined::Unchanged;
+    }
+    if meta.len() > options.max_bytes {
+        return Examined::Skipped {
+            reason: format!(
+                "file is {} bytes, over the {} byte cap",
+                meta.len(),
+                options.max_bytes
+            ),
+            drop_old: true,
+        };
+    }
+    let bytes = match fs::read(full) {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            return Examined::Skipped {
+                reason: format!("cannot read file: {err}"),
+                drop_old: false,
+            };
+        }
+    };
+    // Trust the mtime next time only if it is safely older than this scan.
+    let trusted = meta
+        .modified()
+        .ok()
+        .and_then(|m| scan_time.duration_since(m).ok())
+        .is_some_and(|age| age >= RACY_WINDOW);
+    let mtime_ns = if trusted { mtime } else { None };
+    if let Some(old) = old
+        && old.hash == ContentHash::of(&bytes)
+    {
+        return Examined::Unchanged;
+    }
+    let parsed = parse(rel, &bytes, options);
+    match parsed.incident {
+        Some(incident) => Examined::Changed(Box::new(Upsert {
+            path: rel.to_owned(),
+            size: meta.len(),
+            mtime_ns,
+            incident,
+        })),
+        None => Examined::Skipped {
+            reason: parsed
+                .skip_reason()
+                .map_or_else(|| "not a write-up".to_owned(), |d| d.message.clone()),
+            drop_old: true,
+        },
+    }
+}
+
+/// Lists write-up files under `root` (relative `/`-separated path, full path), sorted. Hidden
+/// entries, the index directory itself, furniture and unsupported extensions are left out;
+/// names that are not UTF-8 are reported as skipped.
+fn walk(
+    root: &Path,
+    index_dir: &Path,
+    skipped: &mut Vec<(String, String)>,
+) -> Result<Vec<(String, PathBuf)>> {
+    let root_meta = fs::metadata(root).map_err(Error::io("cannot read corpus directory", root))?;
+    if !root_meta.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is not a directory",
+            root.display()
+        )));
+    }
+    let index_dir = fs::canonicalize(index_dir).ok();
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_owned(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        if index_dir
+            .as_ref()
+            .is_some_and(|i| fs::canonicalize(&dir).ok().as_ref() == Some(i))
+        {
+            continue;
+        }
+        let entries = fs::read_dir(&dir).map_err(Error::io("cannot list directory", &dir))?;
+        for entry in entries {
+            let entry = entry.map_err(Error::io("cannot list directory", &dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                skipped.push((
+                    format!("{prefix}{}", name.to_string_lossy()),
+                    "file name is not UTF-8".to_owned(),
+                ));
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let rel = format!("{prefix}{name}");
+            let path = entry.path();
+            // Follows symlinks to files; directories are only entered when real, so links
+            // cannot make cycles.
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_dir() {
+                stack.push((path, format!("{rel}/")));
+            } else if fs::metadata(&path).is_ok_and(|m| m.is_file())
+                && Format::of(name).is_some()
+                && !is_furniture(name)
+            {
+                out.push((rel, path));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Validates a path given with an upsert: relative, no `..`, `/`-separated.
+fn normalise_relative(path: &str) -> Result<String> {
+    let parts: Vec<&str> = path
+        .split(['/', '\\'])
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() || path.starts_with('/') || parts.contains(&"..") || path.contains('\0') {
+        return Err(Error::invalid(format!(
+            "invalid write-up path {path:?}: expected a relative path without '..'"
+        )));
+    }
+    let normalised = parts.join("/");
+    if Format::of(&normalised).is_none() {
+        return Err(Error::InvalidWriteUp {
+            path: normalised,
+            reason: "not a write-up format (expected .md, .markdown or .txt)".to_owned(),
+        });
+    }
+    Ok(normalised)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsert_paths_are_validated() {
+        assert_eq!(normalise_relative("./a\\b.md").unwrap(), "a/b.md");
+        for bad in ["", "/etc/x.md", "../x.md", "a/../../x.md", "x.pdf"] {
+            assert!(
+                normalise_relative(bad).unwrap_err().is_user_error(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn walk_skips_hidden_furniture_and_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in [
+            "a.md",
+            "sub/b.txt",
+            "README.md",
+            ".hidden/c.md",
+            "x.png",
+            "idx/d.md",
+            "sub/.e.md",
+        ] {
+            let p = root.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, "# t\n\nbody\n").unwrap();
+        }
+        let mut skipped = Vec::new();
+        let files = walk(root, &root.join("idx"), &mut skipped).unwrap();
+        let rels: Vec<_> = files.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(rels, ["a.md", "sub/b.txt"]);
+        assert!(skipped.is_empty());
+    }
+}

@@ -1,0 +1,869 @@
+//! End-to-end tests of indexing and search on `corpus-samples/`, with the real embedding model.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use chrono::NaiveDate;
+use common::{
+    copy_dir, corpus_samples, embedder, file_states, options, save_cache, steps_of, sync,
+};
+use precedent_core::{BoxError, Embedder, IncidentId, StepKind};
+use precedent_index::{
+    Engine, Error, Filters, IndexWriter, Mode, NoProgress, SearchRequest, SimilarRequest,
+    SimilarSource, WriterOptions,
+};
+use proptest::prelude::*;
+
+const MODES: [Mode; 3] = [Mode::Lexical, Mode::Vector, Mode::Hybrid];
+
+/// One index of the sample corpus, built once per test binary and only read.
+fn shared_index() -> &'static Path {
+    static INDEX: OnceLock<PathBuf> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let summary = sync(&dir, &corpus_samples(), options());
+        assert_eq!(summary.added, 28, "{summary:?}");
+        dir
+    })
+}
+
+fn search(engine: &Engine, request: &SearchRequest) -> precedent_index::SearchResponse {
+    engine
+        .search(request, &*embedder())
+        .unwrap_or_else(|e| panic!("{request:?}: {e}"))
+}
+
+fn incident_id_of(engine: &Engine, path: &str) -> IncidentId {
+    let id = IncidentId::from_path(path);
+    assert!(engine.incident(&id).unwrap().is_some(), "{path} is indexed");
+    id
+}
+
+#[test]
+fn lexical_search_finds_identifiers_and_phrases_and_cites_lines() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let r = search(
+        &engine,
+        &SearchRequest::new("OOMKilled").with_mode(Mode::Lexical),
+    );
+    assert!(!r.hits.is_empty());
+    assert_eq!(
+        r.hits[0].citation.path,
+        "k8s-oomkilled-after-limits-change.md"
+    );
+    assert_eq!(r.hits[0].score.lexical_rank, Some(1));
+    assert_eq!(r.hits[0].score.vector_rank, None);
+    assert_eq!(r.hits[0].score.vector_similarity, None);
+    assert!(
+        r.hits[0].snippet.contains("**OOMKilled**"),
+        "{}",
+        r.hits[0].snippet
+    );
+
+    // Exact phrase: the steps that say it come first, from both write-ups that do.
+    let r = search(
+        &engine,
+        &SearchRequest::new("no space left on device")
+            .with_mode(Mode::Lexical)
+            .with_k(5),
+    );
+    let paths: Vec<&str> = r.hits.iter().map(|h| h.citation.path.as_str()).collect();
+    assert!(
+        paths.contains(&"2022-03-14-disk-full-debug-logs.md"),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"20180412-inode-exhaustion.txt"),
+        "{paths:?}"
+    );
+    assert!(
+        r.hits[0]
+            .text
+            .to_lowercase()
+            .contains("no space left on device"),
+        "{}",
+        r.hits[0].text
+    );
+
+    let r = search(
+        &engine,
+        &SearchRequest::new("ECONNRESET connection pool").with_mode(Mode::Lexical),
+    );
+    assert_eq!(
+        r.hits[0].citation.path,
+        "connection-pool-exhaustion-econnreset.md"
+    );
+
+    // Citations point at the lines the text comes from.
+    let r = search(
+        &engine,
+        &SearchRequest::new("certificate expired renewal").with_k(20),
+    );
+    for hit in &r.hits {
+        let file = fs::read_to_string(corpus_samples().join(&hit.citation.path)).unwrap();
+        let lines: Vec<&str> = file.lines().collect();
+        let (a, b) = (
+            hit.citation.line_start as usize,
+            hit.citation.line_end as usize,
+        );
+        assert!(1 <= a && a <= b && b <= lines.len(), "{:?}", hit.citation);
+        let cited = lines[a - 1..b].join("\n");
+        let first_word = hit
+            .text
+            .split(|c: char| !c.is_alphanumeric())
+            .find(|w| w.len() > 2)
+            .unwrap();
+        assert!(
+            cited.contains(first_word),
+            "{first_word:?} not in {:?} of {}",
+            hit.citation,
+            hit.citation.path
+        );
+    }
+}
+
+#[test]
+fn vector_and_hybrid_search_find_paraphrases() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let query =
+        "containers were killed because they ran out of memory after we lowered their limits";
+    for mode in [Mode::Vector, Mode::Hybrid] {
+        let r = search(
+            &engine,
+            &SearchRequest::new(query).with_mode(mode).with_k(5),
+        );
+        assert_eq!(r.hits.len(), 5);
+        assert!(
+            r.hits
+                .iter()
+                .any(|h| h.citation.path == "k8s-oomkilled-after-limits-change.md"),
+            "{mode:?}: {:?}",
+            r.hits.iter().map(|h| &h.citation.path).collect::<Vec<_>>()
+        );
+        for (i, hit) in r.hits.iter().enumerate() {
+            if mode == Mode::Vector {
+                assert_eq!(hit.score.vector_rank, Some(i as u32 + 1));
+            }
+            let sim = hit.score.vector_similarity.unwrap();
+            assert!((-1.0..=1.0001).contains(&sim), "{sim}");
+        }
+        assert!(
+            r.hits
+                .windows(2)
+                .all(|w| w[0].score.fused >= w[1].score.fused)
+        );
+    }
+    // In hybrid mode a step found by both retrievers carries both ranks.
+    let r = search(
+        &engine,
+        &SearchRequest::new("wildcard TLS certificate expired").with_k(5),
+    );
+    let both = r
+        .hits
+        .iter()
+        .find(|h| h.score.lexical_rank.is_some() && h.score.vector_rank.is_some());
+    assert!(
+        both.is_some(),
+        "{:?}",
+        r.hits.iter().map(|h| &h.score).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn filters_apply_in_every_mode() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let query = "outage caused errors for customers";
+    let oom = incident_id_of(&engine, "k8s-oomkilled-after-limits-change.md");
+    for mode in MODES {
+        let run = |filters: Filters| {
+            search(
+                &engine,
+                &SearchRequest::new(query)
+                    .with_mode(mode)
+                    .with_k(10)
+                    .with_filters(filters),
+            )
+            .hits
+        };
+
+        let hits = run(Filters {
+            kinds: vec![StepKind::RootCause, StepKind::Mitigation],
+            ..Filters::default()
+        });
+        assert!(!hits.is_empty(), "{mode:?}");
+        assert!(
+            hits.iter()
+                .all(|h| matches!(h.kind, StepKind::RootCause | StepKind::Mitigation)),
+            "{mode:?}"
+        );
+        if mode == Mode::Vector {
+            assert_eq!(
+                hits.len(),
+                10,
+                "filtering inside the search keeps k results"
+            );
+        }
+
+        let hits = run(Filters {
+            services: vec!["Product-Search".into()],
+            ..Filters::default()
+        });
+        assert!(hits.iter().all(|h| h.incident_id == oom), "{mode:?}");
+        if mode != Mode::Lexical {
+            assert!(!hits.is_empty());
+        }
+
+        let hits = run(Filters {
+            severities: vec!["sev2".into()],
+            ..Filters::default()
+        });
+        assert!(!hits.is_empty(), "{mode:?}");
+        for hit in &hits {
+            let incident = engine.incident(&hit.incident_id).unwrap().unwrap();
+            assert_eq!(
+                incident
+                    .severity
+                    .as_deref()
+                    .map(str::to_lowercase)
+                    .as_deref(),
+                Some("sev2")
+            );
+        }
+
+        let since = NaiveDate::from_ymd_opt(2022, 1, 1).unwrap();
+        let until = NaiveDate::from_ymd_opt(2022, 12, 31).unwrap();
+        let hits = run(Filters {
+            since: Some(since),
+            until: Some(until),
+            ..Filters::default()
+        });
+        assert!(!hits.is_empty(), "{mode:?}");
+        for hit in &hits {
+            let date = engine
+                .incident(&hit.incident_id)
+                .unwrap()
+                .unwrap()
+                .date
+                .unwrap()
+                .start;
+            assert!(since <= date && date <= until, "{mode:?}: {date}");
+        }
+
+        let hits = run(Filters {
+            incident_ids: vec![oom.clone()],
+            kinds: vec![StepKind::Summary],
+            ..Filters::default()
+        });
+        assert!(
+            hits.iter()
+                .all(|h| h.incident_id == oom && h.kind == StepKind::Summary),
+            "{mode:?}"
+        );
+
+        let hits = run(Filters {
+            tags: vec!["KUBERNETES".into()],
+            ..Filters::default()
+        });
+        assert!(!hits.is_empty(), "{mode:?}");
+        for hit in &hits {
+            let tags = engine.incident(&hit.incident_id).unwrap().unwrap().tags;
+            assert!(
+                tags.iter().any(|t| t.eq_ignore_ascii_case("kubernetes")),
+                "{mode:?}: {tags:?}"
+            );
+        }
+    }
+    let unknown = Filters {
+        incident_ids: vec![IncidentId::parse("nope-00000000").unwrap()],
+        ..Filters::default()
+    };
+    let err = engine
+        .search(&SearchRequest::new("x").with_filters(unknown), &*embedder())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownIncident(_)) && err.is_user_error(),
+        "{err}"
+    );
+}
+
+#[test]
+fn weird_queries_are_searched_not_parsed() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let long = "disk full ".repeat(1000);
+    let weird = [
+        "\"",
+        "-",
+        "a:b",
+        "(((",
+        ")))",
+        "AND",
+        "OR NOT AND",
+        "\"unbalanced phrase",
+        "title:disk",
+        "*",
+        "?",
+        "~2",
+        "[1 TO 5]",
+        "\\",
+        "+",
+        "!",
+        "{}",
+        "-disk",
+        "disk AND (full OR",
+        &long,
+        "éèà 日本語",
+        "a\u{0}b",
+    ];
+    for q in weird {
+        for mode in MODES {
+            let r = engine.search(&SearchRequest::new(q).with_mode(mode), &*embedder());
+            assert!(r.is_ok(), "{q:?} {mode:?}: {:?}", r.err());
+        }
+    }
+    assert_eq!(
+        search(&engine, &SearchRequest::new("(((").with_mode(Mode::Lexical))
+            .hits
+            .len(),
+        0
+    );
+    for q in ["", "   ", "\n\t"] {
+        let err = engine
+            .search(&SearchRequest::new(q), &*embedder())
+            .unwrap_err();
+        assert!(err.is_user_error(), "{err}");
+        assert_eq!(err.to_string(), "invalid request: empty query");
+    }
+    let err = engine
+        .search(&SearchRequest::new("x").with_k(0), &*embedder())
+        .unwrap_err();
+    assert!(err.is_user_error());
+}
+
+#[test]
+fn similar_ranks_whole_incidents() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let model = embedder();
+    let tls = incident_id_of(&engine, "2021-09-30-tls-cert-expiry.md");
+    let r = engine
+        .similar(
+            &SimilarRequest::new(SimilarSource::Incident(tls.clone())),
+            &*model,
+        )
+        .unwrap();
+    assert_eq!(r.incidents.len(), 10);
+    let ids: Vec<_> = r.incidents.iter().map(|i| &i.incident_id).collect();
+    assert!(!ids.contains(&&tls), "the source is excluded");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "one entry per incident");
+    assert!(r.incidents.windows(2).all(|w| w[0].score >= w[1].score));
+    for incident in &r.incidents {
+        assert!((1..=3).contains(&incident.steps.len()));
+        assert!(
+            incident
+                .steps
+                .iter()
+                .all(|s| s.incident_id == incident.incident_id)
+        );
+    }
+    let top3: Vec<&str> = r.incidents[..3].iter().map(|i| i.path.as_str()).collect();
+    assert!(
+        top3.contains(&"2020-06-02-missing-intermediate-cert.md"),
+        "{top3:?}"
+    );
+
+    let text = SimilarSource::Text("TLS handshakes fail: the certificate has expired".into());
+    let r = engine
+        .similar(
+            &SimilarRequest {
+                k: 3,
+                ..SimilarRequest::new(text)
+            },
+            &*model,
+        )
+        .unwrap();
+    assert_eq!(r.incidents.len(), 3);
+    assert!(
+        [
+            "2021-09-30-tls-cert-expiry.md",
+            "2020-06-02-missing-intermediate-cert.md"
+        ]
+        .contains(&r.incidents[0].path.as_str()),
+        "{:?}",
+        r.incidents[0].path
+    );
+
+    let draft = "# Checkout pods restarting\n\n## Summary\n\nCheckout pods keep restarting with exit code 137 \
+                 since this morning's deploy; memory climbs until the kernel kills them.\n\n## Detection\n\n\
+                 Alert on pod restarts fired at 09:12.\n";
+    let source = SimilarSource::WriteUp {
+        path: "draft.md".into(),
+        text: draft.into(),
+    };
+    let r = engine
+        .similar(&SimilarRequest::new(source), &*model)
+        .unwrap();
+    let top3: Vec<&str> = r.incidents[..3].iter().map(|i| i.path.as_str()).collect();
+    assert!(
+        top3.iter()
+            .any(|p| p.contains("oomkilled") || p.contains("memory-leak")),
+        "{top3:?}"
+    );
+
+    let unknown = SimilarSource::Incident(IncidentId::parse("nope-00000000").unwrap());
+    let err = engine
+        .similar(&SimilarRequest::new(unknown), &*model)
+        .unwrap_err();
+    assert!(err.is_user_error(), "{err}");
+}
+
+#[test]
+fn incidents_facets_and_stats() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let stats = engine.stats();
+    assert_eq!(stats.incidents, 28);
+    assert_eq!(stats.dimension, 384);
+    assert!(stats.size_bytes > 0);
+    let facets = engine.facets();
+    assert_eq!(facets.incidents, 28);
+    assert_eq!(facets.steps, stats.steps);
+    assert_eq!(
+        facets.kinds.iter().map(|k| k.count).sum::<u64>(),
+        stats.steps
+    );
+    assert!(
+        facets
+            .severities
+            .iter()
+            .any(|s| s.value == "sev2" && s.count >= 3),
+        "{:?}",
+        facets.severities
+    );
+    assert!(facets.services.iter().any(|s| s.value == "product-search"));
+    assert!(facets.date_min.unwrap() < facets.date_max.unwrap());
+
+    let id = IncidentId::from_path("2021-09-30-tls-cert-expiry.md");
+    let incident = engine.incident(&id).unwrap().unwrap();
+    assert_eq!(incident.path, "2021-09-30-tls-cert-expiry.md");
+    assert!(incident.steps.len() > 10);
+    assert!(!incident.timeline.is_empty());
+    assert!(
+        engine
+            .incident(&IncidentId::parse("nope-00000000").unwrap())
+            .unwrap()
+            .is_none()
+    );
+    let all = engine.dump_steps().unwrap();
+    assert_eq!(all.len() as u64, stats.steps);
+}
+
+#[test]
+fn a_second_run_without_changes_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, corpus) = (tmp.path().join("index"), tmp.path().join("corpus"));
+    copy_dir(&corpus_samples(), &corpus);
+    let first = sync(&index, &corpus, options());
+    assert_eq!((first.added, first.removed, first.unchanged), (28, 0, 0));
+    assert!(first.rebuilt);
+    let before = file_states(&index);
+    let second = sync(&index, &corpus, options());
+    assert_eq!(
+        (
+            second.added,
+            second.updated,
+            second.removed,
+            second.unchanged
+        ),
+        (0, 0, 0, 28),
+        "{second:?}"
+    );
+    assert_eq!(second.steps_embedded, 0);
+    assert_eq!(second.generation, first.generation);
+    assert_eq!(file_states(&index), before, "no file of the index changed");
+    // Touching a file without changing it costs a hash, not a write.
+    let f = corpus.join("cron-job-ran-twice.md");
+    fs::write(&f, fs::read(&f).unwrap()).unwrap();
+    let third = sync(&index, &corpus, options());
+    assert_eq!(third.unchanged, 28);
+    assert_eq!(file_states(&index), before);
+}
+
+#[test]
+fn a_second_writer_is_refused_while_readers_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    copy_dir(shared_index(), &index);
+    let writer = IndexWriter::open(&index, embedder(), options()).unwrap();
+    let err = IndexWriter::open(&index, embedder(), options()).unwrap_err();
+    assert!(
+        matches!(err, Error::Locked { pid: Some(pid) } if pid == std::process::id()),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "index is locked by another writer (pid {})",
+            std::process::id()
+        )
+    );
+    assert!(err.is_user_error());
+    // Readers do not wait for the writer.
+    let engine = Engine::open(&index).unwrap();
+    assert!(
+        !search(&engine, &SearchRequest::new("disk full"))
+            .hits
+            .is_empty()
+    );
+    drop(writer);
+    assert!(IndexWriter::open(&index, embedder(), options()).is_ok());
+}
+
+#[test]
+fn upsert_delete_and_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    copy_dir(shared_index(), &index);
+    let engine = Engine::open(&index).unwrap();
+    assert!(!engine.reload_if_changed().unwrap());
+    let mut writer = IndexWriter::open(&index, embedder(), options()).unwrap();
+    let doc = "# Zeppelin queue frozen\n\n## Summary\n\nThe zeppelin-dispatch queue froze after a quokka migration.\n";
+    let outcome = writer.upsert("new/zeppelin.md", doc.as_bytes()).unwrap();
+    assert!(!outcome.replaced);
+    assert!(outcome.steps >= 1);
+    assert!(engine.reload_if_changed().unwrap());
+    assert!(!engine.reload_if_changed().unwrap());
+    let r = search(
+        &engine,
+        &SearchRequest::new("zeppelin quokka").with_mode(Mode::Lexical),
+    );
+    assert_eq!(r.hits[0].citation.path, "new/zeppelin.md");
+    assert_eq!(r.hits[0].incident_id, outcome.incident_id);
+
+    let again = writer
+        .upsert(
+            "new/zeppelin.md",
+            doc.replace("froze", "stalled").as_bytes(),
+        )
+        .unwrap();
+    assert!(again.replaced);
+    engine.reload().unwrap();
+    assert_eq!(engine.stats().incidents, 29);
+
+    let bad = writer.upsert("bin.md", b"\x00\x01binary").unwrap_err();
+    assert!(
+        matches!(bad, Error::InvalidWriteUp { .. }) && bad.is_user_error(),
+        "{bad}"
+    );
+    assert!(
+        writer
+            .upsert("../escape.md", doc.as_bytes())
+            .unwrap_err()
+            .is_user_error()
+    );
+
+    assert!(writer.delete(&outcome.incident_id).unwrap());
+    assert!(!writer.delete(&outcome.incident_id).unwrap());
+    engine.reload().unwrap();
+    assert_eq!(engine.stats().incidents, 28);
+    assert!(
+        search(
+            &engine,
+            &SearchRequest::new("zeppelin quokka").with_mode(Mode::Lexical)
+        )
+        .hits
+        .is_empty()
+    );
+    assert_eq!(steps_of(&index), steps_of(shared_index()));
+}
+
+/// The real model under another name: what an index built with a different model looks like.
+struct Renamed(Arc<dyn Embedder>);
+
+impl Embedder for Renamed {
+    fn model_id(&self) -> &str {
+        "renamed-minilm"
+    }
+    fn dimension(&self) -> usize {
+        self.0.dimension()
+    }
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, BoxError> {
+        self.0.embed(texts)
+    }
+}
+
+#[test]
+fn a_model_change_rebuilds_into_a_new_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    copy_dir(shared_index(), &index);
+    let engine = Engine::open(&index).unwrap();
+    let before = engine.generation();
+    let mut writer = IndexWriter::open(&index, Arc::new(Renamed(embedder())), options()).unwrap();
+    let summary = writer.sync_dir(&corpus_samples(), &NoProgress).unwrap();
+    drop(writer);
+    assert!(summary.rebuilt);
+    assert_eq!(summary.added, 28);
+    assert_eq!(summary.generation, before + 1);
+    // The engine keeps serving the old state until reloaded, then refuses the old model.
+    assert!(
+        !search(&engine, &SearchRequest::new("disk full"))
+            .hits
+            .is_empty()
+    );
+    assert!(engine.reload_if_changed().unwrap());
+    let err = engine
+        .search(&SearchRequest::new("disk full"), &*embedder())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ModelMismatch { .. }) && err.is_user_error(),
+        "{err}"
+    );
+    assert!(
+        engine
+            .search(&SearchRequest::new("disk full"), &Renamed(embedder()))
+            .is_ok()
+    );
+    // Lexical search needs no model.
+    assert!(
+        engine
+            .search(
+                &SearchRequest::new("disk full").with_mode(Mode::Lexical),
+                &*embedder()
+            )
+            .is_ok()
+    );
+    assert_eq!(steps_of(&index), steps_of(shared_index()));
+}
+
+#[test]
+fn an_unpublished_generation_is_ignored_and_redone() {
+    // What a crash right before the manifest rename leaves: a complete new data directory that
+    // no manifest names.
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, corpus) = (tmp.path().join("index"), tmp.path().join("corpus"));
+    copy_dir(&corpus_samples(), &corpus);
+    copy_dir(shared_index(), &index);
+    let old_manifest = fs::read(index.join("manifest.json")).unwrap();
+    let old_steps = steps_of(&index);
+    fs::remove_file(corpus.join("cron-job-ran-twice.md")).unwrap();
+    fs::write(
+        corpus.join("new.md"),
+        "# New one\n\n## Root cause\n\nA brand new failure mode of the frobnicator.\n",
+    )
+    .unwrap();
+    sync(&index, &corpus, options());
+    let new_steps = steps_of(&index);
+    assert_ne!(old_steps, new_steps);
+    fs::write(index.join("manifest.json"), &old_manifest).unwrap();
+    assert_eq!(steps_of(&index), old_steps, "the old state is served");
+    let summary = sync(&index, &corpus, options());
+    assert_eq!((summary.added, summary.removed), (1, 1));
+    assert_eq!(steps_of(&index), new_steps, "the next run converges");
+}
+
+#[test]
+fn the_ann_graph_agrees_with_exact_search_on_a_small_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    sync(&index, &corpus_samples(), options().with_ann_min_vectors(0));
+    let engine = Engine::open(&index).unwrap();
+    let model = embedder();
+    let mut overlap = 0;
+    let queries = [
+        "disk filled up with logs",
+        "certificate expired",
+        "database failover",
+        "retry storm",
+        "DNS",
+    ];
+    for q in queries {
+        let v = model.embed(&[q]).unwrap().remove(0);
+        let ann = engine.vector_probe(&v, 10, false).unwrap();
+        let exact = engine.vector_probe(&v, 10, true).unwrap();
+        overlap += ann.iter().filter(|id| exact.contains(id)).count();
+        // Hybrid search over the graph works with filters too.
+        let filters = Filters {
+            kinds: vec![StepKind::RootCause],
+            ..Filters::default()
+        };
+        let r = search(
+            &engine,
+            &SearchRequest::new(q)
+                .with_mode(Mode::Vector)
+                .with_filters(filters),
+        );
+        assert!(r.hits.iter().all(|h| h.kind == StepKind::RootCause));
+    }
+    assert!(
+        overlap as f64 / (10.0 * queries.len() as f64) >= 0.98,
+        "recall {overlap}/50"
+    );
+}
+
+// Incremental indexing converges to what a fresh build gives, whatever the edits.
+
+#[derive(Debug, Clone)]
+enum Edit {
+    Append(usize, u8),
+    Rewrite(usize),
+    Delete(usize),
+    Rename(usize),
+    Add(usize, u8),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(f, v)| Edit::Append(f, v)),
+        any::<usize>().prop_map(Edit::Rewrite),
+        any::<usize>().prop_map(Edit::Delete),
+        any::<usize>().prop_map(Edit::Rename),
+        (any::<usize>(), any::<u8>()).prop_map(|(f, v)| Edit::Add(f, v)),
+    ]
+}
+
+fn write_ups(corpus: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "README.md")
+        .collect();
+    files.sort();
+    files
+}
+
+fn apply(corpus: &Path, edit: &Edit, serial: usize) {
+    let files = write_ups(corpus);
+    if files.is_empty() {
+        return;
+    }
+    let pick = |i: usize| &files[i % files.len()];
+    match edit {
+        Edit::Append(f, v) => {
+            let mut text = fs::read_to_string(pick(*f)).unwrap();
+            text.push_str(&format!("\n\n## Follow-up note {v}\n\nThe on-call engineer added note {v} about the pager.\n"));
+            fs::write(pick(*f), text).unwrap();
+        }
+        Edit::Rewrite(f) => {
+            let text = fs::read_to_string(pick(*f)).unwrap();
+            fs::write(pick(*f), text.replacen(" the ", " a ", 2)).unwrap();
+        }
+        Edit::Delete(f) => fs::remove_file(pick(*f)).unwrap(),
+        Edit::Rename(f) => {
+            let from = pick(*f);
+            let to = corpus.join(format!(
+                "renamed-{serial}-{}",
+                from.file_name().unwrap().to_string_lossy()
+            ));
+            fs::rename(from, to).unwrap();
+        }
+        Edit::Add(f, v) => {
+            let ext = pick(*f).extension().unwrap().to_string_lossy().into_owned();
+            let mut text = fs::read_to_string(pick(*f)).unwrap();
+            text.push_str(&format!(
+                "\n\nAdded copy {v}: the same incident seen from another team.\n"
+            ));
+            fs::write(corpus.join(format!("added-{serial}.{ext}")), text).unwrap();
+        }
+    }
+}
+
+/// What two indexes must agree on: their steps, and what searches return.
+type Observed = (Vec<(String, String, String)>, Vec<Vec<String>>);
+
+fn observable(index: &Path) -> Observed {
+    let engine = Engine::open(index).unwrap();
+    let mut results = Vec::new();
+    for q in [
+        "disk full",
+        "certificate expired",
+        "on-call engineer note pager",
+        "database",
+    ] {
+        // All lexical matches, as a set (BM25 statistics count deleted documents until segments
+        // merge, so scores, not matches, may differ from a fresh build).
+        let mut lexical: Vec<String> = search(
+            &engine,
+            &SearchRequest::new(q).with_mode(Mode::Lexical).with_k(1000),
+        )
+        .hits
+        .into_iter()
+        .map(|h| h.step_id.to_string())
+        .collect();
+        lexical.sort();
+        results.push(lexical);
+        // Exact vector search: identical order.
+        let vector = search(
+            &engine,
+            &SearchRequest::new(q).with_mode(Mode::Vector).with_k(10),
+        );
+        results.push(
+            vector
+                .hits
+                .into_iter()
+                .map(|h| h.step_id.to_string())
+                .collect(),
+        );
+    }
+    (steps_of(index), results)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_updates_equal_a_fresh_build(rounds in proptest::collection::vec(proptest::collection::vec(edit(), 1..4), 1..4)) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (index, corpus, fresh) = (tmp.path().join("index"), tmp.path().join("corpus"), tmp.path().join("fresh"));
+        copy_dir(&corpus_samples(), &corpus);
+        copy_dir(shared_index(), &index);
+        let mut serial = 0;
+        for round in &rounds {
+            for edit in round {
+                serial += 1;
+                apply(&corpus, edit, serial);
+            }
+            let summary = sync(&index, &corpus, options());
+            prop_assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
+        }
+        sync(&fresh, &corpus, options());
+        let (steps_a, results_a) = observable(&index);
+        let (steps_b, results_b) = observable(&fresh);
+        prop_assert_eq!(steps_a, steps_b);
+        prop_assert_eq!(results_a, results_b);
+        save_cache();
+    }
+}
+
+#[test]
+fn bad_files_are_skipped_with_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, corpus) = (tmp.path().join("index"), tmp.path().join("corpus"));
+    fs::create_dir_all(corpus.join("sub")).unwrap();
+    fs::write(
+        corpus.join("good.md"),
+        "# Good\n\n## Root cause\n\nThe disk filled up with debug logs.\n",
+    )
+    .unwrap();
+    fs::write(corpus.join("sub/binary.md"), b"abc\x00def").unwrap();
+    fs::write(corpus.join("README.md"), "# not a write-up\n").unwrap();
+    fs::write(corpus.join("image.png"), b"\x89PNG").unwrap();
+    let summary = sync(&index, &corpus, options());
+    assert_eq!(summary.added, 1);
+    assert_eq!(summary.skipped.len(), 1, "{:?}", summary.skipped);
+    assert_eq!(summary.skipped[0].0, "sub/binary.md");
+    assert!(
+        summary.skipped[0].1.contains("binary"),
+        "{}",
+        summary.skipped[0].1
+    );
+    // A write-up that turns bad is removed; the reason is reported each run.
+    fs::write(corpus.join("good.md"), b"\x00").unwrap();
+    let summary = sync(&index, &corpus, options());
+    assert_eq!((summary.removed, summary.skipped.len()), (1, 2));
+    assert_eq!(Engine::open(&index).unwrap().stats().steps, 0);
+    let _ = WriterOptions::default();
+}

@@ -1,0 +1,315 @@
+//! Routes and handlers of the HTTP API.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use precedent_core::IncidentId;
+use precedent_index::{SearchRequest, SimilarRequest, SimilarSource};
+use serde::de::DeserializeOwned;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::api::{
+    DeleteResponse, HealthResponse, SearchBody, SimilarBody, UpsertBody, UpsertResponse,
+    validate_write_up_path,
+};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+
+/// The complete application: the HTTP API, `/mcp`, and the security gate around both.
+pub fn router(state: AppState) -> Router {
+    let writes = Router::new()
+        .route("/v1/incidents", put(upsert_incident))
+        .route("/v1/incidents/{id}", axum::routing::delete(delete_incident))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            writes_allowed,
+        ));
+    let mut app = Router::new()
+        .route("/v1/search", post(search))
+        .route("/v1/similar", post(similar))
+        .route("/v1/incidents/{id}", get(get_incident))
+        .route("/v1/facets", get(facets))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .merge(writes)
+        .nest_service("/mcp", crate::mcp::http_service(&state))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.inner.options.body_limit,
+        ));
+    if let Some(cors) = cors_layer(&state) {
+        app = app.layer(cors);
+    }
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        crate::security::gate,
+    ))
+    .with_state(state)
+}
+
+fn cors_layer(state: &AppState) -> Option<CorsLayer> {
+    let origins = &state.inner.options.cors_origins;
+    if origins.is_empty() {
+        return None;
+    }
+    let values = origins
+        .iter()
+        .filter_map(|o| o.trim_end_matches('/').parse().ok())
+        .collect::<Vec<_>>();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(values))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+}
+
+/// Writes need `allow_writes` and a configured token (the gate has already checked it).
+async fn writes_allowed(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let options = &state.inner.options;
+    if !options.allow_writes {
+        return ApiError::new(
+            ErrorCode::WritesDisabled,
+            "writes are disabled on this server",
+        )
+        .into_response();
+    }
+    if options.token.is_none() {
+        return ApiError::new(
+            ErrorCode::WritesDisabled,
+            "writes need a configured bearer token",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// A JSON body, with every failure mapped to a stable error code.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "expected a body with content-type application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(body_error)?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorCode::PayloadTooLarge, "body larger than the limit")
+    } else {
+        ApiError::bad_request("cannot read the request body")
+    }
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|err| {
+        use serde_json::error::Category;
+        match err.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {err}"))
+            }
+            Category::Data if err.to_string().contains("unknown field") => {
+                ApiError::new(ErrorCode::UnknownField, err.to_string())
+            }
+            Category::Data => ApiError::bad_request(err.to_string()),
+        }
+    })
+}
+
+fn check_k(k: Option<usize>, max: usize) -> Result<usize, ApiError> {
+    let k = k.unwrap_or(10);
+    if k == 0 || k > max {
+        return Err(ApiError::bad_request(format!(
+            "k must be between 1 and {max}, got {k}"
+        )));
+    }
+    Ok(k)
+}
+
+fn check_text(name: &str, text: &str, max: usize) -> Result<(), ApiError> {
+    if text.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "{name} longer than {max} bytes"
+        )));
+    }
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("empty {name}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn parse_incident_id(id: &str) -> Result<IncidentId, ApiError> {
+    IncidentId::parse(id).map_err(|_| {
+        ApiError::bad_request("invalid incident id: expected lowercase letters, digits and '-'")
+    })
+}
+
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<IncidentId, ApiError> {
+    let Path(id) = path.map_err(|_| ApiError::bad_request("invalid incident id in path"))?;
+    parse_incident_id(&id)
+}
+
+async fn search(
+    State(state): State<AppState>,
+    body: Result<JsonBody<SearchBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = body?;
+    let options = state.options();
+    check_text("query", &body.query, options.max_query_bytes)?;
+    let k = check_k(body.k, options.max_k)?;
+    let request = SearchRequest::new(body.query)
+        .with_mode(body.mode)
+        .with_k(k)
+        .with_filters(body.filters);
+    Ok(Json(state.search(request).await?).into_response())
+}
+
+async fn similar(
+    State(state): State<AppState>,
+    body: Result<JsonBody<SimilarBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = body?;
+    let options = state.options();
+    let source = match (body.text, body.incident_id) {
+        (Some(text), None) => {
+            check_text("text", &text, options.max_query_bytes)?;
+            SimilarSource::Text(text)
+        }
+        (None, Some(id)) => SimilarSource::Incident(parse_incident_id(&id)?),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of text and incident_id",
+            ));
+        }
+    };
+    let mut request = SimilarRequest::new(source);
+    request.k = check_k(body.k, options.max_k)?;
+    request.filters = body.filters;
+    Ok(Json(state.similar(request).await?).into_response())
+}
+
+async fn get_incident(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    Ok(Json(state.incident(id).await?).into_response())
+}
+
+async fn facets(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(state.facets().await?).into_response())
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stats = state.stats().await?;
+    Ok(Json(HealthResponse {
+        status: "ok".into(),
+        index_loaded: true,
+        generation: stats.generation,
+        incidents: stats.incidents,
+        steps: stats.steps,
+    })
+    .into_response())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    // Metrics stay available when the index cannot be read; the gauges are then left out.
+    let stats = state.stats().await.ok();
+    let text = state.inner.metrics.render(stats.as_ref());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+async fn upsert_incident(
+    State(state): State<AppState>,
+    body: Result<JsonBody<UpsertBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = body?;
+    let path = validate_write_up_path(&body.path).map_err(ApiError::bad_request)?;
+    let outcome = state.upsert(path, body.markdown).await?;
+    let status = if outcome.replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let response = UpsertResponse {
+        incident_id: outcome.incident_id.to_string(),
+        steps: outcome.steps,
+        replaced: outcome.replaced,
+        generation: outcome.generation,
+    };
+    Ok((status, Json(response)).into_response())
+}
+
+async fn delete_incident(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
+    if !state.delete(id.clone()).await? {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("unknown incident id {id}"),
+        ));
+    }
+    Ok(Json(DeleteResponse {
+        incident_id: id.to_string(),
+        deleted: true,
+    })
+    .into_response())
+}

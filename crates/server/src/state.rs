@@ -1,0 +1,231 @@
+//! Shared state of the HTTP and MCP front ends, and the one place that calls the index.
+//!
+//! Every index call runs on the blocking pool (tantivy and the embedder are CPU- and
+//! I/O-bound), and every error comes back as an [`ApiError`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use precedent_core::{Embedder, Incident, IncidentId};
+use precedent_index::{
+    Engine, Facets, IndexWriter, SearchRequest, SearchResponse, SimilarRequest, SimilarResponse,
+    Stats, WriterOptions,
+};
+use tokio::sync::Semaphore;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::Metrics;
+use crate::options::ServerOptions;
+
+/// Everything a request handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) options: ServerOptions,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) embedder: Arc<dyn Embedder>,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) origins: Vec<String>,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) metrics: Metrics,
+    /// Serialises writes from this process; the index lock guards against other processes.
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// Cancelled when the server shuts down (ends MCP streams).
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl AppState {
+    /// State for a server with these options, serving `engine` and embedding queries with
+    /// `embedder` (the model the index was built with). Default allowed hosts and origins use
+    /// the port of `options.addr`, so bind first and put the bound address there.
+    pub fn new(
+        options: ServerOptions,
+        engine: Arc<Engine>,
+        embedder: Arc<dyn Embedder>,
+    ) -> crate::Result<AppState> {
+        options.validate()?;
+        let hosts = options.effective_hosts();
+        let origins = options.effective_origins();
+        let permits = Arc::new(Semaphore::new(options.concurrency_limit));
+        Ok(AppState {
+            inner: Arc::new(Shared {
+                options,
+                engine,
+                embedder,
+                hosts,
+                origins,
+                permits,
+                metrics: Metrics::default(),
+                write_lock: tokio::sync::Mutex::new(()),
+                shutdown: tokio_util::sync::CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ServerOptions {
+        &self.inner.options
+    }
+
+    /// Checks the index directory for a newer published generation and switches to it.
+    pub async fn reload(&self) -> Result<(), ApiError> {
+        let engine = self.inner.engine.clone();
+        blocking(move || engine.reload_if_changed().map(|_| ())).await
+    }
+
+    pub(crate) async fn search(&self, request: SearchRequest) -> Result<SearchResponse, ApiError> {
+        let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
+        blocking(move || {
+            refresh(&engine);
+            engine.search(&request, embedder.as_ref())
+        })
+        .await
+    }
+
+    pub(crate) async fn similar(
+        &self,
+        request: SimilarRequest,
+    ) -> Result<SimilarResponse, ApiError> {
+        let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
+        blocking(move || {
+            refresh(&engine);
+            engine.similar(&request, embedder.as_ref())
+        })
+        .await
+    }
+
+    pub(crate) async fn incident(&self, id: IncidentId) -> Result<Incident, ApiError> {
+        let engine = self.inner.engine.clone();
+        let found = blocking(move || {
+            refresh(&engine);
+            engine.incident(&id).map(|i| i.ok_or(id))
+        })
+        .await?;
+        found.map_err(|id| ApiError::new(ErrorCode::NotFound, format!("unknown incident id {id}")))
+    }
+
+    pub(crate) async fn facets(&self) -> Result<Facets, ApiError> {
+        let engine = self.inner.engine.clone();
+        blocking(move || {
+            refresh(&engine);
+            Ok(engine.facets())
+        })
+        .await
+    }
+
+    pub(crate) async fn stats(&self) -> Result<Stats, ApiError> {
+        let engine = self.inner.engine.clone();
+        blocking(move || {
+            refresh(&engine);
+            Ok(engine.stats())
+        })
+        .await
+    }
+
+    /// Indexed incidents, as (id, title, path) sorted by path, at most `limit`, for MCP
+    /// resource listings.
+    ///
+    /// The engine has no listing call yet, so this reads the published manifest (the index's
+    /// commit point, replaced atomically) and takes only ids, titles and paths from it. Any
+    /// surprise in it yields an empty list rather than an error: resources can still be read by
+    /// id through the `incident://{id}` template.
+    pub(crate) async fn incident_list(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(IncidentId, String, String)>, ApiError> {
+        let path = self.inner.options.index_dir.join("manifest.json");
+        let list = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).ok()?;
+            let manifest: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+            let files = manifest.get("files")?.as_object()?;
+            let list = files
+                .iter()
+                .filter_map(|(path, entry)| {
+                    let incident = entry.get("incident")?;
+                    let id = IncidentId::parse(incident.get("id")?.as_str()?).ok()?;
+                    let title = incident.get("title")?.as_str()?.to_owned();
+                    Some((id, title, path.clone()))
+                })
+                .take(limit)
+                .collect::<Vec<_>>();
+            Some(list)
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+        Ok(list.unwrap_or_default())
+    }
+
+    /// Indexes one write-up under `path` and publishes; the served engine is reloaded.
+    pub(crate) async fn upsert(
+        &self,
+        path: String,
+        markdown: String,
+    ) -> Result<precedent_index::UpsertOutcome, ApiError> {
+        let _guard = self.inner.write_lock.lock().await;
+        let (dir, embedder) = (
+            self.inner.options.index_dir.clone(),
+            self.inner.embedder.clone(),
+        );
+        let outcome = blocking(move || {
+            let mut writer = IndexWriter::open(&dir, embedder, WriterOptions::default())?;
+            writer.upsert(&path, markdown.as_bytes())
+        })
+        .await?;
+        self.reload().await?;
+        Ok(outcome)
+    }
+
+    /// Removes one incident and publishes; `false` when it was not indexed.
+    pub(crate) async fn delete(&self, id: IncidentId) -> Result<bool, ApiError> {
+        let _guard = self.inner.write_lock.lock().await;
+        let (dir, embedder) = (
+            self.inner.options.index_dir.clone(),
+            self.inner.embedder.clone(),
+        );
+        let deleted = blocking(move || {
+            let mut writer = IndexWriter::open(&dir, embedder, WriterOptions::default())?;
+            writer.delete(&id)
+        })
+        .await?;
+        self.reload().await?;
+        Ok(deleted)
+    }
+}
+
+/// Switches to a newer published generation if there is one (a `stat` of the manifest). A
+/// failure is logged and the current state keeps answering.
+fn refresh(engine: &Engine) {
+    if let Err(err) = engine.reload_if_changed() {
+        tracing::warn!(error = %crate::error::ErrorChain(&err), "cannot load the new index generation");
+    }
+}
+
+/// Runs index work on the blocking pool and maps its error.
+async fn blocking<T, F>(work: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> precedent_index::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(work).await;
+    tracing::trace!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "index call"
+    );
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(ApiError::from(err)),
+        Err(join) => Err(ApiError::internal(&join)),
+    }
+}

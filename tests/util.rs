@@ -10,6 +10,12 @@ pub struct Dir {
     tmp: tempfile::TempDir,
 }
 
+impl Default for Dir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Dir {
     pub fn new() -> Dir {
         Dir {

@@ -172,6 +172,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     println!("precedent-embed benchmark");
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        println!(
+            "load average before the run: {} (other processes share the cores)",
+            load.join(" ")
+        );
+    }
     println!(
         "threads: candle_core::utils::get_num_threads() = {}, RAYON_NUM_THREADS = {}",
         candle_core::utils::get_num_threads(),

@@ -197,11 +197,21 @@ fn batches_equal_one_by_one() {
         } else {
             candle()
         };
+        let single_thread = load(
+            &dir,
+            EmbedderOptions {
+                threads: Some(1),
+                backend,
+                ..EmbedderOptions::default()
+            },
+        );
+        assert_eq!(single_thread.threads(), 1);
+        let batched_one_thread = single_thread.embed_texts(&texts).unwrap();
         let batched_small = small.embed_texts(&texts).unwrap();
         let batched_whole = whole.embed_texts(&texts).unwrap();
         for (i, text) in texts.iter().enumerate() {
             let alone = &whole.embed_texts(&[text]).unwrap()[0];
-            for batched in [&batched_small[i], &batched_whole[i]] {
+            for batched in [&batched_small[i], &batched_whole[i], &batched_one_thread[i]] {
                 let d = max_abs_diff(batched, alone);
                 assert!(
                     d < 1e-5,

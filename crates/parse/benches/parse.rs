@@ -18,15 +18,16 @@ fn collect(dir: &Path, root: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     for path in paths {
         if path.is_dir() {
             collect(&path, root, out);
-        } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-            if Format::of(name).is_some() && !is_furniture(name) {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.push((rel, std::fs::read(&path).unwrap()));
-            }
+        } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
+            && Format::of(name).is_some()
+            && !is_furniture(name)
+        {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.push((rel, std::fs::read(&path).unwrap()));
         }
     }
 }

@@ -9,6 +9,9 @@ use std::time::Instant;
 use precedent_core::StepKind;
 use precedent_parse::{Format, ParseOptions, is_furniture, parse};
 
+/// Files, skipped, steps per kind, text bytes, `other` text bytes.
+type Row = (usize, usize, BTreeMap<StepKind, usize>, usize, usize);
+
 fn main() {
     let root = std::env::args().nth(1).expect("usage: corpus_stats DIR");
     let root = Path::new(&root);
@@ -32,8 +35,7 @@ fn main() {
         .collect();
     let elapsed = start.elapsed();
 
-    let mut table: BTreeMap<String, (usize, usize, BTreeMap<StepKind, usize>, usize, usize)> =
-        BTreeMap::new();
+    let mut table: BTreeMap<String, Row> = BTreeMap::new();
     for (rel, p) in &parsed {
         let corpus = rel.split('/').next().unwrap_or("").to_owned();
         let row = table.entry(corpus).or_default();
@@ -112,10 +114,11 @@ fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             walk(&path, out);
-        } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-            if !is_furniture(name) && Format::of(name).is_some() {
-                out.push(path);
-            }
+        } else if let Some(name) = path.file_name().and_then(|n| n.to_str())
+            && !is_furniture(name)
+            && Format::of(name).is_some()
+        {
+            out.push(path);
         }
     }
 }

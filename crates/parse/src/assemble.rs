@@ -85,10 +85,10 @@ impl State {
     fn section(&mut self) -> usize {
         let mut heading_path: Vec<String> = self.headings.iter().map(|(_, h)| h.clone()).collect();
         heading_path.extend(self.labels.iter().take(MAX_LABELS).map(|(_, l)| l.clone()));
-        if let Some(last) = self.sections.last() {
-            if last.heading_path == heading_path {
-                return self.sections.len() - 1;
-            }
+        if let Some(last) = self.sections.last()
+            && last.heading_path == heading_path
+        {
+            return self.sections.len() - 1;
         }
         let kind = heading_path
             .iter()
@@ -109,10 +109,10 @@ impl State {
     }
 
     fn flush(&mut self) {
-        if let Some(block) = self.current.take() {
-            if !block.text.trim().is_empty() {
-                self.blocks.push(block);
-            }
+        if let Some(block) = self.current.take()
+            && !block.text.trim().is_empty()
+        {
+            self.blocks.push(block);
         }
     }
 
@@ -326,10 +326,10 @@ fn trailing_timestamp(text: &str) -> Option<At> {
             line[..i].ends_with(' ') && line[i..].starts_with(|c: char| c.is_ascii_digit())
         });
     for i in start.collect::<Vec<_>>().into_iter().rev() {
-        if let Some((at, len)) = time::leading_timestamp(&line[i..]) {
-            if i + len >= line.len() {
-                return Some(at);
-            }
+        if let Some((at, len)) = time::leading_timestamp(&line[i..])
+            && i + len >= line.len()
+        {
+            return Some(at);
         }
     }
     None
@@ -337,6 +337,7 @@ fn trailing_timestamp(text: &str) -> Option<At> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::type_complexity)]
     use super::*;
     use crate::text::LineIndex;
 

@@ -121,14 +121,13 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
             }
         }
         if !piece.timeline && piece.words() < options.min_words {
-            if let Some(last) = merged.last_mut() {
-                if last.section == piece.section
-                    && !last.timeline
-                    && last.words() + piece.words() <= options.max_words + options.min_words
-                {
-                    last.absorb(piece);
-                    continue;
-                }
+            if let Some(last) = merged.last_mut()
+                && last.section == piece.section
+                && !last.timeline
+                && last.words() + piece.words() <= options.max_words + options.min_words
+            {
+                last.absorb(piece);
+                continue;
             }
             carry = Some(piece);
             continue;

@@ -88,11 +88,11 @@ impl Walker<'_> {
             match leaf.kind {
                 // A paragraph that is only bold text is a heading in disguise.
                 LeafKind::Paragraph { in_item: false } if self.quote_depth == 0 => {
-                    if let Some(label) = &leaf.label {
-                        if leaf.text.trim().trim_end_matches(':').trim() == label {
-                            leaf.kind = LeafKind::Heading(7);
-                            leaf.label = None;
-                        }
+                    if let Some(label) = &leaf.label
+                        && leaf.text.trim().trim_end_matches(':').trim() == label
+                    {
+                        leaf.kind = LeafKind::Heading(7);
+                        leaf.label = None;
                     }
                     if !leaf.is_blank() {
                         self.out.push(leaf);
@@ -123,10 +123,10 @@ impl Walker<'_> {
     fn text(&mut self, s: &str, offset: usize) {
         let line = self.lines.line(offset);
         let leaf = self.leaf();
-        if let LeafKind::Row { .. } = leaf.kind {
-            if let Some(cell) = leaf.cells.last_mut() {
-                cell.push_str(s);
-            }
+        if let LeafKind::Row { .. } = leaf.kind
+            && let Some(cell) = leaf.cells.last_mut()
+        {
+            cell.push_str(s);
         }
         leaf.push(s, line);
     }
@@ -216,12 +216,11 @@ impl Walker<'_> {
                 }
                 leaf.cells.push(String::new());
             }
-            Tag::Strong => {
+            Tag::Strong
                 if self.label == LabelState::Idle
-                    && self.current.as_ref().is_none_or(Leaf::is_blank)
-                {
-                    self.label = LabelState::Open;
-                }
+                    && self.current.as_ref().is_none_or(Leaf::is_blank) =>
+            {
+                self.label = LabelState::Open;
             }
             Tag::FootnoteDefinition(_) => self.flush(),
             _ => {}
@@ -240,12 +239,11 @@ impl Walker<'_> {
             | TagEnd::CodeBlock
             | TagEnd::HtmlBlock
             | TagEnd::TableHead
-            | TagEnd::TableRow => {
+            | TagEnd::TableRow
                 // The item's own text may continue after its first paragraph; nested blocks flush it.
-                if !matches!(&self.current, Some(l) if matches!(l.kind, LeafKind::Item { .. })) {
+                if !matches!(&self.current, Some(l) if matches!(l.kind, LeafKind::Item { .. })) => {
                     self.flush();
                 }
-            }
             TagEnd::List(_) => {
                 self.flush();
                 self.lists.pop();
@@ -261,12 +259,11 @@ impl Walker<'_> {
                 self.quote_depth = self.quote_depth.saturating_sub(1);
             }
             TagEnd::Table | TagEnd::FootnoteDefinition => self.flush(),
-            TagEnd::Strong => {
-                if self.label == LabelState::Open {
+            TagEnd::Strong
+                if self.label == LabelState::Open => {
                     let end = self.current.as_ref().map_or(0, |l| l.text.len());
                     self.label = LabelState::Done(end);
                 }
-            }
             _ => {}
         }
     }
@@ -299,6 +296,7 @@ fn strip_tags(html: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::type_complexity)]
     use super::*;
 
     fn kinds(text: &str) -> Vec<(LeafKind, String, Option<String>)> {

@@ -15,10 +15,10 @@ pub(crate) fn leaves(text: &str) -> Vec<Leaf> {
     let lines: Vec<&str> = text.split('\n').collect();
 
     let flush = |current: &mut Option<Leaf>, out: &mut Vec<Leaf>, open_item: &mut Option<u32>| {
-        if let Some(leaf) = current.take() {
-            if !leaf.is_blank() || matches!(leaf.kind, LeafKind::Item { .. }) {
-                out.push(leaf);
-            }
+        if let Some(leaf) = current.take()
+            && (!leaf.is_blank() || matches!(leaf.kind, LeafKind::Item { .. }))
+        {
+            out.push(leaf);
         }
         if let Some(id) = open_item.take() {
             out.push(Leaf::new(LeafKind::ItemEnd { id }));

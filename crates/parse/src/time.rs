@@ -161,10 +161,10 @@ pub(crate) fn date_from_file_name(name: &str) -> Option<NaiveDate> {
 pub(crate) fn first_date_in(text: &str) -> Option<NaiveDate> {
     let mut best: Option<(usize, NaiveDate)> = None;
     let mut consider = |pos: usize, date: Option<NaiveDate>| {
-        if let Some(date) = date {
-            if best.is_none_or(|(p, _)| pos < p) {
-                best = Some((pos, date));
-            }
+        if let Some(date) = date
+            && best.is_none_or(|(p, _)| pos < p)
+        {
+            best = Some((pos, date));
         }
     };
     if let Some(caps) = ISO_DATE.captures(text) {
@@ -203,6 +203,7 @@ fn month_number(name: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::type_complexity)]
     use super::*;
 
     fn check(input: &str, expected: Option<(&str, Option<&str>, Option<&str>, Option<i64>)>) {

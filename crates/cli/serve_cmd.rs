@@ -24,7 +24,8 @@ pub struct ServeArgs {
     /// Accept PUT /v1/incidents and DELETE /v1/incidents/{id} (requires a token).
     #[arg(long)]
     allow_writes: bool,
-    /// Accepted Host header (repeatable) [default: localhost, 127.0.0.1, [::1] on the bound port].
+    /// Accepted Host header (repeatable) [default: localhost, 127.0.0.1 and the IPv6 loopback, on
+    /// the bound port].
     #[arg(long = "allowed-host", value_name = "HOST")]
     allowed_hosts: Vec<String>,
     /// Origin allowed to call the API from a browser (repeatable; enables CORS for it).

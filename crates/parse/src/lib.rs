@@ -1,7 +1,7 @@
 //! Reads one post-incident write-up and splits it into diagnostic steps.
 //!
 //! [`parse`] takes a file's path (relative to the corpus root) and bytes and returns a
-//! [`Parsed`]: the [`Incident`](precedent_core::Incident) with its metadata, steps and timeline,
+//! [`Parsed`]: the `Incident` with its metadata, steps and timeline,
 //! plus diagnostics. It never fails and never panics on messy input: binary files, files over
 //! the size cap and unsupported formats come back without an incident and with a diagnostic
 //! saying why; invalid UTF-8, BOMs, CRLF, broken front matter and pasted secrets are repaired

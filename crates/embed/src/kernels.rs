@@ -226,6 +226,9 @@ fn gelu_tanh_one(x: f32) -> f32 {
 
 #[inline(always)]
 fn map_rows_with_bias(xs: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
+    if bias.is_empty() {
+        return;
+    }
     for row in xs.chunks_exact_mut(bias.len()) {
         for (x, b) in row.iter_mut().zip(bias) {
             *x = f(*x + b);
@@ -258,6 +261,9 @@ fn layer_norm_rows_impl(
     eps: f32,
 ) {
     let width = gamma.len();
+    if width == 0 {
+        return;
+    }
     let inv_width = 1.0 / width as f32;
     for (i, row) in xs.chunks_exact_mut(width).enumerate() {
         if let Some(residual) = residual {
@@ -281,6 +287,9 @@ fn layer_norm_rows_impl(
 
 #[inline(always)]
 fn softmax_rows_impl(xs: &mut [f32], width: usize) {
+    if width == 0 {
+        return;
+    }
     for row in xs.chunks_exact_mut(width) {
         let m = max(row);
         for x in row.iter_mut() {
@@ -353,18 +362,38 @@ fn in_bounds(len: usize, offset: usize, rows: usize, cols: usize, rs: usize, cs:
             .is_some_and(|last| last < len)
 }
 
-/// `dst = (accumulate ? dst : 0) + scale * lhs · rhs`.
+/// A pointer that may cross threads: [`matmul`] hands each thread a disjoint set of columns.
+#[derive(Clone, Copy)]
+struct SharedPtr(*mut f32);
+
+// SAFETY: only used by `matmul`, whose tasks read shared inputs and write disjoint outputs.
+unsafe impl Send for SharedPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SharedPtr {}
+
+impl SharedPtr {
+    /// A method rather than field access, so closures capture the `Sync` wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst = (accumulate ? dst : 0) + scale * lhs · rhs`, the columns of `dst` split into `parts`
+/// ranges computed in parallel on the current rayon pool (`1`: on this thread).
+///
+/// Splitting columns is for thin products (a short query): gemm does not parallelise those
+/// well by itself, and each part only reads its share of `rhs`, the weights.
 ///
 /// # Panics
 /// If the shapes disagree or a view reaches outside its slice: callers compute both from the
-/// same dimensions, so this is a bug check guarding the unsafe call below.
+/// same dimensions, so this is a bug check guarding the unsafe calls below.
 pub(crate) fn matmul(
     dst: ViewMut<'_>,
     accumulate: bool,
     lhs: View<'_>,
     rhs: View<'_>,
     scale: f32,
-    parallelism: Parallelism,
+    parts: usize,
 ) {
     let (m, n, k) = (dst.rows, dst.cols, lhs.cols);
     assert!(
@@ -391,31 +420,54 @@ pub(crate) fn matmul(
         }
         return;
     }
-    // SAFETY: the asserts above keep every element of the three views inside their slices; `dst`
-    // is borrowed mutably, so it cannot overlap `lhs` or `rhs`; strides fit in isize because they
-    // index within slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr().add(dst.offset),
-            dst.cs as isize,
-            dst.rs as isize,
-            accumulate,
-            lhs.data.as_ptr().add(lhs.offset),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr().add(rhs.offset),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            scale,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    // Columns per part: a whole number of 16-float vectors.
+    let width = n.div_ceil(parts.max(1)).next_multiple_of(16);
+    let parts = n.div_ceil(width);
+    // SAFETY: the offsets are inside their slices (asserted above).
+    let (dst_ptr, lhs_ptr, rhs_ptr) = unsafe {
+        (
+            SharedPtr(dst.data.as_mut_ptr().add(dst.offset)),
+            SharedPtr(lhs.data.as_ptr().add(lhs.offset).cast_mut()),
+            SharedPtr(rhs.data.as_ptr().add(rhs.offset).cast_mut()),
+        )
+    };
+    let part = |p: usize| {
+        let first = p * width;
+        let cols = width.min(n - first);
+        // SAFETY: the asserts above keep every element of the three views inside their
+        // slices, so the sub-views of columns `first..first + cols` are inside too; `dst` is
+        // borrowed mutably, so it overlaps neither input; parts write disjoint columns; strides
+        // fit in isize because they index within slices. gemm only reads through `lhs` and
+        // `rhs` (the `cast_mut` is for the wrapper type).
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                dst_ptr.get().add(first * dst.cs),
+                dst.cs as isize,
+                dst.rs as isize,
+                accumulate,
+                lhs_ptr.get().cast_const(),
+                lhs.cs as isize,
+                lhs.rs as isize,
+                rhs_ptr.get().add(first * rhs.cs).cast_const(),
+                rhs.cs as isize,
+                rhs.rs as isize,
+                if accumulate { 1.0 } else { 0.0 },
+                scale,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    };
+    if parts == 1 {
+        part(0);
+    } else {
+        use rayon::prelude::*;
+        (0..parts).into_par_iter().for_each(part);
     }
 }
 
@@ -598,10 +650,65 @@ mod tests {
                 cs: 3,
             },
             2.0,
-            Parallelism::None,
+            1,
         );
         // lhs · rhs = [[7, -0.5], [16, 1]]
         assert_eq!(dst, vec![10.0, 24.0, 9.0, 10.0, 10.0, 42.0, 12.0, 10.0]);
+    }
+
+    #[test]
+    fn matmul_split_into_column_parts_matches() {
+        let (m, n, k) = (5, 100, 70);
+        let lhs: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37) % 17) as f32 * 0.1 - 0.8)
+            .collect();
+        // rhs viewed transposed out of a n x k buffer, as attention does for K.
+        let rhs_t: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 53) % 23) as f32 * 0.05 - 0.5)
+            .collect();
+        let rhs = View {
+            data: &rhs_t,
+            offset: 0,
+            rows: k,
+            cols: n,
+            rs: 1,
+            cs: k,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut whole = vec![1.0; m * n];
+        let mut split = vec![1.0; m * n];
+        matmul(
+            ViewMut::dense(&mut whole, m, n),
+            true,
+            View::dense(&lhs, m, k),
+            rhs,
+            0.5,
+            1,
+        );
+        pool.install(|| {
+            matmul(
+                ViewMut::dense(&mut split, m, n),
+                true,
+                View::dense(&lhs, m, k),
+                rhs,
+                0.5,
+                3,
+            )
+        });
+        for i in 0..m {
+            for j in 0..n {
+                let want = 1.0
+                    + 0.5
+                        * (0..k)
+                            .map(|t| lhs[i * k + t] * rhs_t[j * k + t])
+                            .sum::<f32>();
+                assert!((whole[i * n + j] - want).abs() < 1e-4);
+                assert!((split[i * n + j] - want).abs() < 1e-4);
+            }
+        }
     }
 
     #[test]
@@ -615,7 +722,7 @@ mod tests {
             View::dense(&a, 2, 3),
             View::dense(&a, 2, 3),
             1.0,
-            Parallelism::None,
+            1,
         );
     }
 

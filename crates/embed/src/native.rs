@@ -17,7 +17,6 @@
 //! - **Vectorised element-wise kernels** (GELU, softmax, layer norm) for the CPU's best
 //!   instruction set, and gemm's AVX-512 micro-kernels (see `kernels`).
 
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::config::{Activation, BertConfig, Pooling};
@@ -153,7 +152,8 @@ impl NativeBert {
                 let rows = &states[start * h..(start + seq.ids.len()) * h];
                 start += seq.ids.len();
                 let mut v = match pooling {
-                    Pooling::Cls => rows[..h].to_vec(),
+                    // No tokens (a tokenizer without special tokens, an empty text): zeros.
+                    Pooling::Cls => rows.get(..h).map_or_else(|| vec![0.0; h], <[f32]>::to_vec),
                     Pooling::Mean => {
                         let mut acc = vec![0f32; h];
                         for row in rows.chunks_exact(h) {
@@ -181,11 +181,18 @@ impl NativeBert {
         let total: usize = seqs.iter().map(|s| s.ids.len()).sum();
         let lens: Vec<usize> = seqs.iter().map(|s| s.ids.len()).collect();
         let block = block_rows(total, threads);
-        // Fewer blocks than threads (a short query): let gemm split each product instead.
-        let inner = if threads > 1 && total.div_ceil(block) < threads {
-            Parallelism::Rayon(threads)
+        // Fewer blocks than threads (short queries): split each product's columns instead.
+        let parts = if total.div_ceil(block) < threads {
+            threads
         } else {
-            Parallelism::None
+            1
+        };
+        // Slicing the feed-forward keeps a large block's activations in L2; a small block's fit
+        // whole, and fewer, larger products waste less per call.
+        let chunk = if block <= SPLIT_ROWS {
+            self.intermediate
+        } else {
+            FFN_CHUNK
         };
 
         let mut x = vec![0f32; total * h];
@@ -213,13 +220,13 @@ impl NativeBert {
         for layer in &self.layers {
             qkv.par_chunks_mut(block * 3 * h)
                 .zip(x.par_chunks(block * h))
-                .for_each(|(qkv, x)| self.project_qkv(layer, x, qkv, inner));
+                .for_each(|(qkv, x)| self.project_qkv(layer, x, qkv, parts));
             self.attention(&layer.qkv_b, &mut qkv, &mut ctx, &lens);
             x.par_chunks_mut(block * h)
                 .zip(ctx.par_chunks(block * h))
                 .for_each_init(
-                    || Scratch::new(block, h, FFN_CHUNK),
-                    |scratch, (x, ctx)| self.finish_layer(layer, x, ctx, scratch, inner),
+                    || Scratch::new(block, h, chunk),
+                    |scratch, (x, ctx)| self.finish_layer(layer, x, ctx, scratch, parts),
                 );
         }
         x
@@ -227,7 +234,7 @@ impl NativeBert {
 
     /// `qkv = x · Wqkv` for one block of rows; [`attention`](Self::attention) adds the bias
     /// when the rows are in cache anyway.
-    fn project_qkv(&self, layer: &Layer, x: &[f32], qkv: &mut [f32], inner: Parallelism) {
+    fn project_qkv(&self, layer: &Layer, x: &[f32], qkv: &mut [f32], parts: usize) {
         let h = self.hidden;
         let rows = x.len() / h;
         kernels::matmul(
@@ -236,7 +243,7 @@ impl NativeBert {
             View::dense(x, rows, h),
             View::dense(&layer.qkv_w, h, 3 * h),
             1.0,
-            inner,
+            parts,
         );
     }
 
@@ -252,7 +259,7 @@ impl NativeBert {
         x: &mut [f32],
         ctx: &[f32],
         scratch: &mut Scratch,
-        inner: Parallelism,
+        parts: usize,
     ) {
         let (h, f) = (self.hidden, self.intermediate);
         let rows = x.len() / h;
@@ -263,7 +270,7 @@ impl NativeBert {
             View::dense(ctx, rows, h),
             View::dense(&layer.out_w, h, h),
             1.0,
-            inner,
+            parts,
         );
         let norm = &layer.attn_norm;
         kernels::layer_norm_rows(
@@ -292,7 +299,7 @@ impl NativeBert {
                     cs: 1,
                 },
                 1.0,
-                inner,
+                parts,
             );
             self.activate(inter, &layer.up_b[start..start + width]);
             kernels::matmul(
@@ -301,7 +308,7 @@ impl NativeBert {
                 View::dense(inter, rows, width),
                 View::dense(&layer.down_w[start * h..(start + width) * h], width, h),
                 1.0,
-                inner,
+                parts,
             );
         }
         let norm = &layer.out_norm;
@@ -330,6 +337,9 @@ impl NativeBert {
             (qkv_rest, ctx_rest) = (qkv_tail, ctx_tail);
         }
         parts.into_par_iter().for_each(|(len, rows, out)| {
+            if len == 0 {
+                return;
+            }
             for row in rows.chunks_exact_mut(width) {
                 for (x, b) in row.iter_mut().zip(qkv_bias) {
                     *x += b;
@@ -361,7 +371,7 @@ impl NativeBert {
                     q,
                     k_t,
                     scale,
-                    Parallelism::None,
+                    1,
                 );
                 kernels::softmax_rows(&mut scores, len);
                 let v = View {
@@ -385,7 +395,7 @@ impl NativeBert {
                     View::dense(&scores, len, len),
                     v,
                     1.0,
-                    Parallelism::None,
+                    1,
                 );
             }
         });

@@ -13,6 +13,7 @@ use crate::native::Seq;
 pub(crate) struct CandleBert {
     model: BertModel,
     pad_id: u32,
+    hidden: usize,
 }
 
 impl CandleBert {
@@ -25,6 +26,7 @@ impl CandleBert {
         Ok(Self {
             model,
             pad_id: u32::try_from(config.pad_token_id).unwrap_or(0),
+            hidden: config.hidden_size,
         })
     }
 
@@ -50,6 +52,10 @@ impl CandleBert {
     }
 
     pub fn embed(&self, seqs: &[Seq<'_>], pooling: Pooling) -> Result<Vec<Vec<f32>>> {
+        let hidden = self.hidden;
+        if seqs.iter().all(|s| s.ids.is_empty()) {
+            return Ok(vec![vec![0.0; hidden]; seqs.len()]);
+        }
         let states = self.forward(seqs)?;
         let pooled = match pooling {
             Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
@@ -66,12 +72,21 @@ impl CandleBert {
             }
         };
         let mut vectors = pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        vectors.iter_mut().for_each(|v| kernels::l2_normalize(v));
+        for (v, seq) in vectors.iter_mut().zip(seqs) {
+            if seq.ids.is_empty() {
+                // An input without tokens has no state of its own, only padding's.
+                v.fill(0.0);
+            }
+            kernels::l2_normalize(v);
+        }
         Ok(vectors)
     }
 
     /// Last hidden states of one unpadded sequence, `[tokens, hidden]` flattened.
     pub fn encode_one(&self, seq: Seq<'_>) -> Result<Vec<f32>> {
+        if seq.ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let states = self.forward(&[seq])?;
         Ok(states
             .squeeze(0)?

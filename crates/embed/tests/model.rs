@@ -679,3 +679,40 @@ fn cache_save_load_round_trip() {
         .unwrap_err();
     assert!(matches!(err, Error::CacheFormat { .. }), "{err:?}");
 }
+
+#[test]
+fn input_without_tokens_embeds_to_zeros() {
+    // A tokenizer without a post-processor adds no [CLS]/[SEP]: the empty text has no tokens,
+    // which the Embedder contract maps to an all-zero vector.
+    let bytes = std::fs::read(model_dir().join("tokenizer.json")).unwrap();
+    let mut tokenizer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    tokenizer["post_processor"] = serde_json::Value::Null;
+    let tokenizer = serde_json::to_vec(&tokenizer).unwrap();
+    let cls = br#"{"pooling_mode_cls_token": true}"#;
+    for pooling in [None, Some(&cls[..])] {
+        let mut replace = vec![("tokenizer.json", Some(&tokenizer[..]))];
+        if let Some(p) = pooling {
+            replace.push(("1_Pooling/config.json", Some(p)));
+        }
+        let dir = model_copy(&replace);
+        for backend in [Backend::Native, Backend::Candle] {
+            let m = load(
+                dir.path(),
+                EmbedderOptions {
+                    backend,
+                    ..EmbedderOptions::default()
+                },
+            );
+            assert_eq!(m.token_counts(&["", "disk full"]).unwrap(), vec![0, 2]);
+            for texts in [&["", "disk full"][..], &[""][..]] {
+                let v = m.embed_texts(texts).unwrap();
+                assert_eq!(v[0], vec![0.0; 384], "{backend:?} {:?}", m.pooling());
+                if texts.len() > 1 {
+                    let norm = v[1].iter().map(|x| x * x).sum::<f32>().sqrt();
+                    assert!((norm - 1.0).abs() < 1e-5);
+                }
+            }
+            assert!(m.hidden_states("").unwrap().is_empty());
+        }
+    }
+}

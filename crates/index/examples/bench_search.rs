@@ -2,14 +2,18 @@
 //!
 //! ```text
 //! cargo run --release -p precedent-index --example bench_search -- [--steps 100000] [--index DIR]
-//!     [--corpus DIR] [--queries 200]
+//!     [--corpus DIR] [--queries 200] [--eval-queries FILE] [--embed-cache FILE]
 //! ```
 //!
-//! The index is synthetic above the real corpus: write-ups are generated whose steps are real
-//! steps (from `--corpus`, default `corpus-samples/`) with their words shuffled, and whose
-//! vectors are real step vectors (embedded with the real model) plus small Gaussian noise,
-//! renormalised. Queries are real: the first words of real steps and incident titles, embedded
-//! with the real model. `--index DIR` keeps the built index for later runs.
+//! The index holds every real write-up of `--corpus` (default `corpus-samples/`; the report uses
+//! `../shared/corpora`), indexed as they are with their real vectors, and synthetic write-ups
+//! up to `--steps` steps: their steps are real step texts with the words shuffled, and their
+//! vectors are real step vectors (embedded with the real model) plus Gaussian noise of standard
+//! deviation 0.02 per component, renormalised (cosine to the source about 0.93). Queries are
+//! real: the judged queries of `--eval-queries` (default `../shared/eval/dev-queries.jsonl` when
+//! it exists), incident titles and the first words of real steps, embedded with the real model.
+//! `--index DIR` keeps the built index for later runs; `--embed-cache FILE` keeps the real
+//! vectors.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use precedent_core::{BoxError, Embedder};
-use precedent_embed::{BertEmbedder, EmbedderOptions, resolve_model_dir};
+use precedent_embed::{BertEmbedder, CachedEmbedder, EmbedderOptions, resolve_model_dir};
 use precedent_index::{Engine, IndexWriter, Mode, NoProgress, SearchRequest, WriterOptions};
 use precedent_parse::{ParseOptions, parse_file};
 
@@ -26,6 +30,8 @@ struct Args {
     index: Option<PathBuf>,
     corpus: PathBuf,
     queries: usize,
+    eval_queries: Option<PathBuf>,
+    embed_cache: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -34,6 +40,11 @@ fn args() -> Args {
         index: None,
         corpus: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../corpus-samples"),
         queries: 200,
+        eval_queries: Some(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/eval/dev-queries.jsonl"),
+        )
+        .filter(|p| p.exists()),
+        embed_cache: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,18 +54,22 @@ fn args() -> Args {
             "--index" => out.index = Some(value.into()),
             "--corpus" => out.corpus = value.into(),
             "--queries" => out.queries = value.parse().expect("--queries N"),
+            "--eval-queries" => out.eval_queries = Some(value.into()),
+            "--embed-cache" => out.embed_cache = Some(value.into()),
             other => panic!("unknown flag {other}"),
         }
     }
     out
 }
 
-/// Vectors for synthetic steps: a real step's vector (chosen by a hash of the text) plus
-/// Gaussian noise of standard deviation 0.02 per component, renormalised (cosine to the source
-/// about 0.93). Reports the real model's id so the index accepts the real model for queries.
+/// Vectors for the index: a real step's own vector; for a synthetic step, a real step's vector
+/// (chosen by a hash of the text) plus Gaussian noise of standard deviation 0.02 per component,
+/// renormalised (cosine to the source about 0.93). Reports the real model's id so the index
+/// accepts the real model for queries.
 struct Derived {
     model_id: String,
     real: Vec<Vec<f32>>,
+    known: HashMap<String, Vec<f32>>,
 }
 
 impl Embedder for Derived {
@@ -68,6 +83,9 @@ impl Embedder for Derived {
         Ok(texts
             .iter()
             .map(|t| {
+                if let Some(v) = self.known.get(*t) {
+                    return v.clone();
+                }
                 let h = blake3::hash(t.as_bytes());
                 let mut seed = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap()) | 1;
                 let base = &self.real[(seed % self.real.len() as u64) as usize];
@@ -122,6 +140,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Write-ups under `root`, recursively, as (name relative to `base`, path).
+fn walk(base: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(root)? {
+        let path = entry?.path();
+        let name = path
+            .strip_prefix(base)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if path.is_dir() {
+            walk(base, &path, out)?;
+        } else if !precedent_parse::is_furniture(&name) {
+            out.push((name, path));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), BoxError> {
     let args = args();
     let model = Arc::new(BertEmbedder::load(
@@ -129,20 +165,15 @@ fn main() -> Result<(), BoxError> {
         EmbedderOptions::default(),
     )?);
 
-    // Real steps and their vectors.
+    // Real write-ups, their steps and their vectors.
     let mut real_texts = Vec::new();
     let mut titles = Vec::new();
     let mut headings = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.corpus)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
+    let mut files = Vec::new();
+    walk(&args.corpus, &args.corpus, &mut files)?;
     files.sort();
-    for path in files {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if precedent_parse::is_furniture(&name) {
-            continue;
-        }
-        if let Some(incident) = parse_file(&name, &path, &ParseOptions::default()).incident {
+    for (name, path) in &files {
+        if let Some(incident) = parse_file(name, path, &ParseOptions::default()).incident {
             titles.push(incident.title.clone());
             for step in &incident.steps {
                 real_texts.push((step.contextual_text(&incident.title), step.text.clone()));
@@ -153,11 +184,19 @@ fn main() -> Result<(), BoxError> {
         }
     }
     let started = Instant::now();
+    let cached = match &args.embed_cache {
+        Some(path) => CachedEmbedder::load(model.clone(), path)?,
+        None => CachedEmbedder::new(model.clone()),
+    };
     let refs: Vec<&str> = real_texts.iter().map(|(c, _)| c.as_str()).collect();
-    let real_vectors = model.embed(&refs)?;
+    let real_vectors = cached.embed(&refs)?;
+    if let Some(path) = &args.embed_cache {
+        cached.save(path)?;
+    }
     eprintln!(
-        "embedded {} real steps in {:.1?}",
+        "embedded {} real steps of {} write-ups in {:.1?}",
         refs.len(),
+        titles.len(),
         started.elapsed()
     );
 
@@ -170,10 +209,18 @@ fn main() -> Result<(), BoxError> {
     if !index.join("manifest.json").exists() {
         // Synthetic write-ups of 20 steps each.
         let corpus = tmp.path().join("corpus");
-        std::fs::create_dir_all(&corpus)?;
+        std::fs::create_dir_all(corpus.join("synthetic"))?;
+        for (name, path) in &files {
+            let to = corpus.join("real").join(name);
+            std::fs::create_dir_all(to.parent().unwrap())?;
+            std::fs::copy(path, to)?;
+        }
         let mut seed = 42u64;
         let per_file = 20;
-        let n_files = args.steps.div_ceil(per_file);
+        let n_files = args
+            .steps
+            .saturating_sub(real_texts.len())
+            .div_ceil(per_file);
         for f in 0..n_files {
             let title = &titles[f % titles.len()];
             let mut doc = format!("# Synthetic {f}: {title}\n\n");
@@ -187,11 +234,16 @@ fn main() -> Result<(), BoxError> {
                 let heading = &headings[(xorshift(&mut seed) % headings.len() as u64) as usize];
                 doc.push_str(&format!("## {heading} {s}\n\n{}\n\n", words.join(" ")));
             }
-            std::fs::write(corpus.join(format!("syn-{f:06}.md")), doc)?;
+            std::fs::write(corpus.join(format!("synthetic/syn-{f:06}.md")), doc)?;
         }
         let derived = Arc::new(Derived {
             model_id: model.model_id().to_owned(),
             real: real_vectors.clone(),
+            known: refs
+                .iter()
+                .map(|t| (*t).to_owned())
+                .zip(real_vectors.iter().cloned())
+                .collect(),
         });
         let started = Instant::now();
         let mut writer = IndexWriter::open(&index, derived, WriterOptions::default())?;
@@ -210,17 +262,23 @@ fn main() -> Result<(), BoxError> {
     let engine = Engine::open(&index)?;
     let stats = engine.stats();
     println!(
-        "index: {} steps, {} incidents, {:.1} MiB on disk, opened in {:.1?} (synthetic: real step texts \
-         with words shuffled, real step vectors + N(0, 0.02) noise renormalised)",
+        "index: {} steps, {} incidents, {:.1} MiB on disk, opened in {:.1?} (real write-ups, then \
+         synthetic ones: real step texts with words shuffled, real step vectors + N(0, 0.02) \
+         noise renormalised)",
         stats.steps,
         stats.incidents,
         stats.size_bytes as f64 / (1 << 20) as f64,
         started.elapsed()
     );
 
-    // Queries: first words of real steps, and titles.
+    // Queries: judged queries, titles, and first words of real steps.
     let mut seed = 7u64;
     let mut queries: Vec<String> = Vec::new();
+    if let Some(path) = &args.eval_queries {
+        for q in precedent_index::eval::load_queries(path)? {
+            queries.push(q.query);
+        }
+    }
     while queries.len() < args.queries {
         if queries.len().is_multiple_of(4) {
             queries.push(titles[(xorshift(&mut seed) % titles.len() as u64) as usize].clone());
@@ -262,19 +320,32 @@ fn main() -> Result<(), BoxError> {
         (Mode::Vector, true),
         (Mode::Hybrid, true),
     ] {
+        if let Ok(only) = std::env::var("BENCH_ONLY")
+            && (only != format!("{mode:?}") || with_embedding)
+        {
+            continue;
+        }
         let embedder: &dyn Embedder = if with_embedding {
             &*model
         } else {
             &precomputed
         };
         let mut times = Vec::with_capacity(queries.len());
+        let mut slowest = Vec::with_capacity(queries.len());
         for q in &queries {
             let started = Instant::now();
             let r = engine.search(&SearchRequest::new(q.clone()).with_mode(mode), embedder)?;
             times.push(started.elapsed());
+            slowest.push((started.elapsed(), q));
             assert!(!r.hits.is_empty() || mode == Mode::Lexical);
         }
         times.sort();
+        slowest.sort();
+        if std::env::var_os("BENCH_SHOW_SLOWEST").is_some() {
+            for (t, q) in slowest.iter().rev().take(3) {
+                eprintln!("  {mode:?} {:.2}ms  {q:?}", t.as_secs_f64() * 1e3);
+            }
+        }
         let label = format!(
             "{mode:?}{}",
             if with_embedding {
@@ -291,6 +362,9 @@ fn main() -> Result<(), BoxError> {
         );
     }
 
+    if std::env::var_os("BENCH_ONLY").is_some() {
+        return Ok(());
+    }
     // ANN recall@10 against exact search over the same vectors.
     let mut found = 0;
     let mut found100 = 0;

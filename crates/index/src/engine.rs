@@ -586,7 +586,13 @@ impl Snapshot {
 
     fn open(dir: &Path, manifest: Manifest, identity: Option<FileIdentity>) -> Result<Snapshot> {
         let data_dir = dir.join(&manifest.data_dir);
-        let steps = open_tantivy(&data_dir.join(STEPS_DIR), false, true)?;
+        let mut steps = open_tantivy(&data_dir.join(STEPS_DIR), false, true)?;
+        // Segments are searched in parallel: a long query over a multi-segment index otherwise
+        // walks each segment's posting lists in turn.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        if threads > 1 && steps.searchable_segment_ids()?.len() > 1 {
+            steps.set_multithread_executor(threads)?;
+        }
         let incidents_index = open_tantivy(&data_dir.join(INCIDENTS_DIR), false, false)?;
         let reader = steps
             .reader_builder()

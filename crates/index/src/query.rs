@@ -8,6 +8,7 @@
 //! matches nothing lexically; that is not an error.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use tantivy::Term;
 use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, TermQuery};
@@ -20,6 +21,35 @@ use crate::schema::{StepFields, ident_analyzer, stem_analyzer, terms};
 const MAX_TERMS: usize = 64;
 /// Longest query, in terms, that also gets a whole-query phrase clause.
 const MAX_PHRASE_TERMS: usize = 6;
+
+/// Function words left out of the BM25 disjunction (Lucene's English stop set). They carry
+/// almost no BM25 weight, yet each one adds a posting list as long as the index to every long
+/// query; phrases keep them, so `no space left on device` still matches as a phrase.
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
+    "they", "this", "to", "was", "will", "with",
+];
+
+/// [`STOP_WORDS`] as the stem analyser and the identifier analyser (lowercased) emit them.
+static STOPS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let mut stem = stem_analyzer();
+    let mut out: HashSet<String> = STOP_WORDS.iter().map(|w| (*w).to_owned()).collect();
+    for w in STOP_WORDS {
+        out.extend(terms(&mut stem, w));
+    }
+    out
+});
+
+/// `terms` without stop words, unless nothing else is left.
+fn content_terms(terms: Vec<String>) -> Vec<String> {
+    let kept: Vec<String> = terms
+        .iter()
+        .filter(|t| !STOPS.contains(&t.to_lowercase()))
+        .cloned()
+        .collect();
+    if kept.is_empty() { terms } else { kept }
+}
 
 /// Field weights of the lexical query, tuned on the dev queries.
 #[derive(Debug, Clone, Copy)]
@@ -42,9 +72,9 @@ pub(crate) const BOOSTS: Boosts = Boosts {
 /// The analysed query: terms for BM25 and for highlighting.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Analyzed {
-    /// Distinct stemmed terms, in query order.
+    /// Distinct stemmed terms, in query order, without stop words (unless nothing else is left).
     pub stems: Vec<String>,
-    /// Distinct identifier terms, in query order.
+    /// Distinct identifier terms, in query order, likewise without stop words.
     pub idents: Vec<String>,
     /// Quoted phrases (each analysed both ways) and the whole query.
     pub phrases: Vec<(Vec<String>, Vec<String>)>,
@@ -55,8 +85,8 @@ impl Analyzed {
         let mut stem = stem_analyzer();
         let mut ident = ident_analyzer();
         let mut out = Analyzed {
-            stems: distinct(terms(&mut stem, text)),
-            idents: distinct(terms(&mut ident, text)),
+            stems: content_terms(distinct(terms(&mut stem, text))),
+            idents: content_terms(distinct(terms(&mut ident, text))),
             phrases: Vec::new(),
         };
         let mut add_phrase = |s: &str, stem: &mut TextAnalyzer, ident: &mut TextAnalyzer| {
@@ -258,6 +288,21 @@ impl Highlighter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_words_leave_the_disjunction_but_not_the_phrase() {
+        let a = Analyzed::new("The disk is full on db1");
+        assert_eq!(a.stems, ["disk", "full", "db1"]);
+        assert!(!a.idents.iter().any(|t| t.eq_ignore_ascii_case("the")));
+        // The whole-query phrase keeps every word, so exact wording still ranks first.
+        assert_eq!(a.phrases.len(), 1);
+        assert_eq!(a.phrases[0].0.len(), 6);
+        // A query of nothing but stop words still searches for them.
+        assert_eq!(
+            Analyzed::new("to be or not").stems,
+            ["to", "be", "or", "not"]
+        );
+    }
 
     #[test]
     fn quotes_are_found_and_unbalanced_ones_ignored() {

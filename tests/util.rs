@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests, after ripgrep's `tests/util.rs`: a temporary directory and
 //! a command builder that runs the real `precedent` binary.
 
+#![allow(dead_code)] // each test binary uses a different subset
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use precedent_core::{Embedder, IncidentId, StepKind};
 use precedent_embed::{BertEmbedder, EmbedderOptions, resolve_model_dir};
 use precedent_index::Filters;
+use precedent_index::qdrant::{QdrantOptions, QdrantStore};
 
 /// `--index`: where the index lives.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,6 +38,65 @@ impl ModelArgs {
         let embedder = BertEmbedder::load(&dir, EmbedderOptions::default())
             .with_context(|| format!("cannot load the embedding model from {}", dir.display()))?;
         Ok(Arc::new(embedder))
+    }
+}
+
+/// Where steps are stored and searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// The index directory (`--index`): one machine, no server.
+    Embedded,
+    /// A Qdrant server or cluster (`--qdrant-url`); `index` still keeps its manifest and
+    /// vectors in `--index`.
+    Qdrant,
+}
+
+/// `--store` and the Qdrant connection.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Where steps are stored and searched.
+    #[arg(long, env = "PRECEDENT_STORE", default_value = "embedded")]
+    pub store: StoreKind,
+    /// Qdrant gRPC URL (with --store qdrant).
+    #[arg(
+        long,
+        env = "PRECEDENT_QDRANT_URL",
+        default_value = "http://127.0.0.1:6334",
+        value_name = "URL"
+    )]
+    pub qdrant_url: String,
+    /// File holding the Qdrant API key (never on the command line).
+    #[arg(long, env = "PRECEDENT_QDRANT_API_KEY_FILE", value_name = "FILE")]
+    pub qdrant_api_key_file: Option<PathBuf>,
+    /// Qdrant collection.
+    #[arg(
+        long,
+        env = "PRECEDENT_COLLECTION",
+        default_value = "precedent",
+        value_name = "NAME"
+    )]
+    pub collection: String,
+    /// Exact (brute-force) dense search in Qdrant instead of its HNSW.
+    #[arg(long, hide = true)]
+    pub qdrant_exact: bool,
+}
+
+impl StoreArgs {
+    /// Connects to the Qdrant collection for `embedder`'s model (creating it on first use).
+    pub fn qdrant(&self, embedder: &dyn Embedder) -> anyhow::Result<QdrantStore> {
+        let mut options = QdrantOptions::new(&self.qdrant_url, &self.collection);
+        options.exact = self.qdrant_exact;
+        if let Some(file) = &self.qdrant_api_key_file {
+            let key = std::fs::read_to_string(file).with_context(|| {
+                format!("cannot read the Qdrant API key from {}", file.display())
+            })?;
+            options.api_key = Some(key.trim().to_owned());
+        }
+        Ok(QdrantStore::connect(
+            options,
+            embedder.model_id(),
+            embedder.dimension(),
+        )?)
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use precedent_index::{IndexWriter, Phase, Progress, WriterOptions};
 
-use crate::common::{IndexArgs, ModelArgs, print_json};
+use crate::common::{IndexArgs, ModelArgs, StoreArgs, StoreKind, print_json};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,6 +18,8 @@ pub struct Args {
     index: IndexArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -37,6 +39,7 @@ impl Progress for Bar {
             Phase::Parse => "parsing",
             Phase::Embed => "embedding",
             Phase::Write => "writing",
+            Phase::Mirror => "qdrant",
             _ => "working",
         };
         bar.reset();
@@ -57,6 +60,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{} is not a directory", args.dir.display());
     }
     let embedder = args.model.load()?;
+    let qdrant = match args.store.store {
+        StoreKind::Qdrant => Some(args.store.qdrant(embedder.as_ref())?),
+        StoreKind::Embedded => None,
+    };
     let mut options = WriterOptions::default();
     options.parse.max_bytes = args.max_bytes;
     let mut writer = IndexWriter::open(&args.index.index, embedder, options)
@@ -71,11 +78,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar
     });
     let summary = writer.sync_dir(&args.dir, &Bar(bar.clone()))?;
+    // Mirror while the writer (and its lock) is alive, so the generation cannot change.
+    let mirrored = match &qdrant {
+        Some(store) => Some(store.sync_from(&args.index.index, &Bar(bar.clone()))?),
+        None => None,
+    };
+    drop(writer);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     if args.json {
-        print_json(&summary)?;
+        let mut value = serde_json::to_value(&summary)?;
+        if let (Some(m), Some(store)) = (&mirrored, &qdrant) {
+            value["qdrant"] = serde_json::json!({
+                "collection": store.collection(),
+                "incidents_upserted": m.incidents_upserted,
+                "revisions_deleted": m.revisions_deleted,
+                "points_upserted": m.points_upserted,
+                "points_total": m.points_total,
+                "elapsed_ms": m.elapsed.as_millis() as u64,
+            });
+        }
+        print_json(&value)?;
         return Ok(ExitCode::SUCCESS);
     }
     let secs = summary.elapsed.as_secs_f64();
@@ -105,6 +129,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         secs,
         summary.steps_embedded as f64 / secs.max(1e-9)
     );
+    if let (Some(m), Some(store)) = (&mirrored, &qdrant) {
+        println!(
+            "qdrant {}: {} incidents written ({} points), {} stale revisions deleted, {} points in total, in {:.1} s",
+            store.collection(),
+            m.incidents_upserted,
+            m.points_upserted,
+            m.revisions_deleted,
+            m.points_total,
+            m.elapsed.as_secs_f64()
+        );
+    }
     for (path, reason) in &summary.skipped {
         println!("skipped {path}: {reason}");
     }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use precedent_core::IncidentId;
 use precedent_index::{Engine, Hit, Mode, SearchRequest, SimilarRequest, SimilarSource};
 
-use crate::common::{FilterArgs, IndexArgs, ModelArgs, one_line, print_json};
+use crate::common::{FilterArgs, IndexArgs, ModelArgs, StoreArgs, StoreKind, one_line, print_json};
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
@@ -25,19 +25,26 @@ pub struct SearchArgs {
     index: IndexArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print the response as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
-    let engine = open(&args.index)?;
     let embedder = args.model.load()?;
     let request = SearchRequest::new(args.query)
         .with_mode(args.mode)
         .with_k(args.k)
         .with_filters(args.filters.to_filters());
-    let response = engine.search(&request, embedder.as_ref())?;
+    let response = match args.store.store {
+        StoreKind::Embedded => open(&args.index)?.search(&request, embedder.as_ref())?,
+        StoreKind::Qdrant => args
+            .store
+            .qdrant(embedder.as_ref())?
+            .search(&request, embedder.as_ref())?,
+    };
     if args.json {
         print_json(&response)?;
     } else if response.hits.is_empty() {
@@ -71,13 +78,14 @@ pub struct SimilarArgs {
     index: IndexArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Print the response as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn similar(args: SimilarArgs) -> anyhow::Result<ExitCode> {
-    let engine = open(&args.index)?;
     let source = match (args.id, args.file, args.text) {
         (Some(id), _, _) => SimilarSource::Incident(id),
         (_, Some(file), _) => {
@@ -99,7 +107,13 @@ pub fn similar(args: SimilarArgs) -> anyhow::Result<ExitCode> {
         k: args.k,
         filters: args.filters.to_filters(),
     };
-    let response = engine.similar(&request, embedder.as_ref())?;
+    let response = match args.store.store {
+        StoreKind::Embedded => open(&args.index)?.similar(&request, embedder.as_ref())?,
+        StoreKind::Qdrant => args
+            .store
+            .qdrant(embedder.as_ref())?
+            .similar(&request, embedder.as_ref())?,
+    };
     if args.json {
         print_json(&response)?;
         return Ok(ExitCode::SUCCESS);

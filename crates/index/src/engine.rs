@@ -28,7 +28,7 @@ use crate::writer::days_since_epoch;
 
 /// Kinds whose steps describe an incident's situation: the query of `similar` from an indexed
 /// incident.
-const SITUATION_KINDS: [StepKind; 5] = [
+pub(crate) const SITUATION_KINDS: [StepKind; 5] = [
     StepKind::Summary,
     StepKind::Detection,
     StepKind::Impact,
@@ -36,16 +36,16 @@ const SITUATION_KINDS: [StepKind; 5] = [
     StepKind::RootCause,
 ];
 /// The same for a new write-up, whose root cause is usually not known yet.
-const DRAFT_KINDS: [StepKind; 4] = [
+pub(crate) const DRAFT_KINDS: [StepKind; 4] = [
     StepKind::Summary,
     StepKind::Impact,
     StepKind::Detection,
     StepKind::Investigation,
 ];
 /// Most steps of a source used as queries by `similar`.
-const MAX_SOURCE_STEPS: usize = 12;
+pub(crate) const MAX_SOURCE_STEPS: usize = 12;
 /// Steps of one incident that add up to its `similar` score, and that are shown.
-const STEPS_PER_INCIDENT: usize = 3;
+pub(crate) const STEPS_PER_INCIDENT: usize = 3;
 /// With a filter that leaves at most this many steps, vector search scans them exactly instead
 /// of walking the graph (an HNSW walk degrades when few nodes pass the filter).
 const EXACT_SCAN_MAX: usize = 4096;
@@ -460,6 +460,14 @@ impl Engine {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// The stored vector of a step of the current snapshot.
+    #[cfg_attr(not(feature = "qdrant"), allow(dead_code))]
+    pub(crate) fn step_vector(&self, id: &StepId) -> Option<Vec<f32>> {
+        let s = self.snapshot();
+        let slot = s.store.slot(crate::manifest::vector_key(id))?;
+        Some(s.store.vector(slot).to_vec())
     }
 
     /// Vector search alone, by a query vector, for measurements: step ids best first, from the

@@ -93,6 +93,19 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// Qdrant could not be reached or refused an operation (the `qdrant` store).
+    #[error("qdrant: {0}")]
+    Qdrant(String),
+
+    /// The Qdrant collection was built for another model or layout.
+    #[error("qdrant collection {collection}: {message}")]
+    QdrantCollection {
+        /// The collection.
+        collection: String,
+        /// What does not match, and what to do.
+        message: String,
+    },
+
     /// The index on disk contradicts itself (a bug or outside tampering; rebuild it).
     #[error("index is corrupt: {0}")]
     Corrupt(String),
@@ -110,6 +123,7 @@ impl Error {
                 | Error::IndexMissing(_)
                 | Error::Locked { .. }
                 | Error::ModelMismatch { .. }
+                | Error::QdrantCollection { .. }
         )
     }
 

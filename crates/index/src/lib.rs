@@ -50,6 +50,8 @@ pub mod eval;
 mod fusion;
 mod layout;
 mod manifest;
+#[cfg(feature = "qdrant")]
+pub mod qdrant;
 mod query;
 mod schema;
 mod vectors;

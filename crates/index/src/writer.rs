@@ -41,6 +41,8 @@ pub enum Phase {
     Embed,
     /// Writing vectors, full text and the manifest (total = 0).
     Write,
+    /// Mirroring the published index into Qdrant (total = incidents to write).
+    Mirror,
 }
 
 /// Receives progress reports; every method has a no-op default.

@@ -1,0 +1,1105 @@
+//! The Qdrant store: the same steps, filters, `search` and `similar` on a Qdrant server or
+//! cluster, for corpora and query loads past one machine.
+//!
+//! # Layout
+//!
+//! One point per step, its id the UUIDv5 of the step id (so re-upserting is idempotent), with
+//! - a dense named vector [`DENSE`] (cosine, the model's dimension): the step's embedding;
+//! - a sparse named vector [`SPARSE`] with Qdrant's IDF modifier: BM25 term weights computed
+//!   here with the analysers of the full-text index (stemmed words of title, headings and text
+//!   with the embedded store's field boosts, and whole identifiers), so `k1`/`b` saturation is
+//!   client-side and IDF is the collection's;
+//! - a payload with the step, its incident's metadata and citation, and keyword/integer payload
+//!   indexes for every filter.
+//!
+//! The collection's metadata records the model id, dimension and layout version; opening a
+//! collection written for another model is an error that says what to do.
+//!
+//! # Indexing
+//!
+//! The embedded index stays the staging area and the manifest stays the source of truth:
+//! `precedent index --store qdrant` first syncs the local index (parse, embed, only what
+//! changed), then [`QdrantStore::sync_from`] mirrors the published generation. What Qdrant
+//! holds is read back from Qdrant itself, as a facet count of points per *incident revision*
+//! (incident id + content hash of its file), so a run killed at any moment converges on the next
+//! one: revisions Qdrant holds that the manifest does not name, or holds partially, are deleted;
+//! revisions the manifest names that Qdrant lacks are upserted, in batches, with `wait`.
+//!
+//! # Queries
+//!
+//! `search` is one Query API call: dense and sparse prefetches (each with the filters) fused by
+//! reciprocal-rank fusion (k = 60 and the weights of [`FusionOptions`]) on the server. Qdrant
+//! reports the fused score only, so hybrid hits carry no per-retriever ranks. `similar` is one
+//! fused query whose step list is grouped per incident here (at most 3 steps each), incidents
+//! ranked by the sum of their steps' fused scores as in the embedded store; Qdrant's
+//! `query_groups` ranks a group by its single best step, which agreed with the embedded store
+//! on only 70% of the top 10 in the parity test.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use precedent_core::{DateRange, Embedder, IncidentId, StepId, StepKind};
+use precedent_parse::{ParseOptions, parse};
+use qdrant_client::qdrant::{
+    Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
+    Distance, FacetCountsBuilder, FieldType, Filter, Modifier, NamedVectors, PointStruct,
+    PrefetchQueryBuilder, Query, QueryPointsBuilder, Range, RrfBuilder, ScoredPoint,
+    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
+    SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
+    VectorsConfigBuilder, facet_value,
+};
+use qdrant_client::{Payload, Qdrant, QdrantError};
+use serde_json::{Value as Json, json};
+
+use crate::api::{
+    Citation, Filters, Hit, Mode, Score, SearchRequest, SearchResponse, SimilarIncident,
+    SimilarRequest, SimilarResponse, SimilarSource, validate_k,
+};
+use crate::engine::{DRAFT_KINDS, Engine, MAX_SOURCE_STEPS, SITUATION_KINDS, STEPS_PER_INCIDENT};
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::query::{Analyzed, BOOSTS, Highlighter, floor_boundary};
+use crate::schema::{ident_analyzer, stem_analyzer, terms};
+use crate::writer::{Phase, Progress};
+use crate::{FusionOptions, MAX_QUERY_BYTES};
+
+/// Name of the dense vector.
+pub const DENSE: &str = "dense";
+/// Name of the sparse BM25 vector.
+pub const SPARSE: &str = "bm25";
+/// Version of the point layout; a change needs a new collection.
+const LAYOUT: i64 = 1;
+/// Points per upsert request.
+const BATCH: usize = 256;
+/// Attempts of an operation that fails transiently (unreachable, overloaded, timed out).
+const ATTEMPTS: u32 = 5;
+/// BM25 parameters, and typical field lengths in terms (Qdrant keeps no per-field lengths).
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+const AVG_TITLE: f32 = 8.0;
+const AVG_HEADINGS: f32 = 4.0;
+const AVG_TEXT: f32 = 60.0;
+const AVG_IDENT: f32 = 70.0;
+
+/// Payload indexes: one per filter, plus the revision that indexing counts.
+const PAYLOAD_INDEXES: [(&str, FieldType); 7] = [
+    ("incident_id", FieldType::Keyword),
+    ("incident_rev", FieldType::Keyword),
+    ("kind", FieldType::Keyword),
+    ("services", FieldType::Keyword),
+    ("severity", FieldType::Keyword),
+    ("tags", FieldType::Keyword),
+    ("date_days", FieldType::Integer),
+];
+
+/// Where the collection lives and how to search it.
+#[derive(Debug, Clone)]
+pub struct QdrantOptions {
+    /// gRPC URL, e.g. `http://localhost:6334`.
+    pub url: String,
+    /// API key, if the server wants one.
+    pub api_key: Option<String>,
+    /// Collection name.
+    pub collection: String,
+    /// Exact (brute-force) dense search instead of Qdrant's HNSW: for parity tests.
+    pub exact: bool,
+    /// Time limit of one request.
+    pub timeout: Duration,
+}
+
+impl QdrantOptions {
+    /// Options for `url` and `collection`, approximate search, 30 s timeout.
+    pub fn new(url: impl Into<String>, collection: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            api_key: None,
+            collection: collection.into(),
+            exact: false,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What [`QdrantStore::sync_from`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QdrantSyncSummary {
+    /// Incidents (re)written.
+    pub incidents_upserted: usize,
+    /// Stale or partial incident revisions deleted.
+    pub revisions_deleted: usize,
+    /// Points written.
+    pub points_upserted: usize,
+    /// Points in the collection afterwards.
+    pub points_total: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// A collection on a Qdrant server, checked against the model.
+pub struct QdrantStore {
+    client: Qdrant,
+    runtime: tokio::runtime::Runtime,
+    options: QdrantOptions,
+    model_id: String,
+    dimension: usize,
+}
+
+impl std::fmt::Debug for QdrantStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QdrantStore")
+            .field("url", &self.options.url)
+            .field("collection", &self.options.collection)
+            .finish()
+    }
+}
+
+fn qdrant_err(url: &str, err: QdrantError) -> Error {
+    let text = err.to_string();
+    if is_transient(&err) {
+        Error::Qdrant(format!(
+            "cannot reach Qdrant at {url} (is it running, and is this its gRPC port, usually 6334?): {text}"
+        ))
+    } else {
+        Error::Qdrant(text)
+    }
+}
+
+fn is_transient(err: &QdrantError) -> bool {
+    // gRPC codes: DEADLINE_EXCEEDED 4, RESOURCE_EXHAUSTED 8, ABORTED 10, UNAVAILABLE 14.
+    match err {
+        QdrantError::ResourceExhaustedError { .. } => true,
+        QdrantError::ResponseError { status } => {
+            matches!(status.code() as i32, 4 | 8 | 10 | 14)
+                // The client reports a refused connection as "Internal".
+                || status.message().contains("Failed to connect")
+        }
+        _ => false,
+    }
+}
+
+impl QdrantStore {
+    /// Connects, creates the collection (vectors, payload indexes, metadata) when it does not
+    /// exist, and checks that an existing one was made for `model_id` and `dimension`.
+    pub fn connect(options: QdrantOptions, model_id: &str, dimension: usize) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Qdrant(format!("cannot start the client runtime: {e}")))?;
+        let client = Qdrant::from_url(&options.url)
+            .api_key(options.api_key.clone())
+            .timeout(options.timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| Error::Qdrant(format!("invalid Qdrant URL {}: {e}", options.url)))?;
+        let store = Self {
+            client,
+            runtime,
+            options,
+            model_id: model_id.to_owned(),
+            dimension,
+        };
+        store.ensure_collection()?;
+        Ok(store)
+    }
+
+    /// The collection name.
+    pub fn collection(&self) -> &str {
+        &self.options.collection
+    }
+
+    /// Runs `op` to completion, retrying transient failures with exponential backoff.
+    fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, QdrantError>>,
+    {
+        let run = || {
+            self.runtime.block_on(async {
+                let mut delay = Duration::from_millis(200);
+                let mut attempt = 1;
+                loop {
+                    match op().await {
+                        Ok(v) => return Ok(v),
+                        Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                            tracing_delay(what, attempt, &e);
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                            attempt += 1;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+        };
+        let result = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        };
+        result.map_err(|e| match qdrant_err(&self.options.url, e) {
+            Error::Qdrant(m) => Error::Qdrant(format!("{what}: {m}")),
+            other => other,
+        })
+    }
+
+    fn ensure_collection(&self) -> Result<()> {
+        let name = self.options.collection.clone();
+        let exists = self.call("checking the collection", || {
+            self.client.collection_exists(&name)
+        })?;
+        if !exists {
+            self.create_collection()?;
+        }
+        let info = self.call("reading the collection", || {
+            self.client.collection_info(&name)
+        })?;
+        let result = info.result.unwrap_or_default();
+        // A run killed right after creating the collection may have left indexes out.
+        for (field, kind) in PAYLOAD_INDEXES {
+            if !result.payload_schema.contains_key(field) {
+                self.call("creating payload indexes", || {
+                    self.client.create_field_index(
+                        CreateFieldIndexCollectionBuilder::new(&name, field, kind).wait(true),
+                    )
+                })?;
+            }
+        }
+        let metadata = result.config.map(|c| c.metadata).unwrap_or_default();
+        let meta: HashMap<String, Json> = metadata
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    Json::from(Payload::from(HashMap::from([("v".to_owned(), v)])))["v"].clone(),
+                )
+            })
+            .collect();
+        let mismatch = |message: String| Error::QdrantCollection {
+            collection: name.clone(),
+            message,
+        };
+        match meta.get("precedent_model_id").and_then(Json::as_str) {
+            Some(m) if m == self.model_id => {}
+            Some(m) => {
+                return Err(mismatch(format!(
+                    "was built with model {m}, this run uses {}; use another --collection or delete it",
+                    self.model_id
+                )));
+            }
+            None => {
+                return Err(mismatch(
+                    "was not created by precedent (no model id in its metadata); use another --collection".into(),
+                ));
+            }
+        }
+        let dim = meta.get("precedent_dimension").and_then(Json::as_u64);
+        if dim != Some(self.dimension as u64) {
+            return Err(mismatch(format!(
+                "has dimension {dim:?}, the model has {}",
+                self.dimension
+            )));
+        }
+        if meta.get("precedent_layout").and_then(Json::as_i64) != Some(LAYOUT) {
+            return Err(mismatch(format!(
+                "has another point layout (this build writes layout {LAYOUT}); use another --collection"
+            )));
+        }
+        Ok(())
+    }
+
+    fn create_collection(&self) -> Result<()> {
+        let name = self.options.collection.clone();
+        let metadata: HashMap<String, Json> = HashMap::from([
+            ("precedent_model_id".to_owned(), json!(self.model_id)),
+            ("precedent_dimension".to_owned(), json!(self.dimension)),
+            ("precedent_layout".to_owned(), json!(LAYOUT)),
+        ]);
+        let created = self.call("creating the collection", || {
+            let mut vectors = VectorsConfigBuilder::default();
+            vectors.add_named_vector_params(
+                DENSE,
+                VectorParamsBuilder::new(self.dimension as u64, Distance::Cosine),
+            );
+            let mut sparse = SparseVectorsConfigBuilder::default();
+            sparse.add_named_vector_params(
+                SPARSE,
+                SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
+            );
+            self.client.create_collection(
+                CreateCollectionBuilder::new(&name)
+                    .vectors_config(vectors)
+                    .sparse_vectors_config(sparse)
+                    .metadata(metadata.clone()),
+            )
+        });
+        if let Err(e) = created {
+            // Another process may have created it at the same time.
+            let exists = self.call("checking the collection", || {
+                self.client.collection_exists(&name)
+            })?;
+            if !exists {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the collection (tests and `--reset`).
+    pub fn delete_collection(&self) -> Result<()> {
+        let name = self.options.collection.clone();
+        self.call("deleting the collection", || {
+            self.client.delete_collection(&name)
+        })?;
+        Ok(())
+    }
+
+    /// Points in the collection.
+    pub fn count(&self) -> Result<u64> {
+        let name = self.options.collection.clone();
+        let r = self.call("counting points", || {
+            self.client
+                .count(qdrant_client::qdrant::CountPointsBuilder::new(&name).exact(true))
+        })?;
+        Ok(r.result.map_or(0, |r| r.count))
+    }
+
+    /// Points per incident revision, as Qdrant holds them.
+    fn revisions(&self, at_least: usize) -> Result<HashMap<String, u64>> {
+        let name = self.options.collection.clone();
+        let mut limit = (at_least as u64 * 2).max(1024);
+        loop {
+            let r = self.call("reading incident revisions", || {
+                self.client.facet(
+                    FacetCountsBuilder::new(&name, "incident_rev")
+                        .limit(limit)
+                        .exact(true),
+                )
+            })?;
+            if (r.hits.len() as u64) < limit {
+                return Ok(r
+                    .hits
+                    .into_iter()
+                    .filter_map(|h| match h.value?.variant? {
+                        facet_value::Variant::StringValue(s) => Some((s, h.count)),
+                        _ => None,
+                    })
+                    .collect());
+            }
+            limit *= 4;
+        }
+    }
+
+    /// Mirrors the published state of the embedded index at `index_dir` into the collection,
+    /// writing only incidents Qdrant does not hold in full at their current revision, and
+    /// deleting revisions that are gone. Call it while holding the index's writer lock (an open
+    /// [`IndexWriter`](crate::IndexWriter)) so that the generation does not change underneath.
+    pub fn sync_from(
+        &self,
+        index_dir: &Path,
+        progress: &dyn Progress,
+    ) -> Result<QdrantSyncSummary> {
+        let started = Instant::now();
+        let manifest =
+            Manifest::load(index_dir)?.ok_or_else(|| Error::IndexMissing(index_dir.to_owned()))?;
+        if manifest.model_id != self.model_id {
+            return Err(Error::QdrantCollection {
+                collection: self.options.collection.clone(),
+                message: format!(
+                    "the local index was built with {}, the collection with {}",
+                    manifest.model_id, self.model_id
+                ),
+            });
+        }
+        let engine = Engine::open(index_dir)?;
+        if engine.generation() != manifest.generation {
+            return Err(Error::Qdrant(
+                "the local index changed during the sync; run it again".into(),
+            ));
+        }
+        let expected: BTreeMap<String, (IncidentId, u64)> = manifest
+            .files
+            .values()
+            .map(|f| {
+                (
+                    revision(&f.incident.id, f.hash.as_str()),
+                    (f.incident.id.clone(), f.steps.len() as u64),
+                )
+            })
+            .collect();
+        let held = self.revisions(expected.len())?;
+        let stale: Vec<String> = held
+            .iter()
+            .filter(|(rev, n)| expected.get(*rev).is_none_or(|(_, want)| want != *n))
+            .map(|(rev, _)| rev.clone())
+            .collect();
+        let name = self.options.collection.clone();
+        for chunk in stale.chunks(256) {
+            let filter = Filter::must([Condition::matches("incident_rev", chunk.to_vec())]);
+            self.call("deleting stale points", || {
+                self.client.delete_points(
+                    DeletePointsBuilder::new(&name)
+                        .points(filter.clone())
+                        .wait(true),
+                )
+            })?;
+        }
+        let todo: Vec<(&String, &IncidentId)> = expected
+            .iter()
+            .filter(|(rev, (_, n))| held.get(*rev) != Some(n) && *n > 0)
+            .map(|(rev, (id, _))| (rev, id))
+            .collect();
+        progress.start(Phase::Mirror, todo.len() as u64);
+        let mut summary = QdrantSyncSummary {
+            revisions_deleted: stale.len(),
+            ..QdrantSyncSummary::default()
+        };
+        let mut batch: Vec<PointStruct> = Vec::with_capacity(BATCH);
+        for (rev, id) in todo {
+            let incident = engine.incident(id)?.ok_or_else(|| {
+                Error::Corrupt(format!("manifest names {id}, the index lacks it"))
+            })?;
+            for step in &incident.steps {
+                let vector = engine
+                    .step_vector(&step.id)
+                    .ok_or_else(|| Error::Corrupt(format!("step {} has no vector", step.id)))?;
+                let (indices, values) = doc_sparse(&incident.title, &step.heading_path, &step.text);
+                let payload = Payload::try_from(json!({
+                    "step_id": step.id.as_str(),
+                    "incident_id": incident.id.as_str(),
+                    "incident_rev": rev,
+                    "ordinal": step.ordinal,
+                    "title": incident.title,
+                    "kind": step.kind,
+                    "text": step.text,
+                    "headings": step.heading_path,
+                    "path": incident.path,
+                    "line_start": step.line_start,
+                    "line_end": step.line_end,
+                    "services": lower(&incident.services),
+                    "tags": lower(&incident.tags),
+                    "severity": incident.severity.as_ref().map(|s| s.trim().to_lowercase()),
+                    "date_days": incident.date.map(|d| crate::writer::days_since_epoch(d.start)),
+                    "incident": {
+                        "date": incident.date,
+                        "severity": incident.severity,
+                        "services": incident.services,
+                    },
+                }))
+                .map_err(|e| Error::Qdrant(e.to_string()))?;
+                batch.push(PointStruct::new(
+                    point_id(&step.id),
+                    NamedVectors::default()
+                        .add_vector(DENSE, Vector::new_dense(vector))
+                        .add_vector(SPARSE, Vector::new_sparse(indices, values)),
+                    payload,
+                ));
+                if batch.len() >= BATCH {
+                    summary.points_upserted += batch.len();
+                    self.upsert(std::mem::take(&mut batch))?;
+                }
+            }
+            summary.incidents_upserted += 1;
+            progress.advance(summary.incidents_upserted as u64);
+        }
+        if !batch.is_empty() {
+            summary.points_upserted += batch.len();
+            self.upsert(batch)?;
+        }
+        summary.points_total = self.count()?;
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    fn upsert(&self, points: Vec<PointStruct>) -> Result<()> {
+        let name = self.options.collection.clone();
+        self.call("writing points", || {
+            self.client
+                .upsert_points(UpsertPointsBuilder::new(&name, points.clone()).wait(true))
+        })?;
+        Ok(())
+    }
+
+    fn check_model(&self, embedder: &dyn Embedder) -> Result<()> {
+        if embedder.model_id() != self.model_id || embedder.dimension() != self.dimension {
+            return Err(Error::QdrantCollection {
+                collection: self.options.collection.clone(),
+                message: format!(
+                    "was built with {} ({} dimensions), the query embedder is {} ({})",
+                    self.model_id,
+                    self.dimension,
+                    embedder.model_id(),
+                    embedder.dimension()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Steps ranked against the request, as [`Engine::search`] ranks them.
+    pub fn search(
+        &self,
+        request: &SearchRequest,
+        embedder: &dyn Embedder,
+    ) -> Result<SearchResponse> {
+        let started = Instant::now();
+        request.validate()?;
+        let query = cut(&request.query, MAX_QUERY_BYTES);
+        let analyzed = Analyzed::new(query);
+        let filter = to_filter(&request.filters, None);
+        let n = request.rrf.candidates.max(request.k) as u64;
+        let (indices, values) = query_sparse(&analyzed);
+        let dense = if request.mode == Mode::Lexical {
+            None
+        } else {
+            self.check_model(embedder)?;
+            Some(embed_one(embedder, query)?)
+        };
+        let name = self.options.collection.clone();
+        let params = SearchParamsBuilder::default().exact(self.options.exact);
+        let mut builder = QueryPointsBuilder::new(&name)
+            .limit(request.k as u64)
+            .with_payload(true)
+            .filter(filter.clone());
+        match (request.mode, dense) {
+            (Mode::Lexical, _) => {
+                if indices.is_empty() {
+                    return Ok(SearchResponse {
+                        hits: Vec::new(),
+                        took_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+                builder = builder
+                    .query(VectorInput::new_sparse(indices, values))
+                    .using(SPARSE);
+            }
+            (Mode::Vector, Some(v)) => {
+                builder = builder.query(v).using(DENSE).params(params);
+            }
+            (_, dense) => {
+                let mut weights = Vec::new();
+                if let Some(v) = dense {
+                    builder = builder.add_prefetch(
+                        PrefetchQueryBuilder::default()
+                            .query(v)
+                            .using(DENSE)
+                            .params(params)
+                            .filter(filter.clone())
+                            .limit(n),
+                    );
+                    weights.push(request.rrf.vector_weight);
+                }
+                if !indices.is_empty() {
+                    builder = builder.add_prefetch(
+                        PrefetchQueryBuilder::default()
+                            .query(VectorInput::new_sparse(indices, values))
+                            .using(SPARSE)
+                            .filter(filter.clone())
+                            .limit(n),
+                    );
+                    weights.push(request.rrf.lexical_weight);
+                }
+                builder = builder.query(Query::new_rrf(
+                    RrfBuilder::with_k(request.rrf.k.round().max(1.0) as u32).weights(weights),
+                ));
+            }
+        }
+        let request_built = builder.build();
+        let response = self.call("searching", || self.client.query(request_built.clone()))?;
+        let highlighter = Highlighter::new(&analyzed);
+        let k = request.rrf.k;
+        let hits = response
+            .result
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let rank = i as u32 + 1;
+                let score = match request.mode {
+                    Mode::Lexical => Score {
+                        fused: request.rrf.lexical_weight / (k + rank as f32),
+                        lexical_rank: Some(rank),
+                        lexical_score: Some(p.score),
+                        vector_rank: None,
+                        vector_similarity: None,
+                    },
+                    Mode::Vector => Score {
+                        fused: request.rrf.vector_weight / (k + rank as f32),
+                        lexical_rank: None,
+                        lexical_score: None,
+                        vector_rank: Some(rank),
+                        vector_similarity: Some(p.score),
+                    },
+                    Mode::Hybrid => Score {
+                        fused: p.score,
+                        lexical_rank: None,
+                        lexical_score: None,
+                        vector_rank: None,
+                        vector_similarity: None,
+                    },
+                };
+                to_hit(p, score, &highlighter)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SearchResponse {
+            hits,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Past incidents ranked as wholes against a source, as [`Engine::similar`] ranks them.
+    pub fn similar(
+        &self,
+        request: &SimilarRequest,
+        embedder: &dyn Embedder,
+    ) -> Result<SimilarResponse> {
+        let started = Instant::now();
+        validate_k(request.k)?;
+        request.filters.validate()?;
+        let (text, vectors, exclude) = match &request.source {
+            SimilarSource::Incident(id) => {
+                let mut points = self.incident_points(id)?;
+                if points.is_empty() {
+                    return Err(Error::UnknownIncident(id.clone()));
+                }
+                points.sort_by_key(|(p, _)| p["ordinal"].as_u64());
+                let title = points[0].0["title"].as_str().unwrap_or_default().to_owned();
+                let situation: Vec<_> = points
+                    .iter()
+                    .filter(|(p, _)| {
+                        serde_json::from_value::<StepKind>(p["kind"].clone())
+                            .is_ok_and(|k| SITUATION_KINDS.contains(&k))
+                    })
+                    .cloned()
+                    .collect();
+                let mut chosen = if situation.is_empty() {
+                    points
+                } else {
+                    situation
+                };
+                chosen.truncate(MAX_SOURCE_STEPS);
+                let mut text = title;
+                for (p, _) in &chosen {
+                    text.push('\n');
+                    text.push_str(p["text"].as_str().unwrap_or_default());
+                }
+                let vectors = chosen.into_iter().map(|(_, v)| v).collect();
+                (text, vectors, Some(id.clone()))
+            }
+            SimilarSource::Text(text) => {
+                if text.trim().is_empty() {
+                    return Err(Error::invalid("empty text"));
+                }
+                self.check_model(embedder)?;
+                let text = cut(text, MAX_QUERY_BYTES).to_owned();
+                let v = embed_one(embedder, &text)?;
+                (text, vec![v], None)
+            }
+            SimilarSource::WriteUp { path, text } => {
+                self.check_model(embedder)?;
+                let parsed = parse(path, text.as_bytes(), &ParseOptions::default());
+                let Some(incident) = parsed.incident else {
+                    let reason = parsed
+                        .skip_reason()
+                        .map_or("not a write-up".to_owned(), |d| d.message.clone());
+                    return Err(Error::InvalidWriteUp {
+                        path: path.clone(),
+                        reason,
+                    });
+                };
+                let mut steps: Vec<_> = incident
+                    .steps
+                    .iter()
+                    .filter(|st| DRAFT_KINDS.contains(&st.kind))
+                    .collect();
+                if steps.is_empty() {
+                    steps = incident.steps.iter().collect();
+                }
+                steps.truncate(MAX_SOURCE_STEPS);
+                if steps.is_empty() {
+                    return Err(Error::InvalidWriteUp {
+                        path: path.clone(),
+                        reason: "no text to compare".into(),
+                    });
+                }
+                let texts: Vec<String> = steps
+                    .iter()
+                    .map(|st| st.contextual_text(&incident.title))
+                    .collect();
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let vectors = embedder.embed(&refs).map_err(Error::Embed)?;
+                let mut query = incident.title.clone();
+                for st in &steps {
+                    query.push('\n');
+                    query.push_str(&st.text);
+                }
+                (
+                    cut(&query, MAX_QUERY_BYTES).to_owned(),
+                    vectors,
+                    Some(incident.id.clone()),
+                )
+            }
+        };
+        let analyzed = Analyzed::new(&text);
+        let filter = to_filter(&request.filters, exclude.as_ref());
+        let n = (request.k * 20).clamp(100, 2000) as u64;
+        let fusion = FusionOptions::default();
+        let name = self.options.collection.clone();
+        let params = SearchParamsBuilder::default().exact(self.options.exact);
+        let mut builder = QueryPointsBuilder::new(&name)
+            .limit(n)
+            .with_payload(true)
+            .filter(filter.clone());
+        let mut weights = Vec::new();
+        // Each source vector is its own list; together they weigh what one vector list weighs.
+        let share = fusion.vector_weight / vectors.len().max(1) as f32;
+        for v in vectors {
+            builder = builder.add_prefetch(
+                PrefetchQueryBuilder::default()
+                    .query(v)
+                    .using(DENSE)
+                    .params(params.clone())
+                    .filter(filter.clone())
+                    .limit(n),
+            );
+            weights.push(share);
+        }
+        let (indices, values) = query_sparse(&analyzed);
+        if !indices.is_empty() {
+            builder = builder.add_prefetch(
+                PrefetchQueryBuilder::default()
+                    .query(VectorInput::new_sparse(indices, values))
+                    .using(SPARSE)
+                    .filter(filter.clone())
+                    .limit(n),
+            );
+            weights.push(fusion.lexical_weight);
+        }
+        builder = builder.query(Query::new_rrf(
+            RrfBuilder::with_k(fusion.k.round() as u32).weights(weights),
+        ));
+        let built = builder.build();
+        let response = self.call("searching", || self.client.query(built.clone()))?;
+        // Group the fused step list per incident, best steps first, as the embedded store does
+        // (Qdrant's own groups rank an incident by its single best step).
+        let mut groups: Vec<(String, Vec<ScoredPoint>)> = Vec::new();
+        for p in response.result {
+            let id = Json::from(Payload::from(p.payload.clone()))["incident_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            match groups.iter_mut().find(|(g, _)| *g == id) {
+                Some((_, hits)) if hits.len() < STEPS_PER_INCIDENT => hits.push(p),
+                Some(_) => {}
+                None => groups.push((id, vec![p])),
+            }
+        }
+        let highlighter = Highlighter::new(&analyzed);
+        let mut incidents = Vec::new();
+        for (_, hits) in groups {
+            let Some(first) = hits.first() else {
+                continue;
+            };
+            let payload = Json::from(Payload::from(first.payload.clone()));
+            let meta = &payload["incident"];
+            let steps = hits
+                .into_iter()
+                .map(|p| {
+                    let score = Score {
+                        fused: p.score,
+                        lexical_rank: None,
+                        lexical_score: None,
+                        vector_rank: None,
+                        vector_similarity: None,
+                    };
+                    to_hit(p, score, &highlighter)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            incidents.push(SimilarIncident {
+                incident_id: parse_incident_id(&payload["incident_id"])?,
+                title: payload["title"].as_str().unwrap_or_default().to_owned(),
+                path: payload["path"].as_str().unwrap_or_default().to_owned(),
+                score: steps.iter().map(|h| h.score.fused).sum(),
+                date: serde_json::from_value::<Option<DateRange>>(meta["date"].clone())
+                    .unwrap_or_default(),
+                severity: meta["severity"].as_str().map(str::to_owned),
+                services: serde_json::from_value(meta["services"].clone()).unwrap_or_default(),
+                steps,
+            });
+        }
+        incidents.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.incident_id.cmp(&b.incident_id))
+        });
+        incidents.truncate(request.k);
+        Ok(SimilarResponse {
+            incidents,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Payloads and dense vectors of an incident's points.
+    fn incident_points(&self, id: &IncidentId) -> Result<Vec<(Json, Vec<f32>)>> {
+        let name = self.options.collection.clone();
+        let filter = Filter::must([Condition::matches("incident_id", id.as_str().to_owned())]);
+        let response = self.call("reading an incident", || {
+            self.client.scroll(
+                ScrollPointsBuilder::new(&name)
+                    .filter(filter.clone())
+                    .limit(10_000)
+                    .with_payload(true)
+                    .with_vectors(true),
+            )
+        })?;
+        response
+            .result
+            .into_iter()
+            .map(|p| {
+                let vector = match p.vectors.as_ref().and_then(|v| v.get_vector_by_name(DENSE)) {
+                    Some(qdrant_client::qdrant::vector_output::Vector::Dense(d)) => d.data,
+                    _ => return Err(Error::Qdrant("point without its dense vector".into())),
+                };
+                Ok((Json::from(Payload::from(p.payload)), vector))
+            })
+            .collect()
+    }
+}
+
+/// Steps of an incident revision: `{incident id}@{first 16 hex digits of its file's hash}`.
+fn revision(id: &IncidentId, hash: &str) -> String {
+    format!("{}@{}", id.as_str(), &hash[..hash.len().min(16)])
+}
+
+/// UUIDv5 (URL namespace) of the step id.
+fn point_id(id: &StepId) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("precedent:step:{}", id.as_str()).as_bytes(),
+    )
+    .to_string()
+}
+
+fn lower(values: &[String]) -> Vec<String> {
+    values.iter().map(|s| s.trim().to_lowercase()).collect()
+}
+
+fn cut(text: &str, max: usize) -> &str {
+    &text[..floor_boundary(text, max)]
+}
+
+fn embed_one(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>> {
+    let v = embedder
+        .embed(&[text])
+        .map_err(Error::Embed)?
+        .pop()
+        .ok_or_else(|| Error::Embed("embedder returned no vector".into()))?;
+    Ok(v)
+}
+
+/// Sparse dimension of a term: a stable 32-bit hash of the analyser tag and the term.
+fn term_index(tag: u8, term: &str) -> u32 {
+    let mut h = blake3::Hasher::new();
+    h.update(&[tag]);
+    h.update(term.as_bytes());
+    let b = h.finalize();
+    u32::from_le_bytes([
+        b.as_bytes()[0],
+        b.as_bytes()[1],
+        b.as_bytes()[2],
+        b.as_bytes()[3],
+    ])
+}
+
+const STEM: u8 = b's';
+const IDENT: u8 = b'i';
+
+/// BM25 document weights (term-frequency saturation and length normalisation; Qdrant
+/// multiplies in the IDF) over the fields of the full-text index, with its field boosts.
+fn doc_sparse(title: &str, headings: &[String], text: &str) -> (Vec<u32>, Vec<f32>) {
+    let headings = headings.join(" \u{2192} ");
+    let all = format!("{title}\n{headings}\n{text}");
+    let mut weights: BTreeMap<u32, f32> = BTreeMap::new();
+    let mut stem = stem_analyzer();
+    let mut ident = ident_analyzer();
+    let fields: [(&str, f32, f32, u8); 4] = [
+        (title, BOOSTS.title, AVG_TITLE, STEM),
+        (&headings, BOOSTS.headings, AVG_HEADINGS, STEM),
+        (text, BOOSTS.text, AVG_TEXT, STEM),
+        (&all, BOOSTS.ident, AVG_IDENT, IDENT),
+    ];
+    for (field, boost, avg, tag) in fields {
+        let analyzer = if tag == STEM { &mut stem } else { &mut ident };
+        let toks = terms(analyzer, field);
+        let len = toks.len() as f32;
+        let mut tf: HashMap<&str, f32> = HashMap::new();
+        for t in &toks {
+            *tf.entry(t.as_str()).or_default() += 1.0;
+        }
+        for (t, f) in tf {
+            let w = f * (K1 + 1.0) / (f + K1 * (1.0 - B + B * len / avg));
+            *weights.entry(term_index(tag, t)).or_default() += boost * w;
+        }
+    }
+    weights.into_iter().unzip()
+}
+
+/// The query's terms, each of weight 1: stems, and identifiers that are not also stems (as
+/// in the full-text query).
+fn query_sparse(analyzed: &Analyzed) -> (Vec<u32>, Vec<f32>) {
+    let mut weights: BTreeMap<u32, f32> = BTreeMap::new();
+    for t in &analyzed.stems {
+        weights.insert(term_index(STEM, t), 1.0);
+    }
+    for t in analyzed
+        .idents
+        .iter()
+        .filter(|t| !analyzed.stems.contains(t))
+    {
+        weights.insert(term_index(IDENT, t), 1.0);
+    }
+    weights.into_iter().unzip()
+}
+
+/// The filters as a Qdrant filter (`None` when nothing is restricted).
+fn to_filter(filters: &Filters, exclude: Option<&IncidentId>) -> Filter {
+    let mut must = Vec::new();
+    let any = |field: &str, values: Vec<String>| Condition::matches(field, values);
+    if !filters.kinds.is_empty() {
+        let kinds = filters
+            .kinds
+            .iter()
+            .filter_map(|k| serde_json::to_value(k).ok()?.as_str().map(str::to_owned))
+            .collect();
+        must.push(any("kind", kinds));
+    }
+    if !filters.services.is_empty() {
+        must.push(any("services", lower(&filters.services)));
+    }
+    if !filters.severities.is_empty() {
+        must.push(any("severity", lower(&filters.severities)));
+    }
+    if !filters.tags.is_empty() {
+        must.push(any("tags", lower(&filters.tags)));
+    }
+    if !filters.incident_ids.is_empty() {
+        must.push(any(
+            "incident_id",
+            filters
+                .incident_ids
+                .iter()
+                .map(|i| i.as_str().to_owned())
+                .collect(),
+        ));
+    }
+    if filters.since.is_some() || filters.until.is_some() {
+        must.push(Condition::range(
+            "date_days",
+            Range {
+                gte: filters
+                    .since
+                    .map(|d| crate::writer::days_since_epoch(d) as f64),
+                lte: filters
+                    .until
+                    .map(|d| crate::writer::days_since_epoch(d) as f64),
+                ..Range::default()
+            },
+        ));
+    }
+    let mut filter = Filter::must(must);
+    if let Some(id) = exclude {
+        filter.must_not = vec![Condition::matches("incident_id", id.as_str().to_owned())];
+    }
+    filter
+}
+
+fn parse_incident_id(v: &Json) -> Result<IncidentId> {
+    IncidentId::parse(v.as_str().unwrap_or_default())
+        .map_err(|e| Error::Qdrant(format!("point with a bad incident id: {e}")))
+}
+
+fn to_hit(point: ScoredPoint, score: Score, highlighter: &Highlighter) -> Result<Hit> {
+    let p = Json::from(Payload::from(point.payload));
+    let text = p["text"].as_str().unwrap_or_default().to_owned();
+    Ok(Hit {
+        step_id: StepId::parse(p["step_id"].as_str().unwrap_or_default())
+            .map_err(|e| Error::Qdrant(format!("point with a bad step id: {e}")))?,
+        incident_id: parse_incident_id(&p["incident_id"])?,
+        title: p["title"].as_str().unwrap_or_default().to_owned(),
+        kind: serde_json::from_value(p["kind"].clone())
+            .map_err(|e| Error::Qdrant(format!("point with a bad kind: {e}")))?,
+        snippet: highlighter.snippet(&text),
+        text,
+        score,
+        citation: Citation {
+            path: p["path"].as_str().unwrap_or_default().to_owned(),
+            line_start: p["line_start"].as_u64().unwrap_or_default() as u32,
+            line_end: p["line_end"].as_u64().unwrap_or_default() as u32,
+        },
+    })
+}
+
+fn tracing_delay(what: &str, attempt: u32, err: &QdrantError) {
+    eprintln!("qdrant: {what} failed (attempt {attempt} of {ATTEMPTS}), retrying: {err}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_vectors_weigh_fields_and_saturate() {
+        let (i, v) = doc_sparse(
+            "Disk full",
+            &["Impact".into()],
+            "disk disk disk full on db1",
+        );
+        assert_eq!(i.len(), v.len());
+        assert!(
+            i.windows(2).all(|w| w[0] < w[1]),
+            "indices sorted and distinct"
+        );
+        let disk = v[i
+            .iter()
+            .position(|&x| x == term_index(STEM, "disk"))
+            .unwrap()];
+        let db1 = v[i
+            .iter()
+            .position(|&x| x == term_index(STEM, "db1"))
+            .unwrap()];
+        // Three occurrences plus the title weigh more than one, but far less than 4x.
+        assert!(disk > db1 && disk < 4.0 * db1, "{disk} {db1}");
+        let (qi, qv) = query_sparse(&Analyzed::new("the disk is full"));
+        assert_eq!(qv, vec![1.0; qi.len()]);
+        assert!(qi.contains(&term_index(STEM, "disk")));
+    }
+
+    #[test]
+    fn point_ids_are_stable_uuids() {
+        let id = StepId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(point_id(&id), point_id(&id));
+        assert_eq!(point_id(&id).len(), 36);
+        assert_eq!(&point_id(&id)[14..15], "5", "version 5");
+    }
+
+    #[test]
+    fn filters_become_conditions() {
+        let f = to_filter(&Filters::default(), None);
+        assert!(f.must.is_empty() && f.must_not.is_empty());
+        let id = IncidentId::parse("a/b.md").unwrap_or_else(|_| {
+            IncidentId::parse("0123456789abcdef").expect("some valid incident id")
+        });
+        let f = to_filter(
+            &Filters {
+                services: vec!["API".into()],
+                since: chrono::NaiveDate::from_ymd_opt(2024, 1, 1),
+                ..Filters::default()
+            },
+            Some(&id),
+        );
+        assert_eq!(f.must.len(), 2);
+        assert_eq!(f.must_not.len(), 1);
+    }
+}

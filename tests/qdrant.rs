@@ -1,0 +1,244 @@
+//! Parity of the Qdrant store with the embedded one, and convergence after kills, against a
+//! real Qdrant server named by `PRECEDENT_QDRANT_URL` (its gRPC URL, e.g.
+//! `http://127.0.0.1:6334`). Without it the tests print a notice and pass.
+
+mod util;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use util::{Dir, TestCommand, samples};
+
+fn qdrant_url() -> Option<String> {
+    let url = std::env::var("PRECEDENT_QDRANT_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("PRECEDENT_QDRANT_URL is not set: Qdrant parity tests skipped");
+    }
+    url
+}
+
+fn collection(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test-{tag}-{}-{nanos}", std::process::id())
+}
+
+fn qdrant_args(url: &str, collection: &str) -> Vec<String> {
+    [
+        "--store",
+        "qdrant",
+        "--qdrant-url",
+        url,
+        "--collection",
+        collection,
+        "--qdrant-exact",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn run(args: &[String]) -> serde_json::Value {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    TestCommand::new(&refs).json()
+}
+
+fn drop_collection(url: &str, name: &str) {
+    // Best effort, over the REST port next to the gRPC one.
+    let rest = url.replace(":6334", ":6333");
+    let _ = Command::new("curl")
+        .args(["-s", "-X", "DELETE", &format!("{rest}/collections/{name}")])
+        .stdout(Stdio::null())
+        .status();
+}
+
+const QUERIES: &[&str] = &[
+    "certificate expired and logins failed",
+    "disk full no space left on device",
+    "DNS resolution failures after a config change",
+    "database failover and replication lag",
+    "OOMKilled pods after memory limits change",
+    "rollback of a bad deploy",
+    "queue consumers fell behind",
+    "leap second caused high CPU",
+    "alert did not fire, customers reported it first",
+    "power loss in a rack",
+];
+
+fn step_ids(v: &serde_json::Value) -> Vec<String> {
+    v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["step_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn incident_ids(v: &serde_json::Value) -> Vec<String> {
+    v["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["incident_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn overlap(a: &[String], b: &[String]) -> f64 {
+    let a: HashSet<&String> = a.iter().collect();
+    let n = a.len().max(b.len()).max(1);
+    b.iter().filter(|x| a.contains(x)).count() as f64 / n as f64
+}
+
+#[test]
+fn qdrant_store_agrees_with_the_embedded_store() {
+    let Some(url) = qdrant_url() else { return };
+    let dir = Dir::new();
+    let index = dir.join("index");
+    let name = collection("parity");
+    let q = qdrant_args(&url, &name);
+    let mut args: Vec<String> = ["index", samples().to_str().unwrap(), "--json", "--index"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push(index.to_str().unwrap().to_owned());
+    args.extend(q.clone());
+    let summary = run(&args);
+    assert_eq!(
+        summary["qdrant"]["points_total"], summary["steps_total"],
+        "{summary}"
+    );
+
+    let filters: [&[&str]; 3] = [
+        &[],
+        &["--kind", "mitigation", "--kind", "action"],
+        &["--since", "2020-01-01"],
+    ];
+    let (mut hybrid, mut similar, mut n) = (0.0, 0.0, 0);
+    for query in QUERIES {
+        for filter in filters {
+            let base = |cmd: &str, mode: &str| -> Vec<String> {
+                let mut a: Vec<String> =
+                    [cmd, query, "--json", "-k", "10", "--mode", mode, "--index"]
+                        .map(str::to_owned)
+                        .to_vec();
+                a.push(index.to_str().unwrap().to_owned());
+                a.extend(filter.iter().map(|s| (*s).to_owned()));
+                a
+            };
+            // Pure vector search, exact on both sides: the same steps.
+            let embedded = step_ids(&run(&base("search", "vector")));
+            let mut with_q = base("search", "vector");
+            with_q.extend(q.clone());
+            let remote = step_ids(&run(&with_q));
+            let (a, b): (HashSet<_>, HashSet<_>) =
+                (embedded.iter().collect(), remote.iter().collect());
+            assert_eq!(a, b, "vector hits differ for {query:?} {filter:?}");
+
+            let embedded = step_ids(&run(&base("search", "hybrid")));
+            let mut with_q = base("search", "hybrid");
+            with_q.extend(q.clone());
+            let remote = step_ids(&run(&with_q));
+            let o = overlap(&embedded, &remote);
+            eprintln!("hybrid overlap@10 {o:.2}  {query:?} {filter:?}");
+            hybrid += o;
+
+            let mut s: Vec<String> = ["similar", "--text", query, "--json", "-k", "10", "--index"]
+                .map(str::to_owned)
+                .to_vec();
+            s.push(index.to_str().unwrap().to_owned());
+            s.extend(filter.iter().map(|x| (*x).to_owned()));
+            let embedded = incident_ids(&run(&s));
+            s.extend(q.clone());
+            let remote = incident_ids(&run(&s));
+            let o = overlap(&embedded, &remote);
+            eprintln!("similar overlap@10 {o:.2}  {query:?} {filter:?}");
+            similar += o;
+            n += 1;
+        }
+    }
+    let (hybrid, similar) = (hybrid / n as f64, similar / n as f64);
+    eprintln!("mean overlap@10 over {n} queries: hybrid search {hybrid:.3}, similar {similar:.3}");
+    drop_collection(&url, &name);
+    assert!(hybrid >= 0.8, "hybrid overlap@10 {hybrid:.3} < 0.8");
+    assert!(similar >= 0.8, "similar overlap@10 {similar:.3} < 0.8");
+}
+
+#[test]
+fn killed_qdrant_runs_converge() {
+    let Some(url) = qdrant_url() else { return };
+    let dir = Dir::new();
+    let corpus = dir.copy_samples("corpus");
+    let index = dir.join("index");
+    let name = collection("kill");
+    let q = qdrant_args(&url, &name);
+    let base = |extra: &[&str]| -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_precedent"));
+        cmd.arg("index")
+            .arg(&corpus)
+            .arg("--json")
+            .arg("--index")
+            .arg(&index)
+            .args(&q)
+            .args(extra)
+            .env("PRECEDENT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        cmd
+    };
+    let files: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    for (trial, delay_ms) in [300u64, 900, 1500, 2500, 4000, 6000]
+        .into_iter()
+        .enumerate()
+    {
+        // Change the corpus between kills: edit one file, delete another.
+        let edit = &files[trial % files.len()];
+        if edit.exists() {
+            let mut text = std::fs::read_to_string(edit).unwrap();
+            text.push_str(&format!(
+                "\n## Follow-up {trial}\n\nAdd an alert for trial {trial}.\n"
+            ));
+            std::fs::write(edit, text).unwrap();
+        }
+        let _ = std::fs::remove_file(&files[(trial * 7 + 3) % files.len()]);
+        let mut child = base(&[]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let out = base(&[]).stderr(Stdio::piped()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "final run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["qdrant"]["points_total"], summary["steps_total"],
+        "{summary}"
+    );
+    // Converged: a further run has nothing to do.
+    let again: serde_json::Value =
+        serde_json::from_slice(&base(&[]).output().unwrap().stdout).unwrap();
+    assert_eq!(again["qdrant"]["incidents_upserted"], 0, "{again}");
+    assert_eq!(again["qdrant"]["revisions_deleted"], 0, "{again}");
+    assert_eq!(again["qdrant"]["points_total"], again["steps_total"]);
+    // And it answers like the embedded index on the same corpus.
+    for query in &QUERIES[..3] {
+        let mut a: Vec<String> = ["search", query, "--json", "--mode", "vector", "--index"]
+            .map(str::to_owned)
+            .to_vec();
+        a.push(index.to_str().unwrap().to_owned());
+        let embedded: HashSet<String> = step_ids(&run(&a)).into_iter().collect();
+        a.extend(q.clone());
+        let remote: HashSet<String> = step_ids(&run(&a)).into_iter().collect();
+        assert_eq!(embedded, remote, "{query}");
+    }
+    drop_collection(&url, &name);
+}

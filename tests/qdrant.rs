@@ -159,6 +159,7 @@ fn qdrant_store_agrees_with_the_embedded_store() {
             n += 1;
         }
     }
+    serve_answers_from_qdrant(&index, &q);
     let (hybrid, similar) = (hybrid / n as f64, similar / n as f64);
     eprintln!("mean overlap@10 over {n} queries: hybrid search {hybrid:.3}, similar {similar:.3}");
     drop_collection(&url, &name);
@@ -241,4 +242,60 @@ fn killed_qdrant_runs_converge() {
         assert_eq!(embedded, remote, "{query}");
     }
     drop_collection(&url, &name);
+}
+
+/// `precedent serve --store qdrant` answers `/v1/search` as `precedent search --store qdrant`.
+fn serve_answers_from_qdrant(index: &std::path::Path, q: &[String]) {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_precedent"))
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--index"])
+        .arg(index)
+        .args(q)
+        .env("PRECEDENT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let request = |method: &str, path: &str, body: &str| -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    let mut up = false;
+    for _ in 0..120 {
+        if request("GET", "/healthz", "").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(up, "server did not come up");
+    for query in &QUERIES[..3] {
+        let body = serde_json::json!({"query": query, "k": 10, "mode": "vector"}).to_string();
+        let response = request("POST", "/v1/search", &body).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let json: serde_json::Value =
+            serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let mut a: Vec<String> = ["search", query, "--json", "--mode", "vector", "--index"]
+            .map(str::to_owned)
+            .to_vec();
+        a.push(index.to_str().unwrap().to_owned());
+        a.extend(q.iter().cloned());
+        assert_eq!(step_ids(&json), step_ids(&run(&a)), "{query}");
+    }
+    let _ = server.kill();
+    let _ = server.wait();
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use precedent_server::ServerOptions;
 
-use crate::common::{IndexArgs, ModelArgs};
+use crate::common::{IndexArgs, ModelArgs, StoreArgs, StoreKind};
 use crate::search_cmd::open;
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +37,8 @@ pub struct ServeArgs {
     index: IndexArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +49,21 @@ pub struct McpArgs {
     index: IndexArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// The Qdrant store when `--store qdrant`: search and similar go there; incidents, facets and
+/// writes stay with `--index`. The caller keeps the returned `Arc` until the server runtime is
+/// gone, so that the store's own runtime is never dropped inside it.
+fn query_store(
+    store: &StoreArgs,
+    embedder: &dyn precedent_core::Embedder,
+) -> anyhow::Result<Option<Arc<dyn precedent_index::QueryStore>>> {
+    Ok(match store.store {
+        StoreKind::Qdrant => Some(Arc::new(store.qdrant(embedder)?)),
+        StoreKind::Embedded => None,
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,12 +116,25 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     options.cors_origins = args.cors_origins;
     args.limits.apply(&mut options);
+    let store = query_store(&args.store, embedder.as_ref())?;
+    options.query_store = store.clone();
     eprintln!(
-        "precedent: serving {} on http://{} (MCP at /mcp)",
+        "precedent: serving {} on http://{} (MCP at /mcp){}",
         args.index.index.display(),
-        args.addr
+        args.addr,
+        if store.is_some() {
+            format!(
+                "; search and similar from Qdrant collection {}",
+                args.store.collection
+            )
+        } else {
+            String::new()
+        }
     );
-    runtime()?.block_on(precedent_server::serve(options, engine, embedder))?;
+    let runtime = runtime()?;
+    runtime.block_on(precedent_server::serve(options, engine, embedder))?;
+    drop(runtime);
+    drop(store);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -116,6 +146,11 @@ pub fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
         ..ServerOptions::default()
     };
     args.limits.apply(&mut options);
-    runtime()?.block_on(precedent_server::serve_stdio(options, engine, embedder))?;
+    let store = query_store(&args.store, embedder.as_ref())?;
+    options.query_store = store.clone();
+    let runtime = runtime()?;
+    runtime.block_on(precedent_server::serve_stdio(options, engine, embedder))?;
+    drop(runtime);
+    drop(store);
     Ok(ExitCode::SUCCESS)
 }

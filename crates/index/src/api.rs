@@ -3,7 +3,7 @@
 //! reject unknown fields.
 
 use chrono::NaiveDate;
-use precedent_core::{DateRange, IncidentId, StepId, StepKind};
+use precedent_core::{DateRange, Embedder, IncidentId, StepId, StepKind};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -348,6 +348,19 @@ pub struct Stats {
     pub model_id: String,
     /// Vector dimension.
     pub dimension: usize,
+}
+
+/// Something that answers [`SearchRequest`]s and [`SimilarRequest`]s: the embedded
+/// [`Engine`](crate::Engine), or the Qdrant store. Front ends (HTTP, MCP) hold one of these
+/// for queries; incidents, facets and writes stay with the embedded index.
+pub trait QueryStore: Send + Sync {
+    /// Steps ranked against the request.
+    fn search(&self, request: &SearchRequest, embedder: &dyn Embedder) -> Result<SearchResponse>;
+    /// Past incidents ranked as wholes against a source.
+    fn similar(&self, request: &SimilarRequest, embedder: &dyn Embedder)
+    -> Result<SimilarResponse>;
+    /// A short name for logs and `/healthz` ("embedded", "qdrant").
+    fn kind(&self) -> &'static str;
 }
 
 #[cfg(test)]

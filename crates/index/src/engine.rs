@@ -28,6 +28,22 @@ use crate::writer::days_since_epoch;
 
 /// Kinds whose steps describe an incident's situation: the query of `similar` from an indexed
 /// incident.
+impl crate::api::QueryStore for Engine {
+    fn search(&self, request: &SearchRequest, embedder: &dyn Embedder) -> Result<SearchResponse> {
+        Engine::search(self, request, embedder)
+    }
+    fn similar(
+        &self,
+        request: &SimilarRequest,
+        embedder: &dyn Embedder,
+    ) -> Result<SimilarResponse> {
+        Engine::similar(self, request, embedder)
+    }
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+}
+
 pub(crate) const SITUATION_KINDS: [StepKind; 5] = [
     StepKind::Summary,
     StepKind::Detection,

@@ -58,8 +58,9 @@ mod vectors;
 mod writer;
 
 pub use api::{
-    Citation, FacetCount, Facets, Filters, Hit, MAX_K, MAX_QUERY_BYTES, Mode, Score, SearchRequest,
-    SearchResponse, SimilarIncident, SimilarRequest, SimilarResponse, SimilarSource, Stats,
+    Citation, FacetCount, Facets, Filters, Hit, MAX_K, MAX_QUERY_BYTES, Mode, QueryStore, Score,
+    SearchRequest, SearchResponse, SimilarIncident, SimilarRequest, SimilarResponse, SimilarSource,
+    Stats,
 };
 pub use engine::Engine;
 pub use error::{Error, Result};

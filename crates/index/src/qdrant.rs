@@ -868,6 +868,22 @@ impl QdrantStore {
     }
 }
 
+impl crate::api::QueryStore for QdrantStore {
+    fn search(&self, request: &SearchRequest, embedder: &dyn Embedder) -> Result<SearchResponse> {
+        QdrantStore::search(self, request, embedder)
+    }
+    fn similar(
+        &self,
+        request: &SimilarRequest,
+        embedder: &dyn Embedder,
+    ) -> Result<SimilarResponse> {
+        QdrantStore::similar(self, request, embedder)
+    }
+    fn kind(&self) -> &'static str {
+        "qdrant"
+    }
+}
+
 /// Steps of an incident revision: `{incident id}@{first 16 hex digits of its file's hash}`.
 fn revision(id: &IncidentId, hash: &str) -> String {
     format!("{}@{}", id.as_str(), &hash[..hash.len().min(16)])

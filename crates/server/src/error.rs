@@ -215,7 +215,17 @@ impl From<precedent_index::Error> for ApiError {
         match &err {
             E::UnknownIncident(_) => ApiError::new(ErrorCode::NotFound, err.to_string()),
             E::Locked { .. } => ApiError::new(ErrorCode::IndexLocked, err.to_string()),
-            E::ModelMismatch { .. } => ApiError::new(ErrorCode::ModelMismatch, err.to_string()),
+            E::ModelMismatch { .. } | E::QdrantCollection { .. } => {
+                ApiError::new(ErrorCode::ModelMismatch, err.to_string())
+            }
+            // The store behind the server is down or refusing: the URL stays in the log.
+            E::Qdrant(_) => {
+                tracing::warn!(error = %err, "qdrant request failed");
+                ApiError::new(
+                    ErrorCode::IndexUnavailable,
+                    "the search store is unavailable",
+                )
+            }
             // The message names a server-side path: keep it in the log only.
             E::IndexMissing(_) => {
                 tracing::warn!(error = %err, "no index to serve");

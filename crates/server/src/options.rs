@@ -3,7 +3,10 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use precedent_index::QueryStore;
 
 /// How the server listens, whom it lets in, and how much work it accepts.
 #[derive(Clone)]
@@ -42,6 +45,9 @@ pub struct ServerOptions {
     pub mcp_result_bytes: usize,
     /// How often the index directory is checked for a newer generation. Default 2 s.
     pub reload_interval: Duration,
+    /// Where `search` and `similar` are answered (e.g. a Qdrant store). `None`: the served
+    /// index. Incidents, facets, stats and writes always use the served index.
+    pub query_store: Option<Arc<dyn QueryStore>>,
 }
 
 /// Default listening address.
@@ -65,6 +71,7 @@ impl Default for ServerOptions {
             concurrency_limit: 64,
             mcp_result_bytes: 20_000,
             reload_interval: Duration::from_secs(2),
+            query_store: None,
         }
     }
 }
@@ -87,6 +94,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("concurrency_limit", &self.concurrency_limit)
             .field("mcp_result_bytes", &self.mcp_result_bytes)
             .field("reload_interval", &self.reload_interval)
+            .field("query_store", &self.query_store.as_ref().map(|s| s.kind()))
             .finish()
     }
 }

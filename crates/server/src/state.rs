@@ -86,9 +86,13 @@ impl AppState {
 
     pub(crate) async fn search(&self, request: SearchRequest) -> Result<SearchResponse, ApiError> {
         let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
-        blocking(move || {
-            refresh(&engine);
-            engine.search(&request, embedder.as_ref())
+        let store = self.inner.options.query_store.clone();
+        blocking(move || match store {
+            Some(store) => store.search(&request, embedder.as_ref()),
+            None => {
+                refresh(&engine);
+                engine.search(&request, embedder.as_ref())
+            }
         })
         .await
     }
@@ -98,9 +102,13 @@ impl AppState {
         request: SimilarRequest,
     ) -> Result<SimilarResponse, ApiError> {
         let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
-        blocking(move || {
-            refresh(&engine);
-            engine.similar(&request, embedder.as_ref())
+        let store = self.inner.options.query_store.clone();
+        blocking(move || match store {
+            Some(store) => store.similar(&request, embedder.as_ref()),
+            None => {
+                refresh(&engine);
+                engine.similar(&request, embedder.as_ref())
+            }
         })
         .await
     }

@@ -8,7 +8,58 @@ use chrono::NaiveDate;
 use precedent_core::{Embedder, IncidentId, StepKind};
 use precedent_embed::{BertEmbedder, EmbedderOptions, resolve_model_dir};
 use precedent_index::Filters;
-use precedent_index::qdrant::{QdrantOptions, QdrantStore};
+#[cfg(feature = "qdrant")]
+pub use precedent_index::qdrant::QdrantStore;
+
+/// Stands in for the Qdrant store in a build without the `qdrant` feature: it cannot exist, so
+/// its methods are never called; `--store qdrant` fails with a clear error before.
+#[cfg(not(feature = "qdrant"))]
+pub enum QdrantStore {}
+
+#[cfg(not(feature = "qdrant"))]
+impl QdrantStore {
+    pub fn collection(&self) -> &str {
+        match *self {}
+    }
+    pub fn sync_from(
+        &self,
+        _: &std::path::Path,
+        _: &dyn precedent_index::Progress,
+    ) -> precedent_index::Result<Summary> {
+        match *self {}
+    }
+}
+
+/// What a Qdrant sync reports (never built without the `qdrant` feature).
+#[cfg(not(feature = "qdrant"))]
+pub struct Summary {
+    pub incidents_upserted: usize,
+    pub revisions_deleted: usize,
+    pub points_upserted: usize,
+    pub points_total: u64,
+    pub elapsed: std::time::Duration,
+}
+
+#[cfg(not(feature = "qdrant"))]
+impl precedent_index::QueryStore for QdrantStore {
+    fn search(
+        &self,
+        _: &precedent_index::SearchRequest,
+        _: &dyn Embedder,
+    ) -> precedent_index::Result<precedent_index::SearchResponse> {
+        match *self {}
+    }
+    fn similar(
+        &self,
+        _: &precedent_index::SimilarRequest,
+        _: &dyn Embedder,
+    ) -> precedent_index::Result<precedent_index::SimilarResponse> {
+        match *self {}
+    }
+    fn kind(&self) -> &'static str {
+        match *self {}
+    }
+}
 
 /// `--index`: where the index lives.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,8 +133,15 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    #[cfg(not(feature = "qdrant"))]
+    pub fn qdrant(&self, _: &dyn Embedder) -> anyhow::Result<QdrantStore> {
+        anyhow::bail!("this build of precedent has no Qdrant store (build with --features qdrant)")
+    }
+
     /// Connects to the Qdrant collection for `embedder`'s model (creating it on first use).
+    #[cfg(feature = "qdrant")]
     pub fn qdrant(&self, embedder: &dyn Embedder) -> anyhow::Result<QdrantStore> {
+        use precedent_index::qdrant::QdrantOptions;
         let mut options = QdrantOptions::new(&self.qdrant_url, &self.collection);
         options.exact = self.qdrant_exact;
         if let Some(file) = &self.qdrant_api_key_file {

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use precedent_core::IncidentId;
+#[cfg(not(feature = "qdrant"))]
+use precedent_index::QueryStore as _;
 use precedent_index::{Engine, Hit, Mode, SearchRequest, SimilarRequest, SimilarSource};
 
 use crate::common::{FilterArgs, IndexArgs, ModelArgs, StoreArgs, StoreKind, one_line, print_json};

@@ -13,7 +13,9 @@
 //! real: the judged queries of `--eval-queries` (default `../shared/eval/dev-queries.jsonl` when
 //! it exists), incident titles and the first words of real steps, embedded with the real model.
 //! `--index DIR` keeps the built index for later runs; `--embed-cache FILE` keeps the real
-//! vectors.
+//! vectors. For profiling: `BENCH_ONLY=Lexical|Vector|Hybrid` times one mode (without the query
+//! embedding) and skips the recall check; `BENCH_SHOW_SLOWEST=1` prints each mode's 3 slowest
+//! queries.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

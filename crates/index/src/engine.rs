@@ -52,7 +52,7 @@ pub(crate) const SITUATION_KINDS: [StepKind; 5] = [
     StepKind::RootCause,
 ];
 /// The same for a new write-up, whose root cause is usually not known yet.
-pub(crate) const DRAFT_KINDS: [StepKind; 4] = [
+const DRAFT_KINDS: [StepKind; 4] = [
     StepKind::Summary,
     StepKind::Impact,
     StepKind::Detection,
@@ -289,47 +289,9 @@ impl Engine {
             }
             SimilarSource::WriteUp { path, text } => {
                 s.check_model(embedder)?;
-                let parsed = parse(path, text.as_bytes(), &ParseOptions::default());
-                let Some(incident) = parsed.incident else {
-                    let reason = parsed
-                        .skip_reason()
-                        .map_or("not a write-up".to_owned(), |d| d.message.clone());
-                    return Err(Error::InvalidWriteUp {
-                        path: path.clone(),
-                        reason,
-                    });
-                };
-                let mut steps: Vec<_> = incident
-                    .steps
-                    .iter()
-                    .filter(|st| DRAFT_KINDS.contains(&st.kind))
-                    .collect();
-                if steps.is_empty() {
-                    steps = incident.steps.iter().collect();
-                }
-                steps.truncate(MAX_SOURCE_STEPS);
-                if steps.is_empty() {
-                    return Err(Error::InvalidWriteUp {
-                        path: path.clone(),
-                        reason: "no text to compare".into(),
-                    });
-                }
-                let texts: Vec<String> = steps
-                    .iter()
-                    .map(|st| st.contextual_text(&incident.title))
-                    .collect();
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let vectors = embedder.embed(&refs).map_err(Error::Embed)?;
-                let mut query = incident.title.clone();
-                for st in &steps {
-                    query.push('\n');
-                    query.push_str(&st.text);
-                }
-                (
-                    cut(&query, MAX_QUERY_BYTES).to_owned(),
-                    vectors,
-                    s.incident_index.get(&incident.id).copied(),
-                )
+                let draft = DraftSource::prepare(path, text, embedder)?;
+                let exclude = s.incident_index.get(&draft.incident_id).copied();
+                (draft.query, draft.vectors, exclude)
             }
         };
         let mask = s.compile(&request.filters, exclude)?;
@@ -569,7 +531,63 @@ fn fuse(lexical: &[(u32, f32)], vector: &[(u32, f32)], options: &FusionOptions) 
     .collect()
 }
 
-fn cut(text: &str, max: usize) -> &str {
+/// What `similar` compares with when the source is a draft write-up: its title and situation
+/// steps as query text, and their embeddings. Shared by both stores.
+pub(crate) struct DraftSource {
+    pub query: String,
+    pub vectors: Vec<Vec<f32>>,
+    pub incident_id: IncidentId,
+}
+
+impl DraftSource {
+    /// Parses the draft and embeds its summary, impact, detection and investigation steps
+    /// (all steps when it has none of those), at most [`MAX_SOURCE_STEPS`].
+    pub(crate) fn prepare(path: &str, text: &str, embedder: &dyn Embedder) -> Result<DraftSource> {
+        let parsed = parse(path, text.as_bytes(), &ParseOptions::default());
+        let Some(incident) = parsed.incident else {
+            let reason = parsed
+                .skip_reason()
+                .map_or("not a write-up".to_owned(), |d| d.message.clone());
+            return Err(Error::InvalidWriteUp {
+                path: path.to_owned(),
+                reason,
+            });
+        };
+        let mut steps: Vec<_> = incident
+            .steps
+            .iter()
+            .filter(|st| DRAFT_KINDS.contains(&st.kind))
+            .collect();
+        if steps.is_empty() {
+            steps = incident.steps.iter().collect();
+        }
+        steps.truncate(MAX_SOURCE_STEPS);
+        if steps.is_empty() {
+            return Err(Error::InvalidWriteUp {
+                path: path.to_owned(),
+                reason: "no text to compare".into(),
+            });
+        }
+        let texts: Vec<String> = steps
+            .iter()
+            .map(|st| st.contextual_text(&incident.title))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = embedder.embed(&refs).map_err(Error::Embed)?;
+        let mut query = incident.title.clone();
+        for st in &steps {
+            query.push('\n');
+            query.push_str(&st.text);
+        }
+        Ok(DraftSource {
+            query: cut(&query, MAX_QUERY_BYTES).to_owned(),
+            vectors,
+            incident_id: incident.id.clone(),
+        })
+    }
+}
+
+pub(crate) fn cut(text: &str, max: usize) -> &str {
     if text.len() <= max {
         text
     } else {

@@ -41,14 +41,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use precedent_core::{DateRange, Embedder, IncidentId, StepId, StepKind};
-use precedent_parse::{ParseOptions, parse};
 use qdrant_client::qdrant::{
     Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
     Distance, FacetCountsBuilder, FieldType, Filter, Modifier, NamedVectors, PointStruct,
-    PrefetchQueryBuilder, Query, QueryPointsBuilder, Range, RrfBuilder, ScoredPoint,
-    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
-    SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
-    VectorsConfigBuilder, facet_value,
+    PrefetchQueryBuilder, Query, QueryPointsBuilder, Range, RrfBuilder, ScrollPointsBuilder,
+    SearchParamsBuilder, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
+    UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
+    facet_value,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Value as Json, json};
@@ -57,10 +56,12 @@ use crate::api::{
     Citation, Filters, Hit, Mode, Score, SearchRequest, SearchResponse, SimilarIncident,
     SimilarRequest, SimilarResponse, SimilarSource, validate_k,
 };
-use crate::engine::{DRAFT_KINDS, Engine, MAX_SOURCE_STEPS, SITUATION_KINDS, STEPS_PER_INCIDENT};
+use crate::engine::{
+    DraftSource, Engine, MAX_SOURCE_STEPS, SITUATION_KINDS, STEPS_PER_INCIDENT, cut,
+};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::query::{Analyzed, BOOSTS, Highlighter, floor_boundary};
+use crate::query::{Analyzed, BOOSTS, Highlighter};
 use crate::schema::{ident_analyzer, stem_analyzer, terms};
 use crate::writer::{Phase, Progress};
 use crate::{FusionOptions, MAX_QUERY_BYTES};
@@ -225,7 +226,9 @@ impl QdrantStore {
                     match op().await {
                         Ok(v) => return Ok(v),
                         Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
-                            tracing_delay(what, attempt, &e);
+                            tracing::warn!(
+                                "qdrant: {what} failed (attempt {attempt} of {ATTEMPTS}), retrying: {e}"
+                            );
                             tokio::time::sleep(delay).await;
                             delay *= 2;
                             attempt += 1;
@@ -268,16 +271,9 @@ impl QdrantStore {
                 })?;
             }
         }
-        let metadata = result.config.map(|c| c.metadata).unwrap_or_default();
-        let meta: HashMap<String, Json> = metadata
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    Json::from(Payload::from(HashMap::from([("v".to_owned(), v)])))["v"].clone(),
-                )
-            })
-            .collect();
+        let meta = Json::from(Payload::from(
+            result.config.map(|c| c.metadata).unwrap_or_default(),
+        ));
         let mismatch = |message: String| Error::QdrantCollection {
             collection: name.clone(),
             message,
@@ -632,15 +628,9 @@ impl QdrantStore {
                         vector_rank: Some(rank),
                         vector_similarity: Some(p.score),
                     },
-                    Mode::Hybrid => Score {
-                        fused: p.score,
-                        lexical_rank: None,
-                        lexical_score: None,
-                        vector_rank: None,
-                        vector_similarity: None,
-                    },
+                    Mode::Hybrid => fused_only(p.score),
                 };
-                to_hit(p, score, &highlighter)
+                to_hit(&Json::from(Payload::from(p.payload)), score, &highlighter)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(SearchResponse {
@@ -699,47 +689,8 @@ impl QdrantStore {
             }
             SimilarSource::WriteUp { path, text } => {
                 self.check_model(embedder)?;
-                let parsed = parse(path, text.as_bytes(), &ParseOptions::default());
-                let Some(incident) = parsed.incident else {
-                    let reason = parsed
-                        .skip_reason()
-                        .map_or("not a write-up".to_owned(), |d| d.message.clone());
-                    return Err(Error::InvalidWriteUp {
-                        path: path.clone(),
-                        reason,
-                    });
-                };
-                let mut steps: Vec<_> = incident
-                    .steps
-                    .iter()
-                    .filter(|st| DRAFT_KINDS.contains(&st.kind))
-                    .collect();
-                if steps.is_empty() {
-                    steps = incident.steps.iter().collect();
-                }
-                steps.truncate(MAX_SOURCE_STEPS);
-                if steps.is_empty() {
-                    return Err(Error::InvalidWriteUp {
-                        path: path.clone(),
-                        reason: "no text to compare".into(),
-                    });
-                }
-                let texts: Vec<String> = steps
-                    .iter()
-                    .map(|st| st.contextual_text(&incident.title))
-                    .collect();
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let vectors = embedder.embed(&refs).map_err(Error::Embed)?;
-                let mut query = incident.title.clone();
-                for st in &steps {
-                    query.push('\n');
-                    query.push_str(&st.text);
-                }
-                (
-                    cut(&query, MAX_QUERY_BYTES).to_owned(),
-                    vectors,
-                    Some(incident.id.clone()),
-                )
+                let draft = DraftSource::prepare(path, text, embedder)?;
+                (draft.query, draft.vectors, Some(draft.incident_id))
             }
         };
         let analyzed = Analyzed::new(&text);
@@ -784,38 +735,34 @@ impl QdrantStore {
         let response = self.call("searching", || self.client.query(built.clone()))?;
         // Group the fused step list per incident, best steps first, as the embedded store does
         // (Qdrant's own groups rank an incident by its single best step).
-        let mut groups: Vec<(String, Vec<ScoredPoint>)> = Vec::new();
+        let mut groups: Vec<Vec<(Json, f32)>> = Vec::new();
+        let mut group_of: HashMap<String, usize> = HashMap::new();
         for p in response.result {
-            let id = Json::from(Payload::from(p.payload.clone()))["incident_id"]
+            let payload = Json::from(Payload::from(p.payload));
+            let id = payload["incident_id"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
-            match groups.iter_mut().find(|(g, _)| *g == id) {
-                Some((_, hits)) if hits.len() < STEPS_PER_INCIDENT => hits.push(p),
+            match group_of.get(&id) {
+                Some(&g) if groups[g].len() < STEPS_PER_INCIDENT => {
+                    groups[g].push((payload, p.score));
+                }
                 Some(_) => {}
-                None => groups.push((id, vec![p])),
+                None => {
+                    group_of.insert(id, groups.len());
+                    groups.push(vec![(payload, p.score)]);
+                }
             }
         }
         let highlighter = Highlighter::new(&analyzed);
         let mut incidents = Vec::new();
-        for (_, hits) in groups {
-            let Some(first) = hits.first() else {
-                continue;
-            };
-            let payload = Json::from(Payload::from(first.payload.clone()));
+        for hits in &groups {
+            // Every group starts with one point.
+            let payload = &hits[0].0;
             let meta = &payload["incident"];
             let steps = hits
-                .into_iter()
-                .map(|p| {
-                    let score = Score {
-                        fused: p.score,
-                        lexical_rank: None,
-                        lexical_score: None,
-                        vector_rank: None,
-                        vector_similarity: None,
-                    };
-                    to_hit(p, score, &highlighter)
-                })
+                .iter()
+                .map(|(p, score)| to_hit(p, fused_only(*score), &highlighter))
                 .collect::<Result<Vec<_>>>()?;
             incidents.push(SimilarIncident {
                 incident_id: parse_incident_id(&payload["incident_id"])?,
@@ -900,10 +847,6 @@ fn point_id(id: &StepId) -> String {
 
 fn lower(values: &[String]) -> Vec<String> {
     values.iter().map(|s| s.trim().to_lowercase()).collect()
-}
-
-fn cut(text: &str, max: usize) -> &str {
-    &text[..floor_boundary(text, max)]
 }
 
 fn embed_one(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>> {
@@ -1036,8 +979,18 @@ fn parse_incident_id(v: &Json) -> Result<IncidentId> {
         .map_err(|e| Error::Qdrant(format!("point with a bad incident id: {e}")))
 }
 
-fn to_hit(point: ScoredPoint, score: Score, highlighter: &Highlighter) -> Result<Hit> {
-    let p = Json::from(Payload::from(point.payload));
+/// A score from Qdrant's server-side fusion, which reports no per-retriever ranks.
+fn fused_only(fused: f32) -> Score {
+    Score {
+        fused,
+        lexical_rank: None,
+        lexical_score: None,
+        vector_rank: None,
+        vector_similarity: None,
+    }
+}
+
+fn to_hit(p: &Json, score: Score, highlighter: &Highlighter) -> Result<Hit> {
     let text = p["text"].as_str().unwrap_or_default().to_owned();
     Ok(Hit {
         step_id: StepId::parse(p["step_id"].as_str().unwrap_or_default())
@@ -1055,10 +1008,6 @@ fn to_hit(point: ScoredPoint, score: Score, highlighter: &Highlighter) -> Result
             line_end: p["line_end"].as_u64().unwrap_or_default() as u32,
         },
     })
-}
-
-fn tracing_delay(what: &str, attempt: u32, err: &QdrantError) {
-    eprintln!("qdrant: {what} failed (attempt {attempt} of {ATTEMPTS}), retrying: {err}");
 }
 
 #[cfg(test)]

@@ -109,6 +109,21 @@ pub(crate) fn extract(text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<F
     }
     let (inner_end, len) = close?;
     let inner = &text[body_start..inner_end];
+    if let Err(why) = within_bounds(inner) {
+        diagnostics.push(
+            Diagnostic::new(
+                Level::Warning,
+                DiagnosticCode::FrontMatter,
+                format!("front matter ignored: {why}"),
+            )
+            .at_line(1),
+        );
+        return Some(Found {
+            fields: FrontMatter::default(),
+            len,
+            summary_lines: None,
+        });
+    }
     let value: Result<Value, String> = if toml {
         toml::from_str::<Value>(inner).map_err(|e| e.to_string())
     } else {
@@ -220,6 +235,14 @@ pub(crate) fn extract(text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<F
     let summary_lines = summary
         .as_ref()
         .and_then(|_| key_lines(text, body_start, inner_end, SUMMARY_KEYS));
+    // YAML and TOML unescape (`\x41KIA...`, folded lines): redact the values as read.
+    let mut redact = |value: String| crate::redact::redact_at(&value, 1, diagnostics);
+    let title = title.map(&mut redact);
+    let severity = severity.map(&mut redact);
+    let company = company.map(&mut redact);
+    let summary = summary.map(&mut redact);
+    let services = services.into_iter().map(&mut redact).collect();
+    let tags = tags.into_iter().map(&mut redact).collect();
     Some(Found {
         fields: FrontMatter {
             title,
@@ -234,6 +257,71 @@ pub(crate) fn extract(text: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<F
         len,
         summary_lines,
     })
+}
+
+/// Front matter past this size is not read: write-up metadata is a few lines.
+const MAX_BYTES: usize = 64 * 1024;
+/// Flow collections (`[`, `{`) nested past this depth are not read.
+const MAX_DEPTH: usize = 32;
+/// More flow collections, anchors and aliases than this are not read.
+const MAX_NODES: usize = 1024;
+/// Lines indented (spaces, `- ` and `? ` markers) past this many columns are not read.
+const MAX_INDENT: usize = 256;
+
+/// A cheap scan that keeps inputs that are slow for the YAML parser from reaching it: its cost
+/// grows faster than linearly with nesting (200 KB of `[` took 38 s) and aliases multiply work.
+/// Brackets inside quoted scalars count too: skipping quotes would let a stray quote hide real
+/// nesting, and metadata never needs this much.
+fn within_bounds(inner: &str) -> Result<(), String> {
+    if inner.len() > MAX_BYTES {
+        return Err(format!(
+            "{} bytes, over the {MAX_BYTES} byte limit",
+            inner.len()
+        ));
+    }
+    let bytes = inner.as_bytes();
+    let (mut depth, mut nodes) = (0usize, 0usize);
+    let mut previous = b'\n';
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if previous == b'\n' {
+            let indent = bytes[i..]
+                .iter()
+                .take_while(|&&c| matches!(c, b' ' | b'\t' | b'-' | b'?'))
+                .count();
+            if indent > MAX_INDENT {
+                return Err(format!("a line indented over {MAX_INDENT} columns"));
+            }
+        }
+        match b {
+            // A comment runs to the end of the line; inside a quoted scalar ` #` is text, but
+            // brackets there are text too, so skipping them hides no nesting.
+            b'#' if matches!(previous, b' ' | b'\t' | b'\n') => {
+                i = memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |p| i + p);
+                previous = b'#';
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                nodes += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!("collections nested over {MAX_DEPTH} deep"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'&' | b'*' => nodes += 1,
+            _ => {}
+        }
+        if nodes > MAX_NODES {
+            return Err(format!(
+                "over {MAX_NODES} flow collections, anchors and aliases"
+            ));
+        }
+        previous = b;
+        i += 1;
+    }
+    Ok(())
 }
 
 /// A scalar as text; TOML datetimes arrive as a one-key map.
@@ -323,6 +411,53 @@ mod tests {
         assert_eq!(found.fields.date, "2020-01-02".parse().ok());
         assert_eq!(found.fields.tags, ["dns"]);
         assert_eq!(&text[found.len..], "body");
+    }
+
+    #[test]
+    fn hostile_front_matter_is_not_parsed() {
+        let check = |inner: String| {
+            let text = format!("---\n{inner}\n---\n# Body\n");
+            let start = std::time::Instant::now();
+            let mut diagnostics = Vec::new();
+            let found = extract(&text, &mut diagnostics).unwrap();
+            let took = start.elapsed();
+            assert!(took.as_millis() < 500, "{took:?}");
+            assert_eq!(found.fields, FrontMatter::default());
+            assert_eq!(
+                diagnostics[0].code,
+                DiagnosticCode::FrontMatter,
+                "{diagnostics:?}"
+            );
+            assert_eq!(&text[found.len..], "# Body\n");
+            took
+        };
+        check("[".repeat(200_000));
+        check(format!("a: {}", "[".repeat(200_000)));
+        check(format!(
+            "a: {}{}",
+            "{a: ".repeat(50_000),
+            "}".repeat(50_000)
+        ));
+        check(format!("a: {}", "[x, ']', ".repeat(2_000)));
+        check("- ".repeat(30_000));
+        check(format!("a: {}", "x".repeat(100_000)));
+        let laughs: String = (1..10)
+            .map(|i| {
+                format!(
+                    "l{i}: &l{i} [{}]\n",
+                    vec![format!("*l{}", i - 1); 10].join(", ")
+                )
+            })
+            .collect();
+        check(format!("l0: &l0 lol\n{laughs}"));
+    }
+
+    #[test]
+    fn ordinary_nesting_is_read() {
+        let text = "---\ntitle: \"[draft] {x}\"\ntags: [a, [b, {c: d}]]\nservices:\n  - api\n  - db\n---\n";
+        let found = extract(text, &mut Vec::new()).unwrap();
+        assert_eq!(found.fields.title.as_deref(), Some("[draft] {x}"));
+        assert_eq!(found.fields.services, ["api", "db"]);
     }
 
     #[test]

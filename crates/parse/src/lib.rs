@@ -30,6 +30,9 @@ mod redact;
 mod text;
 mod time;
 
+#[doc(hidden)]
+pub mod testing;
+
 use precedent_core::{
     ContentHash, DateRange, Diagnostic, DiagnosticCode, Incident, IncidentId, Level, Parsed, Step,
     StepId, StepKind, TimelineEntry,
@@ -37,6 +40,7 @@ use precedent_core::{
 
 pub use chunk::ChunkOptions;
 pub use front_matter::FrontMatter;
+pub use redact::redact_name;
 
 /// Version of the chunking rules; the index rebuilds when it changes.
 pub const CHUNKER_VERSION: u32 = 1;
@@ -158,7 +162,8 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
     let sections = assembled.sections.clone();
     let chunks = chunk::chunk(assembled, &options.chunk);
 
-    let path = normalise(relative_path);
+    // Secrets in a file name must not reach the path, id or title shown and indexed.
+    let path = redact::redact_name(&normalise(relative_path));
     let id = IncidentId::from_path(&path);
     let fields = front.as_ref().map(|f| f.fields.clone()).unwrap_or_default();
     let title = fields

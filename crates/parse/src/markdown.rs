@@ -35,6 +35,10 @@ pub(crate) fn leaves(
         walker.event(event, range.start);
     }
     walker.flush();
+    // Rendering undoes escapes, emphasis and entities that split a secret in the source.
+    for leaf in &mut walker.out {
+        crate::redact::redact_leaf(leaf, diagnostics);
+    }
     if walker.max_depth > DEEP {
         diagnostics.push(Diagnostic::new(
             Level::Info,

@@ -47,7 +47,10 @@ fn index_search_show_similar_end_to_end() {
     let corpus = dir.copy_samples("corpus");
     let idx = dir.join("idx");
     let summary = index(&dir, &corpus);
-    assert!(summary.contains("28 added"), "{summary}");
+    assert!(
+        summary.contains(&format!("{} added", sample_count())),
+        "{summary}"
+    );
 
     // A second run changes nothing.
     let again = TestCommand::new(&["index", "--json"])
@@ -57,7 +60,7 @@ fn index_search_show_similar_end_to_end() {
         .json();
     assert_eq!(again["added"], 0);
     assert_eq!(again["updated"], 0);
-    assert_eq!(again["unchanged"], 28);
+    assert_eq!(again["unchanged"], sample_count());
 
     let hits = TestCommand::new(&[
         "search",
@@ -130,7 +133,7 @@ fn index_search_show_similar_end_to_end() {
         .arg("--index")
         .arg(&idx)
         .output();
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(2));
 }
 
 #[test]
@@ -199,4 +202,512 @@ fn help_teaches() {
     }
     let search = TestCommand::new(&["search", "--help"]).stdout();
     assert!(search.contains("--kind") && search.contains("--since") && search.contains("--mode"));
+}
+
+// ---- The CLI as people use it (issue 16) and terminal safety (issue 11, item 9). ----
+
+/// One index of `corpus-samples/` (plus a write-up with terminal escapes in its text and file
+/// name) shared by the tests below: indexing embeds every step, so it is done once.
+struct Shared {
+    dir: Dir,
+    corpus: std::path::PathBuf,
+    idx: std::path::PathBuf,
+    files: u64,
+}
+
+/// Write-ups in `corpus-samples/` (its README is not one).
+fn sample_count() -> usize {
+    std::fs::read_dir(samples())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "README.md")
+        .count()
+}
+
+/// The write-up that tries to drive the terminal: ESC (colour, cursor), OSC (window title) and
+/// BEL in its title, text and file name.
+const HOSTILE_NAME: &str = "evil-\u{1b}[31mred\u{7}.md";
+const HOSTILE: &str = "# Escape \u{1b}]0;pwned\u{7} title\n\n## Summary\n\nThe \u{1b}[2Jzebrafish \
+    cache \u{9b}31m crashed and \u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{1b}\\ rang \u{7} the bell.\n\n\
+    ## Root cause\n\nA zebrafish flag flipped.\n";
+
+fn shared() -> &'static Shared {
+    static SHARED: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = Dir::new();
+        let corpus = dir.copy_samples("corpus");
+        std::fs::write(corpus.join(HOSTILE_NAME), HOSTILE).unwrap();
+        let idx = dir.join("idx");
+        let summary = TestCommand::new(&["index", "--json"])
+            .arg(&corpus)
+            .arg("--index")
+            .arg(&idx)
+            .json();
+        let files = summary["added"].as_u64().unwrap();
+        assert_eq!(files as usize, sample_count() + 1, "{summary}");
+        Shared {
+            dir,
+            corpus,
+            idx,
+            files,
+        }
+    })
+}
+
+/// `precedent ARGS... --index IDX`.
+fn on_index(args: &[&str]) -> TestCommand {
+    TestCommand::new(args).arg("--index").arg(&shared().idx)
+}
+
+fn tls_id() -> String {
+    let shown = on_index(&["show", "--json", "2021-09-30-tls-cert-expiry.md"]).json();
+    shown["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn index_json_gives_seconds_and_records_the_corpus_root() {
+    let s = shared();
+    let again = TestCommand::new(&["index", "--json"])
+        .arg(&s.corpus)
+        .arg("--index")
+        .arg(&s.idx)
+        .json();
+    assert!(again["elapsed"].is_f64(), "{again}");
+    assert_eq!(again["unchanged"], s.files);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.idx.join("manifest.json")).unwrap()).unwrap();
+    let root = std::path::PathBuf::from(manifest["corpus_root"].as_str().unwrap());
+    assert_eq!(root, s.corpus.canonicalize().unwrap());
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_with_status_0() {
+    let s = shared();
+    let id = tls_id();
+    for (what, cmd, keep) in [
+        (
+            "search | head -1",
+            on_index(&["search", "--mode", "lexical", "-k", "1000", "the"]),
+            1,
+        ),
+        ("show | head", on_index(&["show", "--no-pager", &id]), 0),
+        ("show --json | head", on_index(&["show", "--json", &id]), 0),
+        (
+            "parse | head",
+            TestCommand::new(&["parse"]).arg(s.corpus.join("2021-09-30-tls-cert-expiry.md")),
+            0,
+        ),
+        (
+            "search --json | head -1",
+            on_index(&["search", "--json", "--mode", "lexical", "-k", "1000", "the"]),
+            1,
+        ),
+    ] {
+        let (code, lines, stderr) = cmd.env("RUST_BACKTRACE", "1").into_closed_pipe(keep);
+        assert_eq!(code, 0, "{what}: {stderr}");
+        assert_eq!(lines.len(), keep, "{what}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{what}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn exit_status_is_0_found_1_nothing_2_error() {
+    let (code, out, _) = on_index(&["search", "--mode", "lexical", "certificate"]).run();
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = on_index(&["search", "--mode", "lexical", "qqqzzzxxyy"]).run();
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("no matching steps"), "{err}");
+    let (code, _, _) = on_index(&["search", "--json", "--mode", "lexical", "qqqzzzxxyy"]).run();
+    assert_eq!(code, 1);
+    let (code, _, err) = on_index(&["search", "disk", "--since", "soon"]).run();
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = on_index(&["show", "nothing-here-00000000"]).run();
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = TestCommand::new(&["search", "disk", "--index", "/nonexistent/idx"]).run();
+    assert_eq!(code, 2, "{err}");
+    let help = TestCommand::new(&["search", "--help"]).stdout();
+    assert!(help.contains("Exit status: 0"), "{help}");
+}
+
+#[test]
+fn query_words_need_no_quotes() {
+    let joined = on_index(&[
+        "search",
+        "--json",
+        "--mode",
+        "lexical",
+        "certificate",
+        "expired",
+    ])
+    .json();
+    let quoted = on_index(&[
+        "search",
+        "--json",
+        "--mode",
+        "lexical",
+        "certificate expired",
+    ])
+    .json();
+    assert!(!joined["hits"].as_array().unwrap().is_empty());
+    assert_eq!(joined["hits"], quoted["hits"]);
+
+    // `similar` takes words as text when they are not an id.
+    let similar = on_index(&[
+        "similar",
+        "--json",
+        "pods",
+        "crashlooping",
+        "OOMKilled",
+        "after",
+        "deploy",
+    ])
+    .json();
+    let first = similar["incidents"][0]["path"].as_str().unwrap();
+    assert!(first.contains("oom"), "{similar}");
+}
+
+#[test]
+fn dates_take_the_forms_people_type() {
+    for (flag, value) in [
+        ("--since", "2021-09-01"),
+        ("--since", "2021-09"),
+        ("--since", "2021"),
+        ("--until", "2021-09"),
+        ("--until", "7d"),
+        ("--since", "520w"),
+    ] {
+        let (code, out, err) = on_index(&[
+            "search",
+            "--json",
+            "--mode",
+            "lexical",
+            "certificate",
+            flag,
+            value,
+        ])
+        .run();
+        assert!(code == 0 || code == 1, "{flag} {value}: {err}");
+        assert!(out.contains("\"hits\""), "{flag} {value}");
+    }
+    // A month as `until` runs to its last day: the 2021-09-30 incident is in.
+    let hits = on_index(&[
+        "search",
+        "--json",
+        "--mode",
+        "lexical",
+        "certificate",
+        "--since",
+        "2021-09",
+        "--until",
+        "2021-09",
+    ])
+    .json();
+    let paths: Vec<&str> = hits["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["citation"]["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        !paths.is_empty() && paths.iter().all(|p| p.starts_with("2021-09-30")),
+        "{paths:?}"
+    );
+    for bad in ["yesterday-ish", "2023-13", "soon"] {
+        let (code, _, err) = on_index(&["search", "disk", "--since", bad]).run();
+        assert_eq!(code, 2);
+        for form in ["2023-06-01", "2023-06", "2023", "7d", "2w"] {
+            assert!(err.contains(form), "{bad}: {err}");
+        }
+    }
+}
+
+#[test]
+fn incidents_are_found_by_prefix_and_path() {
+    let s = shared();
+    let id = tls_id();
+    assert!(id.starts_with("2021-09-30-tls-cert-expiry"), "{id}");
+    let prefix = &id[..id.len() - 4];
+    for reference in [
+        id.as_str(),
+        prefix,
+        "2021-09-30-tls",
+        "./2021-09-30-tls-cert-expiry.md",
+        s.corpus
+            .join("2021-09-30-tls-cert-expiry.md")
+            .to_str()
+            .unwrap(),
+    ] {
+        let shown = on_index(&["show", "--json", reference]).json();
+        assert_eq!(shown["id"], id.as_str(), "{reference}");
+    }
+    let similar = on_index(&["similar", "--json", "2021-09-30-tls-cert-expiry.md"]).json();
+    let incidents = similar["incidents"].as_array().unwrap();
+    assert!(!incidents.is_empty() && incidents.iter().all(|i| i["incident_id"] != id.as_str()));
+
+    // Ambiguous: the candidates are listed.
+    let (code, _, err) = on_index(&["show", "20"]).run();
+    assert_eq!(code, 2);
+    assert!(err.contains("several incidents"), "{err}");
+    assert!(err.contains("20120701-leap-second-cpu"), "{err}");
+    // Unknown: the closest are listed.
+    let (code, _, err) = on_index(&["show", "tls-cert-expiry-2021"]).run();
+    assert_eq!(code, 2);
+    assert!(err.contains(&id), "{err}");
+}
+
+#[test]
+fn lexical_search_show_and_parse_need_no_model() {
+    let s = shared();
+    let empty = s.dir.join("no-model");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = on_index(&["search", "--mode", "lexical", "certificate", "expired"])
+        .arg("--model-dir")
+        .arg(&empty)
+        .env("XDG_CACHE_HOME", &empty)
+        .env("HOME", &empty)
+        .stdout();
+    assert!(out.contains("cert"), "{out}");
+    let shown = on_index(&["show", "--no-pager", "2021-09-30-tls"])
+        .env("PRECEDENT_MODEL_DIR", &empty)
+        .env("HOME", &empty)
+        .stdout();
+    assert!(
+        shown.contains("steps") || shown.contains("timeline"),
+        "{shown}"
+    );
+    // Hybrid does need it, and says how to do without.
+    let (code, _, err) = on_index(&["search", "certificate"])
+        .arg("--model-dir")
+        .arg(&empty)
+        .run();
+    assert_eq!(code, 2);
+    assert!(err.contains("--mode lexical"), "{err}");
+}
+
+#[test]
+fn plain_text_off_a_terminal_and_colour_on_one() {
+    let query = ["search", "--mode", "lexical", "certificate", "expired"];
+    let plain = on_index(&query).stdout();
+    assert!(
+        !plain.contains('\u{1b}') && !plain.contains("**"),
+        "{plain}"
+    );
+    // One copy-pasteable citation per hit: path:line or path:line-line.
+    let cites: Vec<&str> = plain
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|w| w.contains(".md:") || w.contains(".txt:"))
+        .collect();
+    assert_eq!(cites.len(), 10, "{plain}");
+    for c in &cites {
+        let (_, lines) = c.rsplit_once(':').unwrap();
+        let mut parts = lines.split('-');
+        let a: u32 = parts.next().unwrap().parse().unwrap();
+        if let Some(b) = parts.next() {
+            assert!(b.parse::<u32>().unwrap() > a, "{c}");
+        }
+    }
+    let forced = on_index(&query).arg("--color").arg("always").stdout();
+    assert!(forced.contains("\u{1b}["), "{forced}");
+
+    let (code, tty) = on_index(&query).in_pty();
+    assert_eq!(code, 0, "{tty}");
+    assert!(tty.contains("\u{1b}[1m"), "no bold on a terminal: {tty}");
+    assert!(!tty.contains("**"), "{tty}");
+    let (_, no_color) = on_index(&query).env("NO_COLOR", "1").in_pty();
+    assert!(!no_color.contains('\u{1b}'), "{no_color}");
+    let (_, never) = on_index(&query).arg("--color").arg("never").in_pty();
+    assert!(!never.contains('\u{1b}'), "{never}");
+    // Lines are wrapped at the terminal's 100 columns.
+    assert!(
+        never.lines().all(|l| l.trim_end().chars().count() <= 100),
+        "{never}"
+    );
+}
+
+#[test]
+fn absolute_citations_use_the_recorded_root() {
+    let out = on_index(&["search", "--mode", "lexical", "--absolute", "certificate"]).stdout();
+    let path = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .find(|w| w.contains(".md:"))
+        .unwrap();
+    let file = path.rsplit_once(':').unwrap().0;
+    let file = file.rsplit_once(':').map_or(file, |(f, _)| f);
+    assert!(
+        std::path::Path::new(file).is_absolute() && std::path::Path::new(file).is_file(),
+        "{out}"
+    );
+}
+
+#[test]
+fn show_puts_the_card_first_and_repeats_nothing() {
+    let id = tls_id();
+    let out = on_index(&["show", "--no-pager", &id]).stdout();
+    let card = out.find("\ncard\n").or_else(|| out.find("summary"));
+    let timeline = out.find("\ntimeline\n");
+    assert!(card.is_some(), "{out}");
+    if let Some(t) = timeline {
+        assert!(card.unwrap() < t, "{out}");
+    }
+    // Each step once: its citation is printed once.
+    let shown = on_index(&["show", "--json", &id]).json();
+    let path = shown["path"].as_str().unwrap();
+    for step in shown["steps"].as_array().unwrap() {
+        let (a, b) = (
+            step["line_start"].as_u64().unwrap(),
+            step["line_end"].as_u64().unwrap(),
+        );
+        let cite = if b > a {
+            format!("{path}:{a}-{b}")
+        } else {
+            format!("{path}:{a}")
+        };
+        let n = out
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w == cite))
+            .count();
+        assert!(n >= 1, "{cite} missing: {out}");
+    }
+    let old_style = |w: &str| {
+        w.strip_prefix('L').is_some_and(|r| {
+            r.split('-')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+    };
+    assert!(!out.split_whitespace().any(old_style), "{out}");
+    let only = on_index(&["show", "--no-pager", "--kind", "root_cause", &id]).stdout();
+    assert!(
+        only.contains("root_cause") && !only.contains("detection "),
+        "{only}"
+    );
+    // --json keeps its shape.
+    assert!(
+        shown["steps"].is_array() && shown["timeline"].is_array() && shown["title"].is_string()
+    );
+
+    // On a terminal, long output goes through the pager.
+    let (code, paged) = on_index(&["show", &id])
+        .env("PAGER", "sed -e s/^/paged:/")
+        .in_pty();
+    assert_eq!(code, 0);
+    assert!(paged.contains("paged:"), "{paged}");
+    let (_, unpaged) = on_index(&["show", "--no-pager", &id])
+        .env("PAGER", "sed -e s/^/paged:/")
+        .in_pty();
+    assert!(!unpaged.contains("paged:"), "{unpaged}");
+}
+
+#[test]
+fn terminal_escapes_from_the_corpus_are_never_printed() {
+    let s = shared();
+    let raw =
+        |text: &str| text.contains('\u{1b}') || text.contains('\u{7}') || text.contains('\u{9b}');
+    let search = on_index(&["search", "--mode", "lexical", "zebrafish"]).stdout();
+    assert!(search.contains("zebrafish") && !raw(&search), "{search:?}");
+    assert!(search.contains("\\x1b"), "{search:?}");
+    let search = on_index(&[
+        "search",
+        "--mode",
+        "lexical",
+        "zebrafish",
+        "--color",
+        "always",
+    ])
+    .stdout();
+    assert!(
+        !search.contains("\u{1b}]") && !search.contains('\u{7}'),
+        "{search:?}"
+    );
+    let show = on_index(&["show", "--no-pager", "evil"]).stdout();
+    assert!(show.contains("zebrafish") && !raw(&show), "{show:?}");
+    let parse = TestCommand::new(&["parse"])
+        .arg(s.corpus.join(HOSTILE_NAME))
+        .stdout();
+    assert!(parse.contains("zebrafish") && !raw(&parse), "{parse:?}");
+    let similar = on_index(&["similar", "zebrafish", "cache", "crashed"]).stdout();
+    assert!(!raw(&similar), "{similar:?}");
+}
+
+#[test]
+fn similar_takes_plain_notes() {
+    let s = shared();
+    for name in ["notes.log", "notes", "notes.txt"] {
+        let notes = s.dir.create(
+            &format!("notes/{name}"),
+            "14:02 pods OOMKilled again after the deploy\nmemory limit 512Mi, restarts climbing\n",
+        );
+        let out = TestCommand::new(&["similar", "--json", "--file"])
+            .arg(&notes)
+            .arg("--index")
+            .arg(&s.idx)
+            .json();
+        let first = out["incidents"][0]["path"].as_str().unwrap();
+        assert!(
+            first.contains("oom") || first.contains("memory"),
+            "{name}: {out}"
+        );
+    }
+}
+
+#[test]
+fn help_is_short_and_complete_on_demand() {
+    let short = TestCommand::new(&["search", "--help"]).stdout();
+    assert!(!short.contains("--qdrant-url"), "{short}");
+    assert!(short.contains("--help-all"), "{short}");
+    assert!(
+        short.contains("Usage: precedent search [OPTIONS] <QUERY>..."),
+        "{short}"
+    );
+    let all = TestCommand::new(&["search", "--help-all"]).stdout();
+    assert!(
+        all.contains("Qdrant store") && all.contains("--qdrant-url"),
+        "{all}"
+    );
+    let similar = TestCommand::new(&["similar", "--help"]).stdout();
+    assert!(
+        !similar.contains("Usage: precedent similar --index"),
+        "{similar}"
+    );
+    let mcp = TestCommand::new(&["mcp", "--help-all"]).stdout();
+    assert!(
+        !mcp.contains("503") && !mcp.contains("--concurrency"),
+        "{mcp}"
+    );
+}
+
+#[test]
+fn mcp_prints_a_ready_config() {
+    let s = shared();
+    let config = on_index(&["mcp", "--print-config"]).json();
+    let server = &config["mcpServers"]["precedent"];
+    let args: Vec<&str> = server["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(std::path::Path::new(server["command"].as_str().unwrap()).is_absolute());
+    assert_eq!(args[0], "mcp");
+    let idx = args.iter().position(|a| *a == "--index").unwrap();
+    assert_eq!(
+        std::path::Path::new(args[idx + 1]),
+        s.idx.canonicalize().unwrap()
+    );
+    let model = args.iter().position(|a| *a == "--model-dir").unwrap();
+    assert!(
+        std::path::Path::new(args[model + 1])
+            .join("config.json")
+            .is_file()
+    );
+}
+
+#[test]
+fn serve_says_serving_only_once_it_serves() {
+    let (code, _, err) = on_index(&["serve", "--addr", "0.0.0.0:0"]).run();
+    assert_eq!(code, 2, "{err}");
+    assert!(!err.contains("serving"), "{err}");
 }

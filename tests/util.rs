@@ -66,6 +66,9 @@ impl TestCommand {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_precedent"));
         cmd.args(args)
             .env_remove("PRECEDENT_INDEX")
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .env_remove("PRECEDENT_PAGER")
             .env("PRECEDENT_LOG", "warn");
         TestCommand { cmd, stdin: None }
     }
@@ -73,6 +76,103 @@ impl TestCommand {
     pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> TestCommand {
         self.cmd.arg(arg);
         self
+    }
+
+    pub fn args<S: AsRef<std::ffi::OsStr>>(
+        mut self,
+        args: impl IntoIterator<Item = S>,
+    ) -> TestCommand {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> TestCommand {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Runs and returns the exit code, stdout and stderr, whatever the outcome.
+    pub fn run(self) -> (i32, String, String) {
+        let out = self.output();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs with stdout to a pipe whose reader takes `keep` lines and then goes away, as
+    /// `| head -n keep` does; returns the exit code, the lines read and stderr.
+    pub fn into_closed_pipe(mut self, keep: usize) -> (i32, Vec<String>, String) {
+        use std::io::BufRead;
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("precedent runs");
+        let stdout = child.stdout.take().unwrap();
+        let lines: Vec<String> = std::io::BufReader::new(stdout)
+            .lines()
+            .take(keep)
+            .map(|l| l.unwrap())
+            .collect();
+        // The reader is dropped here: later writes fail with a broken pipe.
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            lines,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs with stdout on a pseudo-terminal of 100 columns; returns the exit code and what
+    /// the terminal received.
+    #[cfg(unix)]
+    pub fn in_pty(mut self) -> (i32, String) {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        use std::io::Read;
+        use std::os::unix::ffi::OsStrExt;
+
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(std::ffi::OsStr::from_bytes(name.as_bytes()))
+            .expect("open the pty");
+        let size = rustix::termios::Winsize {
+            ws_row: 40,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&slave, size).expect("window size");
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(slave))
+            .stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("precedent runs");
+        // Our copy of the terminal's child side must close, or reading never ends.
+        drop(self.cmd);
+        let mut master = std::fs::File::from(master);
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match master.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Linux answers EIO once the child side is closed.
+                Err(_) => break,
+            }
+        }
+        let status = child.wait().unwrap();
+        (
+            status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&seen).into_owned(),
+        )
     }
 
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> TestCommand {

@@ -7,9 +7,10 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use precedent_core::{Embedder, IncidentId, StepKind};
 use precedent_embed::{BertEmbedder, EmbedderOptions, resolve_model_dir};
-use precedent_index::Filters;
+use precedent_index::dates::{DateEdge, parse_date, today};
 #[cfg(feature = "qdrant")]
 pub use precedent_index::qdrant::QdrantStore;
+use precedent_index::{Engine, Filters};
 
 /// Stands in for the Qdrant store in a build without the `qdrant` feature: it cannot exist, so
 /// its methods are never called; `--store qdrant` fails with a clear error before.
@@ -92,6 +93,44 @@ impl ModelArgs {
     }
 }
 
+/// Stands in for the model where none is needed (lexical search): it has no vectors to give,
+/// and says so if asked.
+#[derive(Debug)]
+pub struct NoModel;
+
+impl Embedder for NoModel {
+    fn model_id(&self) -> &str {
+        "none"
+    }
+    fn dimension(&self) -> usize {
+        0
+    }
+    fn embed(&self, _: &[&str]) -> Result<Vec<Vec<f32>>, precedent_core::BoxError> {
+        Err("no embedding model loaded (lexical mode)".into())
+    }
+}
+
+/// Adds what to do to an error that has a known way out: a model that does not match the
+/// index.
+pub fn explain(err: anyhow::Error, model: &ModelArgs, index: &IndexArgs) -> anyhow::Error {
+    let Some(precedent_index::Error::ModelMismatch { index_model, .. }) =
+        err.downcast_ref::<precedent_index::Error>()
+    else {
+        return err;
+    };
+    let given = model.model_dir.as_ref().map_or_else(
+        || "the default model".to_owned(),
+        |d| d.display().to_string(),
+    );
+    let hint = format!(
+        "either pass --model-dir with the model the index was built with ({index_model}), or \
+         re-index with this one: `precedent index DIR --index {} --model-dir {given}` (a full \
+         rebuild); `--mode lexical` needs no model",
+        index.index.display()
+    );
+    err.context(hint)
+}
+
 /// Where steps are stored and searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StoreKind {
@@ -102,29 +141,42 @@ pub enum StoreKind {
     Qdrant,
 }
 
-/// `--store` and the Qdrant connection.
+/// `--store` and the Qdrant connection: under their own heading, shown by `--help-all`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Qdrant store (shown by --help-all)")]
 pub struct StoreArgs {
     /// Where steps are stored and searched.
-    #[arg(long, env = "PRECEDENT_STORE", default_value = "embedded")]
+    #[arg(
+        long,
+        env = "PRECEDENT_STORE",
+        default_value = "embedded",
+        hide_short_help = true
+    )]
     pub store: StoreKind,
     /// Qdrant gRPC URL (with --store qdrant).
     #[arg(
         long,
         env = "PRECEDENT_QDRANT_URL",
         default_value = "http://127.0.0.1:6334",
-        value_name = "URL"
+        value_name = "URL",
+        hide_short_help = true
     )]
     pub qdrant_url: String,
     /// File holding the Qdrant API key (never on the command line).
-    #[arg(long, env = "PRECEDENT_QDRANT_API_KEY_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "PRECEDENT_QDRANT_API_KEY_FILE",
+        value_name = "FILE",
+        hide_short_help = true
+    )]
     pub qdrant_api_key_file: Option<PathBuf>,
     /// Qdrant collection.
     #[arg(
         long,
         env = "PRECEDENT_COLLECTION",
         default_value = "precedent",
-        value_name = "NAME"
+        value_name = "NAME",
+        hide_short_help = true
     )]
     pub collection: String,
     /// Exact (brute-force) dense search in Qdrant instead of its HNSW.
@@ -174,47 +226,67 @@ pub struct FilterArgs {
     /// Only incidents with this tag (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
-    /// Only incidents that started on or after this day (YYYY-MM-DD).
-    #[arg(long, value_name = "DATE")]
+    /// Only incidents that started on or after this date: 2023-06-01, 2023-06, 2023, or a
+    /// time ago such as 7d or 2w.
+    #[arg(long, value_name = "DATE", value_parser = parse_since)]
     pub since: Option<NaiveDate>,
-    /// Only incidents that started on or before this day (YYYY-MM-DD).
-    #[arg(long, value_name = "DATE")]
+    /// Only incidents that started on or before this date (2023-06 means up to June 30).
+    #[arg(long, value_name = "DATE", value_parser = parse_until)]
     pub until: Option<NaiveDate>,
-    /// Only steps of this incident (repeatable).
+    /// Only steps of this incident: an id, a unique id prefix or a path (repeatable).
     #[arg(long = "incident", value_name = "ID")]
-    pub incidents: Vec<IncidentId>,
+    pub incidents: Vec<String>,
+}
+
+fn parse_since(text: &str) -> Result<NaiveDate, String> {
+    parse_date(text, DateEdge::Start, today()).map_err(|e| e.to_string())
+}
+
+fn parse_until(text: &str) -> Result<NaiveDate, String> {
+    parse_date(text, DateEdge::End, today()).map_err(|e| e.to_string())
 }
 
 impl FilterArgs {
-    pub fn to_filters(&self) -> Filters {
-        Filters {
+    /// The filters, with `--incident` references resolved against `engine` (taken as exact
+    /// ids when there is none, as with Qdrant).
+    pub fn to_filters(&self, engine: Option<&Engine>) -> anyhow::Result<Filters> {
+        let incident_ids = self
+            .incidents
+            .iter()
+            .map(|r| match engine {
+                Some(engine) => Ok(engine.resolve_incident(r)?),
+                None => IncidentId::parse(r).map_err(anyhow::Error::from),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Filters {
             kinds: self.kinds.clone(),
             services: self.services.clone(),
             severities: self.severities.clone(),
             since: self.since,
             until: self.until,
             tags: self.tags.clone(),
-            incident_ids: self.incidents.clone(),
-        }
+            incident_ids,
+        })
     }
 }
 
 /// Writes `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
     use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // As an io::Error, so that a closed pipe is recognised as one.
+    serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::from)?;
     writeln!(out)?;
+    out.flush()?;
     Ok(())
 }
 
-/// Shortens `text` to about `max` characters on a word boundary, on one line.
-pub fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() <= max {
-        return flat;
-    }
-    let cut: String = flat.chars().take(max).collect();
-    let end = cut.rfind(' ').unwrap_or(cut.len());
-    format!("{}…", &cut[..end])
+/// Opens the embedded index, saying how to build one when there is none.
+pub fn open(index: &IndexArgs) -> anyhow::Result<Engine> {
+    Engine::open(&index.index).with_context(|| {
+        format!(
+            "cannot open the index at {} (build it with `precedent index DIR`)",
+            index.index.display()
+        )
+    })
 }

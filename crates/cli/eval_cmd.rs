@@ -7,8 +7,8 @@ use anyhow::Context;
 use precedent_index::Mode;
 use precedent_index::eval::{self, EvalReport};
 
+use crate::common::open;
 use crate::common::{IndexArgs, ModelArgs, print_json};
-use crate::search_cmd::open;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -1,18 +1,21 @@
 //! `precedent index DIR`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use precedent_index::{IndexWriter, Phase, Progress, WriterOptions};
 
 use crate::common::{IndexArgs, ModelArgs, StoreArgs, StoreKind, print_json};
+use crate::output::clean;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Directory of write-ups (.md, .markdown, .txt), searched recursively.
+    #[arg(value_name = "DIR")]
     dir: PathBuf,
     #[command(flatten)]
     index: IndexArgs,
@@ -29,19 +32,20 @@ pub struct Args {
 }
 
 /// An indicatif bar on a terminal, nothing otherwise.
-struct Bar(Option<ProgressBar>);
+struct Bar(Option<ProgressBar>, Arc<Mutex<&'static str>>);
 
 impl Progress for Bar {
     fn start(&self, phase: Phase, total: u64) {
         let Some(bar) = &self.0 else { return };
-        let label = match phase {
-            Phase::Scan => "scanning",
-            Phase::Parse => "parsing",
-            Phase::Embed => "embedding",
-            Phase::Write => "writing",
-            Phase::Mirror => "qdrant",
-            _ => "working",
+        let (label, unit) = match phase {
+            Phase::Scan => ("scanning", "files"),
+            Phase::Parse => ("parsing", "files"),
+            Phase::Embed => ("embedding", "steps"),
+            Phase::Write => ("writing", "steps"),
+            Phase::Mirror => ("qdrant", "points"),
+            _ => ("working", "items"),
         };
+        *self.1.lock().unwrap_or_else(|e| e.into_inner()) = unit;
         bar.reset();
         bar.set_length(total);
         bar.set_position(0);
@@ -52,6 +56,17 @@ impl Progress for Bar {
         if let Some(bar) = &self.0 {
             bar.inc(done);
         }
+    }
+}
+
+/// A rate for people: a whole number with its unit, one decimal below 10.
+fn rate(per_sec: f64, unit: &str) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        format!("- {unit}/s")
+    } else if per_sec < 10.0 {
+        format!("{per_sec:.1} {unit}/s")
+    } else {
+        format!("{per_sec:.0} {unit}/s")
     }
 }
 
@@ -66,29 +81,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut options = WriterOptions::default();
     options.parse.max_bytes = args.max_bytes;
+    let rebuild_reason = precedent_index::rebuild_reason(&args.index.index, embedder.as_ref())
+        .ok()
+        .flatten();
     let mut writer = IndexWriter::open(&args.index.index, embedder, options)
         .with_context(|| format!("cannot open the index at {}", args.index.index.display()))?;
+    let unit = Arc::new(Mutex::new("files"));
     let bar = std::io::stderr().is_terminal().then(|| {
+        let unit = unit.clone();
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {rate} eta {eta}")
                 .expect("static template")
+                .with_key(
+                    "rate",
+                    move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let unit = *unit.lock().unwrap_or_else(|e| e.into_inner());
+                        let _ = w.write_str(&rate(state.per_sec(), unit));
+                    },
+                )
                 .progress_chars("=> "),
         );
         bar
     });
-    let summary = writer.sync_dir(&args.dir, &Bar(bar.clone()))?;
+    let summary = writer.sync_dir(&args.dir, &Bar(bar.clone(), unit.clone()))?;
     // Mirror while the writer (and its lock) is alive, so the generation cannot change.
     let mirrored = match &qdrant {
-        Some(store) => Some(store.sync_from(&args.index.index, &Bar(bar.clone()))?),
+        Some(store) => Some(store.sync_from(&args.index.index, &Bar(bar.clone(), unit.clone()))?),
         None => None,
     };
     drop(writer);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let rebuild_reason = summary.rebuilt.then_some(rebuild_reason).flatten();
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
+        // Durations as seconds, numbers.
+        value["elapsed"] = serde_json::json!(summary.elapsed.as_secs_f64());
+        value["rebuild_reason"] = serde_json::json!(rebuild_reason);
         if let (Some(m), Some(store)) = (&mirrored, &qdrant) {
             value["qdrant"] = serde_json::json!({
                 "collection": store.collection(),
@@ -96,41 +127,46 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "revisions_deleted": m.revisions_deleted,
                 "points_upserted": m.points_upserted,
                 "points_total": m.points_total,
-                "elapsed_ms": m.elapsed.as_millis() as u64,
+                "elapsed": m.elapsed.as_secs_f64(),
             });
         }
         print_json(&value)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let secs = summary.elapsed.as_secs_f64();
-    println!(
-        "indexed {} into {} (generation {}{})",
+    let rebuilt = match (&rebuild_reason, summary.rebuilt) {
+        (Some(reason), _) => format!(", full rebuild: {reason}"),
+        (None, true) if summary.generation > 1 => ", full rebuild".to_owned(),
+        _ => String::new(),
+    };
+    writeln!(
+        out,
+        "indexed {} into {} (generation {}{rebuilt})",
         args.dir.display(),
         args.index.index.display(),
         summary.generation,
-        if summary.rebuilt {
-            ", full rebuild"
-        } else {
-            ""
-        }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "files: {} added, {} updated, {} removed, {} unchanged, {} skipped",
         summary.added,
         summary.updated,
         summary.removed,
         summary.unchanged,
         summary.skipped.len()
-    );
-    println!(
-        "steps: {} in the index, {} embedded in {:.1} s ({:.0} steps/s)",
+    )?;
+    writeln!(
+        out,
+        "steps: {} in the index, {} embedded in {:.1} s ({})",
         summary.steps_total,
         summary.steps_embedded,
         secs,
-        summary.steps_embedded as f64 / secs.max(1e-9)
-    );
+        rate(summary.steps_embedded as f64 / secs.max(1e-9), "steps")
+    )?;
     if let (Some(m), Some(store)) = (&mirrored, &qdrant) {
-        println!(
+        writeln!(
+            out,
             "qdrant {}: {} incidents written ({} points), {} stale revisions deleted, {} points in total, in {:.1} s",
             store.collection(),
             m.incidents_upserted,
@@ -138,10 +174,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             m.revisions_deleted,
             m.points_total,
             m.elapsed.as_secs_f64()
-        );
+        )?;
     }
     for (path, reason) in &summary.skipped {
-        println!("skipped {path}: {reason}");
+        writeln!(out, "skipped {}: {}", clean(path), clean(reason))?;
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@ mod common;
 mod embed_cmd;
 mod eval_cmd;
 mod index_cmd;
+mod output;
 mod parse_cmd;
 mod search_cmd;
 mod serve_cmd;
@@ -11,7 +12,14 @@ mod show_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::output::ColorWhen;
+
+/// Closing words of every help text.
+const EXIT_STATUS: &str = "\
+Exit status: 0 when something was found (or the command succeeded), 1 when a search, similar or
+parse found nothing, 2 on errors (as grep). `--help-all` also shows the Qdrant store options.";
 
 /// Searchable memory of past incidents.
 ///
@@ -24,9 +32,20 @@ use clap::{Parser, Subcommand};
     name = "precedent",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    disable_help_flag = true,
+    after_help = EXIT_STATUS
 )]
 struct Cli {
+    /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    color: ColorWhen,
+    /// Print help (--help-all for every option).
+    #[arg(short = 'h', long = "help", global = true, action = ArgAction::HelpShort)]
+    help: Option<bool>,
+    /// Print help with every option, the Qdrant store's included.
+    #[arg(long = "help-all", global = true, action = ArgAction::HelpLong)]
+    help_all: Option<bool>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,12 +81,19 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let mut command = Cli::command();
+    // Help flags are the global ones above; the exit status is told by every command.
+    command = command.mut_subcommands(|sub| sub.disable_help_flag(true).after_help(EXIT_STATUS));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let color = cli.color;
     let result = match cli.command {
         Command::Index(args) => index_cmd::run(args),
-        Command::Search(args) => search_cmd::search(args),
-        Command::Similar(args) => search_cmd::similar(args),
-        Command::Show(args) => show_cmd::run(args),
+        Command::Search(args) => search_cmd::search(args, color),
+        Command::Similar(args) => search_cmd::similar(args, color),
+        Command::Show(args) => show_cmd::run(args, color),
         Command::Parse(args) => parse_cmd::run(args),
         Command::Embed(args) => embed_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
@@ -76,12 +102,23 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A reader that went away (`| head`) is not an error, as with grep and rg.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            // Error texts can carry corpus file names: never let them drive the terminal.
+            eprintln!("error: {}", output::clean(&err.to_string()));
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", output::clean(&cause.to_string()));
             }
             ExitCode::from(2)
         }
     }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -8,9 +8,13 @@ use anyhow::Context;
 use precedent_core::{Level, Parsed};
 use precedent_parse::{ParseOptions, parse_file};
 
+use crate::common::print_json;
+use crate::output::{citation, clean};
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The write-up to parse (.md, .markdown or .txt).
+    #[arg(value_name = "FILE")]
     file: PathBuf,
     /// Print the parse as JSON (the Incident and diagnostics).
     #[arg(long)]
@@ -35,12 +39,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..ParseOptions::default()
     };
     let parsed = parse_file(&name, &args.file, &options);
-    let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &parsed)?;
-        writeln!(out)?;
+        print_json(&parsed)?;
     } else {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         print_human(&mut out, &parsed)?;
+        out.flush()?;
     }
     Ok(if parsed.incident.is_some() {
         ExitCode::SUCCESS
@@ -57,13 +61,14 @@ fn print_human(out: &mut impl Write, parsed: &Parsed) -> std::io::Result<()> {
             Level::Error => "error",
         };
         let line = d.line.map(|l| format!(" (line {l})")).unwrap_or_default();
-        writeln!(out, "{level}: {}{line}", d.message)?;
+        writeln!(out, "{level}: {}{line}", clean(&d.message))?;
     }
     let Some(incident) = &parsed.incident else {
         return writeln!(out, "skipped");
     };
     writeln!(out, "id:        {}", incident.id)?;
-    writeln!(out, "title:     {}", incident.title)?;
+    writeln!(out, "title:     {}", clean(&incident.title))?;
+    writeln!(out, "path:      {}", clean(&incident.path))?;
     if let Some(date) = &incident.date {
         match date.end {
             Some(end) => writeln!(out, "date:      {} .. {end}", date.start)?,
@@ -71,13 +76,13 @@ fn print_human(out: &mut impl Write, parsed: &Parsed) -> std::io::Result<()> {
         }
     }
     if let Some(severity) = &incident.severity {
-        writeln!(out, "severity:  {severity}")?;
+        writeln!(out, "severity:  {}", clean(severity))?;
     }
     if !incident.services.is_empty() {
-        writeln!(out, "services:  {}", incident.services.join(", "))?;
+        writeln!(out, "services:  {}", clean(&incident.services.join(", ")))?;
     }
     if !incident.tags.is_empty() {
-        writeln!(out, "tags:      {}", incident.tags.join(", "))?;
+        writeln!(out, "tags:      {}", clean(&incident.tags.join(", ")))?;
     }
     writeln!(
         out,
@@ -101,20 +106,19 @@ fn print_human(out: &mut impl Write, parsed: &Parsed) -> std::io::Result<()> {
         let at = step
             .at
             .as_ref()
-            .map(|a| format!(" @{}", a.raw))
+            .map(|a| format!(" @{}", clean(&a.raw)))
             .unwrap_or_default();
         writeln!(out)?;
         writeln!(
             out,
-            "#{:<3} {:<14} L{}-{}{at}{outcome}  {}",
+            "#{:<3} {:<14} {}{at}{outcome}  {}",
             step.ordinal,
             step.kind.as_str(),
-            step.line_start,
-            step.line_end,
-            step.heading_path.join(" > ")
+            citation(&clean(&incident.path), step.line_start, step.line_end),
+            clean(&step.heading_path.join(" > "))
         )?;
         for line in step.text.lines() {
-            writeln!(out, "     {line}")?;
+            writeln!(out, "     {}", clean(line))?;
         }
     }
     Ok(())

@@ -1,21 +1,30 @@
-//! `precedent search QUERY` and `precedent similar`.
+//! `precedent search QUERY...` and `precedent similar`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
-use precedent_core::IncidentId;
+use precedent_core::Embedder;
 #[cfg(not(feature = "qdrant"))]
 use precedent_index::QueryStore as _;
-use precedent_index::{Engine, Hit, Mode, SearchRequest, SimilarRequest, SimilarSource};
+use precedent_index::{
+    Engine, Hit, Mode, SearchRequest, SearchResponse, SimilarRequest, SimilarSource,
+};
 
-use crate::common::{FilterArgs, IndexArgs, ModelArgs, StoreArgs, StoreKind, one_line, print_json};
+use crate::common::{
+    FilterArgs, IndexArgs, ModelArgs, NoModel, StoreArgs, StoreKind, explain, open, print_json,
+};
+use crate::output::{ColorWhen, Printer, citation};
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
-    /// What you are seeing or suspect, in your own words; quotes match a phrase.
-    query: String,
-    /// Retrieval: hybrid (full text + meaning, fused), lexical (full text) or vector (meaning).
+    /// What you are seeing or suspect, in your own words (several words need no quotes;
+    /// "quoted words" match as a phrase).
+    #[arg(required = true, num_args = 1.., value_name = "QUERY")]
+    query: Vec<String>,
+    /// Retrieval: hybrid (full text + meaning, fused), lexical (full text, needs no model) or
+    /// vector (meaning).
     #[arg(long, default_value = "hybrid")]
     mode: Mode,
     /// Number of steps to return.
@@ -23,146 +32,115 @@ pub struct SearchArgs {
     k: usize,
     #[command(flatten)]
     filters: FilterArgs,
+    /// Print citations with the absolute path of the write-up (the corpus root recorded by
+    /// `precedent index`).
+    #[arg(long)]
+    absolute: bool,
+    /// Print the response as JSON.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     index: IndexArgs,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
     store: StoreArgs,
-    /// Print the response as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
-pub fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
-    let embedder = args.model.load()?;
-    let request = SearchRequest::new(args.query)
+/// The model, or a reason it is needed when it cannot be found.
+fn load_model(model: &ModelArgs, what: &str) -> anyhow::Result<Arc<dyn Embedder>> {
+    model
+        .load()
+        .with_context(|| format!("{what} needs the embedding model (`--mode lexical` does not)"))
+}
+
+pub fn search(args: SearchArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
+    let query = args.query.join(" ");
+    let mut request = SearchRequest::new(query)
         .with_mode(args.mode)
-        .with_k(args.k)
-        .with_filters(args.filters.to_filters());
-    let response = match args.store.store {
-        StoreKind::Embedded => open(&args.index)?.search(&request, embedder.as_ref())?,
-        StoreKind::Qdrant => args
-            .store
-            .qdrant(embedder.as_ref())?
-            .search(&request, embedder.as_ref())?,
+        .with_k(args.k);
+    let (response, root) = match args.store.store {
+        StoreKind::Embedded => {
+            let engine = open(&args.index)?;
+            let embedder: Arc<dyn Embedder> = match args.mode {
+                Mode::Lexical => Arc::new(NoModel),
+                _ => load_model(&args.model, "hybrid and vector search")?,
+            };
+            request = request.with_filters(args.filters.to_filters(Some(&engine))?);
+            let response = engine
+                .search(&request, embedder.as_ref())
+                .map_err(|e| explain(e.into(), &args.model, &args.index))?;
+            (response, engine.corpus_root())
+        }
+        StoreKind::Qdrant => {
+            let embedder = load_model(&args.model, "search in Qdrant")?;
+            request = request.with_filters(args.filters.to_filters(None)?);
+            let response = args
+                .store
+                .qdrant(embedder.as_ref())?
+                .search(&request, embedder.as_ref())?;
+            (response, recorded_root(&args.index))
+        }
     };
+    let found = !response.hits.is_empty();
     if args.json {
         print_json(&response)?;
-    } else if response.hits.is_empty() {
-        println!("no matching steps");
     } else {
-        for (i, hit) in response.hits.iter().enumerate() {
-            print_hit(i + 1, hit, "");
-        }
-        println!("({} ms)", response.took_ms);
+        print_hits(
+            &response,
+            color,
+            args.absolute.then_some(root).flatten().as_deref(),
+        )?;
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["id", "file", "text"])))]
-pub struct SimilarArgs {
-    /// An indexed incident id (see `precedent search` or `precedent show`).
-    id: Option<IncidentId>,
-    /// A write-up that need not be indexed, e.g. the draft of the current incident.
-    #[arg(long, value_name = "PATH")]
-    file: Option<PathBuf>,
-    /// Free text: what on-call sees right now.
-    #[arg(long, value_name = "TEXT")]
-    text: Option<String>,
-    /// Number of incidents to return.
-    #[arg(short, default_value_t = 10)]
-    k: usize,
-    #[command(flatten)]
-    filters: FilterArgs,
-    #[command(flatten)]
-    index: IndexArgs,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    store: StoreArgs,
-    /// Print the response as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-pub fn similar(args: SimilarArgs) -> anyhow::Result<ExitCode> {
-    let source = match (args.id, args.file, args.text) {
-        (Some(id), _, _) => SimilarSource::Incident(id),
-        (_, Some(file), _) => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let path = file
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("draft.md")
-                .to_owned();
-            SimilarSource::WriteUp { path, text }
-        }
-        (_, _, Some(text)) => SimilarSource::Text(text),
-        _ => anyhow::bail!("give an incident id, --file or --text"),
-    };
-    let embedder = args.model.load()?;
-    let request = SimilarRequest {
-        source,
-        k: args.k,
-        filters: args.filters.to_filters(),
-    };
-    let response = match args.store.store {
-        StoreKind::Embedded => open(&args.index)?.similar(&request, embedder.as_ref())?,
-        StoreKind::Qdrant => args
-            .store
-            .qdrant(embedder.as_ref())?
-            .similar(&request, embedder.as_ref())?,
-    };
-    if args.json {
-        print_json(&response)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if response.incidents.is_empty() {
-        println!("no similar incidents");
-    }
-    for (i, incident) in response.incidents.iter().enumerate() {
-        let date = incident
-            .date
-            .map(|d| d.start.to_string())
-            .unwrap_or_else(|| "undated".into());
-        println!(
-            "{:>2}. {}  ({date}, score {:.4})",
-            i + 1,
-            incident.title,
-            incident.score
-        );
-        println!("    {}  {}", incident.incident_id, incident.path);
-        for hit in &incident.steps {
-            println!(
-                "      - [{}] L{}-{}: {}",
-                hit.kind,
-                hit.citation.line_start,
-                hit.citation.line_end,
-                one_line(&hit.snippet, 110)
-            );
-        }
-    }
-    println!("({} ms)", response.took_ms);
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn open(index: &IndexArgs) -> anyhow::Result<Engine> {
-    Engine::open(&index.index).with_context(|| {
-        format!(
-            "cannot open the index at {} (build it with `precedent index DIR`)",
-            index.index.display()
-        )
+    Ok(if found {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 
-fn print_hit(rank: usize, hit: &Hit, indent: &str) {
+/// The corpus root recorded in the embedded index, if it can be read.
+fn recorded_root(index: &IndexArgs) -> Option<PathBuf> {
+    Engine::open(&index.index).ok()?.corpus_root()
+}
+
+fn print_hits(
+    response: &SearchResponse,
+    color: ColorWhen,
+    root: Option<&Path>,
+) -> anyhow::Result<()> {
+    if response.hits.is_empty() {
+        eprintln!("no matching steps");
+        return Ok(());
+    }
+    let mut p = Printer::stdout(color);
+    for (i, hit) in response.hits.iter().enumerate() {
+        print_hit(&mut p, i + 1, hit, root)?;
+    }
+    p.line(&p.dim(&format!("({} ms)", response.took_ms)))?;
+    p.finish()?;
+    Ok(())
+}
+
+/// `path` as given, or under `root` when `--absolute` found one.
+pub fn shown_path(path: &str, root: Option<&Path>) -> String {
+    match root {
+        Some(root) => root.join(path).display().to_string(),
+        None => path.to_owned(),
+    }
+}
+
+fn print_hit(p: &mut Printer, rank: usize, hit: &Hit, root: Option<&Path>) -> std::io::Result<()> {
     let c = &hit.citation;
-    println!("{indent}{rank:>2}. [{}] {}", hit.kind, hit.title);
-    println!("{indent}    {}:{}-{}", c.path, c.line_start, c.line_end);
-    println!("{indent}    {}", one_line(&hit.snippet, 160));
+    let cite = citation(&shown_path(&c.path, root), c.line_start, c.line_end);
+    let lead = format!(
+        "{rank:>2}. {}  {}  ",
+        p.path(&cite),
+        p.kind(&format!("[{}]", hit.kind)),
+    );
+    let lead_width = 4 + cite.chars().count() + 2 + hit.kind.as_str().len() + 4;
+    p.wrapped_title(&lead, lead_width, "    ", &hit.title)?;
+    p.wrapped("    ", 4, "    ", &hit.snippet)?;
     let s = &hit.score;
     let lexical = match (s.lexical_rank, s.lexical_score) {
         (Some(r), Some(v)) => format!("lexical #{r} ({v:.2})"),
@@ -172,5 +150,199 @@ fn print_hit(rank: usize, hit: &Hit, indent: &str) {
         (Some(r), Some(v)) => format!("vector #{r} ({v:.3})"),
         _ => "vector -".into(),
     };
-    println!("{indent}    fused {:.4} · {lexical} · {vector}", s.fused);
+    p.line(&format!(
+        "    {}",
+        p.dim(&format!("fused {:.4} · {lexical} · {vector}", s.fused))
+    ))
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["source", "file", "text"])))]
+pub struct SimilarArgs {
+    /// An indexed incident (id, unique id prefix, or path relative to the corpus root), or a
+    /// description of what on-call sees (several words need no quotes).
+    #[arg(value_name = "ID|TEXT", num_args = 1..)]
+    source: Vec<String>,
+    /// A draft write-up (.md, .txt) or plain notes (.log, .txt, no extension) that need not be
+    /// indexed.
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Free text, even when it looks like an id.
+    #[arg(long, value_name = "TEXT")]
+    text: Option<String>,
+    /// Number of incidents to return.
+    #[arg(short, default_value_t = 10)]
+    k: usize,
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// Print citations with the absolute path of the write-up.
+    #[arg(long)]
+    absolute: bool,
+    /// Print the response as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    index: IndexArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Whether a single word that names no incident was meant as one: it has the shape of a path
+/// or of a full id (ending in the 8-hex-digit hash).
+fn looks_like_a_reference(word: &str) -> bool {
+    if word.contains('/') || word.ends_with(".md") || word.ends_with(".txt") {
+        return true;
+    }
+    word.rsplit_once('-')
+        .is_some_and(|(_, tail)| tail.len() == 8 && tail.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// What `similar` compares with, from its arguments.
+fn similar_source(args: &SimilarArgs, engine: Option<&Engine>) -> anyhow::Result<SimilarSource> {
+    if let Some(file) = &args.file {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("draft.md")
+            .to_owned();
+        let ext = Path::new(&name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        return Ok(match ext.as_deref() {
+            Some("md" | "markdown") => SimilarSource::WriteUp { path: name, text },
+            // A .txt file can be a write-up or notes: a write-up if the parser finds one.
+            Some("txt") if is_write_up(&name, &text) => SimilarSource::WriteUp { path: name, text },
+            _ => SimilarSource::Text(text),
+        });
+    }
+    if let Some(text) = &args.text {
+        return Ok(SimilarSource::Text(text.clone()));
+    }
+    if let [word] = args.source.as_slice()
+        && let Some(engine) = engine
+    {
+        return match engine.resolve_incident(word) {
+            Ok(id) => Ok(SimilarSource::Incident(id)),
+            Err(
+                err @ precedent_index::Error::IncidentRef {
+                    ambiguous: true, ..
+                },
+            ) => Err(err.into()),
+            Err(err) if looks_like_a_reference(word) => Err(anyhow::Error::from(err)
+                .context("pass --text to search for it as a description instead")),
+            Err(_) => Ok(SimilarSource::Text(word.clone())),
+        };
+    }
+    if let [word] = args.source.as_slice()
+        && looks_like_a_reference(word)
+        && let Ok(id) = precedent_core::IncidentId::parse(word)
+    {
+        return Ok(SimilarSource::Incident(id));
+    }
+    Ok(SimilarSource::Text(args.source.join(" ")))
+}
+
+fn is_write_up(name: &str, text: &str) -> bool {
+    let parsed = precedent_parse::parse(
+        name,
+        text.as_bytes(),
+        &precedent_parse::ParseOptions::default(),
+    );
+    parsed.incident.is_some_and(|i| !i.steps.is_empty())
+}
+
+pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
+    let (response, root) = match args.store.store {
+        StoreKind::Embedded => {
+            let engine = open(&args.index)?;
+            let request = SimilarRequest {
+                source: similar_source(&args, Some(&engine))?,
+                k: args.k,
+                filters: args.filters.to_filters(Some(&engine))?,
+            };
+            // An indexed incident's own vectors are the query: no model needed.
+            let embedder: Arc<dyn Embedder> = match request.source {
+                SimilarSource::Incident(_) => Arc::new(NoModel),
+                _ => load_model(&args.model, "similar to a text or file")?,
+            };
+            let response = engine
+                .similar(&request, embedder.as_ref())
+                .map_err(|e| explain(e.into(), &args.model, &args.index))?;
+            (response, engine.corpus_root())
+        }
+        StoreKind::Qdrant => {
+            let embedder = load_model(&args.model, "similar in Qdrant")?;
+            let request = SimilarRequest {
+                source: similar_source(&args, None)?,
+                k: args.k,
+                filters: args.filters.to_filters(None)?,
+            };
+            let response = args
+                .store
+                .qdrant(embedder.as_ref())?
+                .similar(&request, embedder.as_ref())?;
+            (response, recorded_root(&args.index))
+        }
+    };
+    let found = !response.incidents.is_empty();
+    if args.json {
+        print_json(&response)?;
+    } else if !found {
+        eprintln!("no similar incidents");
+    } else {
+        let root = args.absolute.then_some(root).flatten();
+        let mut p = Printer::stdout(color);
+        for (i, incident) in response.incidents.iter().enumerate() {
+            let mut facts = vec![
+                incident
+                    .date
+                    .map(|d| d.start.to_string())
+                    .unwrap_or_else(|| "undated".into()),
+            ];
+            facts.extend(incident.severity.clone());
+            if !incident.services.is_empty() {
+                facts.push(incident.services.join(", "));
+            }
+            facts.push(format!("score {:.4}", incident.score));
+            p.line(&format!(
+                "{:>2}. {}  {}",
+                i + 1,
+                p.title(&incident.title),
+                p.dim(&format!("({})", facts.join(", ")))
+            ))?;
+            p.line(&format!(
+                "    {}  {}",
+                incident.incident_id,
+                p.path(&shown_path(&incident.path, root.as_deref()))
+            ))?;
+            for hit in &incident.steps {
+                let c = &hit.citation;
+                let cite = citation(
+                    &shown_path(&c.path, root.as_deref()),
+                    c.line_start,
+                    c.line_end,
+                );
+                let lead = format!(
+                    "      {}  {} ",
+                    p.path(&cite),
+                    p.kind(&format!("[{}]", hit.kind))
+                );
+                let lead_width = 6 + cite.chars().count() + 2 + hit.kind.as_str().len() + 3;
+                p.wrapped(&lead, lead_width, "        ", &hit.snippet)?;
+            }
+        }
+        p.line(&p.dim(&format!("({} ms)", response.took_ms)))?;
+        p.finish()?;
+    }
+    Ok(if found {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

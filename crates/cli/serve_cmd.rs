@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
 use precedent_server::ServerOptions;
 
-use crate::common::{IndexArgs, ModelArgs, StoreArgs, StoreKind};
-use crate::search_cmd::open;
+use crate::common::{IndexArgs, ModelArgs, StoreArgs, StoreKind, open};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// Origin allowed to call the API from a browser (repeatable; enables CORS for it).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
+    /// Requests handled at once; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -43,6 +46,10 @@ pub struct ServeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct McpArgs {
+    /// Print a ready MCP client configuration (absolute paths of this binary, the index and the
+    /// model) and exit.
+    #[arg(long)]
+    print_config: bool,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -71,19 +78,15 @@ struct LimitArgs {
     /// Largest MCP tool result, in bytes (longer results are truncated and say so).
     #[arg(long, default_value_t = 20_000, value_name = "BYTES")]
     mcp_budget: usize,
-    /// Time limit of one request, in seconds.
+    /// Time limit of one request or tool call, in seconds.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     timeout: u64,
-    /// Requests handled at once; more get 503 with Retry-After.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
 }
 
 impl LimitArgs {
     fn apply(&self, options: &mut ServerOptions) {
         options.mcp_result_bytes = self.mcp_budget;
         options.request_timeout = Duration::from_secs(self.timeout.max(1));
-        options.concurrency_limit = self.concurrency;
     }
 }
 
@@ -116,29 +119,53 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     options.cors_origins = args.cors_origins;
     args.limits.apply(&mut options);
+    options.concurrency_limit = args.concurrency;
     let store = query_store(&args.store, embedder.as_ref())?;
     options.query_store = store.clone();
-    eprintln!(
-        "precedent: serving {} on http://{} (MCP at /mcp){}",
-        args.index.index.display(),
-        args.addr,
-        if store.is_some() {
-            format!(
-                "; search and similar from Qdrant collection {}",
-                args.store.collection
-            )
-        } else {
-            String::new()
-        }
-    );
+    let from_qdrant = if store.is_some() {
+        format!(
+            "; search and similar from Qdrant collection {}",
+            args.store.collection
+        )
+    } else {
+        String::new()
+    };
+    let index = args.index.index.display().to_string();
+    let bind = args.addr;
     let runtime = runtime()?;
-    runtime.block_on(precedent_server::serve(options, engine, embedder))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind}"))?;
+        let addr = listener.local_addr()?;
+        let mut server = Box::pin(precedent_server::serve_on(
+            listener,
+            options,
+            engine,
+            embedder,
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        ));
+        // The server checks its options (token for a non-loopback address, ...) before it
+        // first waits: say "serving" only once that first step has passed.
+        let first = std::future::poll_fn(|cx| Poll::Ready(server.as_mut().poll(cx))).await;
+        if let Poll::Ready(result) = first {
+            return result.map_err(anyhow::Error::from);
+        }
+        eprintln!("precedent: serving {index} on http://{addr} (MCP at /mcp){from_qdrant}");
+        server.await.map_err(anyhow::Error::from)
+    })?;
     drop(runtime);
     drop(store);
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
+    if args.print_config {
+        print_config(&args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let engine = Arc::new(open(&args.index)?);
     let embedder = args.model.load()?;
     let mut options = ServerOptions {
@@ -153,4 +180,30 @@ pub fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     drop(runtime);
     drop(store);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mcp --print-config`: the `mcpServers` block most MCP clients (Claude Desktop and Code,
+/// Cursor, ...) read, with absolute paths, since clients start servers with a minimal
+/// environment and an unknown working directory.
+fn print_config(args: &McpArgs) -> anyhow::Result<()> {
+    let absolute = |p: &std::path::Path| -> anyhow::Result<String> {
+        let p = std::path::absolute(p)
+            .with_context(|| format!("cannot make {} absolute", p.display()))?;
+        Ok(p.canonicalize().unwrap_or(p).display().to_string())
+    };
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let model = precedent_embed::resolve_model_dir(args.model.model_dir.as_deref())?;
+    let config = serde_json::json!({
+        "mcpServers": {
+            "precedent": {
+                "command": absolute(&exe)?,
+                "args": [
+                    "mcp",
+                    "--index", absolute(&args.index.index)?,
+                    "--model-dir", absolute(&model)?,
+                ],
+            }
+        }
+    });
+    crate::common::print_json(&config)
 }

@@ -7,7 +7,8 @@ Environment:
   PRECEDENT_BIN        the `precedent` binary (required)
   PRECEDENT_INDEX      an index of corpus-samples/; when unset one is built into a temporary
                        directory with `$PRECEDENT_BIN index corpus-samples --index DIR`
-  PRECEDENT_MODEL_DIR  the model directory (optional; passed as --model-dir when set)
+  PRECEDENT_MODEL_DIR  the model directory (optional; always passed as --model-dir, found with
+                       `precedent mcp --print-config` when unset)
 
 Run: pip install -r tests/mcp_python/requirements.txt && python -m pytest -p no:cacheprovider tests/mcp_python -q
 """
@@ -43,8 +44,20 @@ def _bin() -> str:
 
 
 def _model_args() -> list[str]:
+    """`--model-dir DIR`, always explicit: the SDK starts `precedent mcp` with a minimal
+    environment (no XDG_CACHE_HOME), as agents' MCP clients do, so the server must not have to
+    find the model by itself. Without $PRECEDENT_MODEL_DIR the directory comes from
+    `precedent mcp --print-config`, which resolves it in this (full) environment."""
     model = os.environ.get("PRECEDENT_MODEL_DIR")
-    return ["--model-dir", model] if model else []
+    if not model:
+        config = json.loads(
+            subprocess.run(
+                [_bin(), "mcp", "--print-config"], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        args = config["mcpServers"]["precedent"]["args"]
+        model = args[args.index("--model-dir") + 1]
+    return ["--model-dir", model]
 
 
 @pytest.fixture(scope="session")

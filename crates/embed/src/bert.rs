@@ -139,7 +139,7 @@ impl BertEmbedder {
         let weights_path = dir.join(config::WEIGHTS);
         let weights_bytes = config::read(&weights_path)?;
         let model_id = model_id(
-            dir,
+            &config_bytes,
             &[
                 &config_bytes,
                 &pooling_bytes,
@@ -375,12 +375,21 @@ fn load_tokenizer(
     Ok(tokenizer)
 }
 
-/// `<directory name>@<12 hex digits>`: the name for people, the digits a blake3 hash of every
-/// input that decides the vectors (configuration, pooling, tokenizer, weights and the effective
-/// token limit). Hashing the full weights (90 MB for all-MiniLM-L6-v2) costs ~20 ms at load;
-/// the bytes are in memory anyway, and a cheaper id (sizes, headers) could miss a re-trained
-/// model of the same shape, which would silently mix vectors of two models in one index.
-fn model_id(dir: &Path, parts: &[&[u8]]) -> String {
+/// Models known by the hash of their content, named as people know them.
+const KNOWN_MODELS: &[(&str, &str)] = &[(DEFAULT_MODEL_HASH, crate::resolve::DEFAULT_MODEL_NAME)];
+
+/// Content hash of the all-MiniLM-L6-v2 files `scripts/fetch-model` installs.
+const DEFAULT_MODEL_HASH: &str = "76c8622dc0f2";
+
+/// `<name>@<12 hex digits>`, from the model's content only, so that a byte-identical copy in
+/// another folder is the same model: the digits are a blake3 hash of every input that decides
+/// the vectors (configuration, pooling, tokenizer, weights and the effective token limit); the
+/// name is the known name of that hash, else the last part of the configuration's
+/// `_name_or_path`, else `model`. Hashing the full weights (90 MB for all-MiniLM-L6-v2) costs
+/// ~20 ms at load; the bytes are in memory anyway, and a cheaper id (sizes, headers) could miss
+/// a re-trained model of the same shape, which would silently mix vectors of two models in one
+/// index.
+fn model_id(config_json: &[u8], parts: &[&[u8]]) -> String {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"precedent-embed model id v1");
     for part in parts {
@@ -388,13 +397,18 @@ fn model_id(dir: &Path, parts: &[&[u8]]) -> String {
         hasher.update(part);
     }
     let hash = hasher.finalize().to_hex();
-    // `dir` may end in `..` or `.`; the canonical path then has the real name.
-    let name = dir
-        .file_name()
-        .map(ToOwned::to_owned)
-        .or_else(|| dir.canonicalize().ok()?.file_name().map(ToOwned::to_owned))
-        .map(|n| n.to_string_lossy().replace(['@', ' '], "_"))
+    let hash = &hash[..12];
+    let name = KNOWN_MODELS
+        .iter()
+        .find(|(h, _)| *h == hash)
+        .map(|(_, name)| (*name).to_owned())
+        .or_else(|| {
+            let config: serde_json::Value = serde_json::from_slice(config_json).ok()?;
+            let name = config.get("_name_or_path")?.as_str()?;
+            let last = name.trim_end_matches('/').rsplit(['/', '\\']).next()?;
+            Some(last.replace(['@', ' '], "_"))
+        })
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "model".to_owned());
-    format!("{name}@{}", &hash[..12])
+    format!("{name}@{hash}")
 }

@@ -716,3 +716,12 @@ fn input_without_tokens_embeds_to_zeros() {
         }
     }
 }
+
+#[test]
+fn model_id_comes_from_content_not_folder() {
+    // A byte-identical copy under another name is the same model.
+    let copy = model_copy(&[]);
+    let elsewhere = BertEmbedder::load(copy.path(), EmbedderOptions::default()).unwrap();
+    assert!(!copy.path().ends_with("all-MiniLM-L6-v2"));
+    assert_eq!(elsewhere.model_id(), native().model_id());
+}

@@ -58,8 +58,10 @@ pub struct Filters {
     /// Severity of the incident as written (case-insensitive).
     pub severities: Vec<String>,
     /// Incidents that started on or after this day. Undated incidents never match a date filter.
+    #[serde(deserialize_with = "crate::dates::deserialize_since")]
     pub since: Option<NaiveDate>,
     /// Incidents that started on or before this day.
+    #[serde(deserialize_with = "crate::dates::deserialize_until")]
     pub until: Option<NaiveDate>,
     /// Tags of the incident (case-insensitive).
     pub tags: Vec<String>,

@@ -96,6 +96,7 @@ struct Snapshot {
     docs: Vec<DocAddress>,
     incidents: Vec<IncidentInfo>,
     incident_index: HashMap<IncidentId, u32>,
+    corpus_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -351,6 +352,81 @@ impl Engine {
         })
     }
 
+    /// The corpus directory the index was last synced from (canonical), when recorded.
+    pub fn corpus_root(&self) -> Option<PathBuf> {
+        self.snapshot().corpus_root.clone()
+    }
+
+    /// The incident a person means by `reference`: its full id, a unique prefix of its id, or
+    /// the path of its write-up relative to the corpus root (or absolute, under the recorded
+    /// root). [`Error::IncidentRef`] lists the closest ids when it names none or several.
+    pub fn resolve_incident(&self, reference: &str) -> Result<IncidentId> {
+        let s = self.snapshot();
+        let wanted = reference.trim();
+        if let Ok(id) = IncidentId::parse(wanted)
+            && s.incident_index.contains_key(&id)
+        {
+            return Ok(id);
+        }
+        let mut path = wanted.replace('\\', "/");
+        if let Some(root) = &s.corpus_root
+            && let Ok(rel) = Path::new(wanted).strip_prefix(root)
+        {
+            path = rel.to_string_lossy().replace('\\', "/");
+        }
+        let path = path.trim_start_matches("./");
+        if let Some(info) = s.incidents.iter().find(|i| i.path == path) {
+            return Ok(info.meta.id.clone());
+        }
+        let lower = wanted.to_lowercase();
+        let matches: Vec<&IncidentInfo> = s
+            .incidents
+            .iter()
+            .filter(|i| {
+                i.meta.id.as_str().starts_with(&lower)
+                    || (!path.is_empty() && i.path.starts_with(path))
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => return Ok(one.meta.id.clone()),
+            [] => {}
+            many => {
+                let mut candidates: Vec<String> =
+                    many.iter().map(|i| i.meta.id.to_string()).collect();
+                candidates.sort();
+                candidates.truncate(MAX_CANDIDATES);
+                return Err(Error::IncidentRef {
+                    reference: wanted.to_owned(),
+                    ambiguous: true,
+                    candidates,
+                });
+            }
+        }
+        // Nothing starts with it: the ids and paths nearest to it.
+        let mut scored: Vec<(usize, &str)> = s
+            .incidents
+            .iter()
+            .map(|i| {
+                let id = i.meta.id.as_str();
+                (
+                    closeness(&lower, id).max(closeness(&lower, &i.path.to_lowercase())),
+                    id,
+                )
+            })
+            .filter(|(score, _)| *score > 0)
+            .collect();
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        Err(Error::IncidentRef {
+            reference: wanted.to_owned(),
+            ambiguous: false,
+            candidates: scored
+                .into_iter()
+                .take(MAX_CANDIDATES)
+                .map(|(_, id)| id.to_owned())
+                .collect(),
+        })
+    }
+
     /// The full parse of an indexed incident, `None` when the id is unknown.
     pub fn incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
         let s = self.snapshot();
@@ -495,6 +571,35 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// Most candidates an unknown or ambiguous incident reference lists.
+const MAX_CANDIDATES: usize = 5;
+
+/// How close `candidate` is to what someone typed: a contained reference ranks first, then the
+/// length of the common prefix plus the words (split on `-`, `_`, `/`, `.`) they share.
+fn closeness(typed: &str, candidate: &str) -> usize {
+    if typed.is_empty() {
+        return 0;
+    }
+    if candidate.contains(typed) {
+        return 1000 + typed.len();
+    }
+    let prefix = typed
+        .chars()
+        .zip(candidate.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let words = |t: &str| -> Vec<String> {
+        t.split(['-', '_', '/', '.', ' '])
+            .filter(|w| w.len() > 1)
+            .map(str::to_owned)
+            .collect()
+    };
+    let theirs = words(candidate);
+    let shared = words(typed).iter().filter(|w| theirs.contains(w)).count();
+    let score = prefix + 10 * shared;
+    if prefix >= 3 || shared > 0 { score } else { 0 }
 }
 
 /// Slots with their retriever score, best first.
@@ -746,6 +851,7 @@ impl Snapshot {
                 mtime_ns: 0,
             }),
             generation: manifest.generation,
+            corpus_root: manifest.corpus_root,
             model_id: manifest.model_id,
             dimension: manifest.dimension,
             size_bytes,

@@ -24,6 +24,17 @@ pub enum Error {
     #[error("unknown incident id {0}")]
     UnknownIncident(IncidentId),
 
+    /// An incident reference (id, id prefix or path) that names no incident, or several.
+    #[error("{}", incident_ref_message(.reference, .candidates, .ambiguous))]
+    IncidentRef {
+        /// What was given.
+        reference: String,
+        /// True when it names several incidents, false when it names none.
+        ambiguous: bool,
+        /// The closest incident ids (best first), at most a handful.
+        candidates: Vec<String>,
+    },
+
     /// The write-up sent for indexing or as a `similar` source cannot be used.
     #[error("write-up {path} cannot be indexed: {reason}")]
     InvalidWriteUp {
@@ -111,6 +122,20 @@ pub enum Error {
     Corrupt(String),
 }
 
+fn incident_ref_message(reference: &str, candidates: &[String], ambiguous: &bool) -> String {
+    let what = if *ambiguous {
+        format!("{reference:?} names several incidents")
+    } else {
+        format!("no incident matches {reference:?}")
+    };
+    if candidates.is_empty() {
+        what
+    } else {
+        let label = if *ambiguous { "candidates" } else { "closest" };
+        format!("{what}; {label}: {}", candidates.join(", "))
+    }
+}
+
 impl Error {
     /// True for errors caused by the request or the caller's setup (HTTP 4xx), false for
     /// internal failures (HTTP 5xx).
@@ -119,6 +144,7 @@ impl Error {
             self,
             Error::InvalidRequest(_)
                 | Error::UnknownIncident(_)
+                | Error::IncidentRef { .. }
                 | Error::InvalidWriteUp { .. }
                 | Error::IndexMissing(_)
                 | Error::Locked { .. }

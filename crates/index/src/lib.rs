@@ -44,6 +44,7 @@
 //! ```
 
 mod api;
+pub mod dates;
 mod engine;
 mod error;
 pub mod eval;
@@ -65,6 +66,7 @@ pub use api::{
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use fusion::FusionOptions;
+pub use manifest::rebuild_reason;
 pub use writer::{
     IndexSummary, IndexWriter, NoProgress, Phase, Progress, UpsertOutcome, WriterOptions,
 };

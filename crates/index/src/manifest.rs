@@ -39,6 +39,9 @@ pub(crate) struct Manifest {
     pub vectors: VectorsInfo,
     /// Indexed files by path relative to the corpus root.
     pub files: BTreeMap<String, FileEntry>,
+    /// The corpus directory last synced (canonical), so that citations can be made absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus_root: Option<PathBuf>,
 }
 
 /// Identity of the vector files of a data directory.
@@ -87,6 +90,30 @@ pub(crate) struct StepEntry {
 }
 
 impl Manifest {
+    /// Why an index built as this manifest says cannot be updated in place by an embedder of
+    /// `model_id` and `dimension` and must be rebuilt; `None` when it can.
+    pub fn rebuild_reason(&self, model_id: &str, dimension: usize) -> Option<String> {
+        if self.format_version != FORMAT_VERSION {
+            Some(format!(
+                "the index format changed (version {} to {FORMAT_VERSION})",
+                self.format_version
+            ))
+        } else if self.model_id != model_id || self.dimension != dimension {
+            Some(format!(
+                "the embedding model changed ({} to {model_id})",
+                self.model_id
+            ))
+        } else if self.chunker_version != precedent_parse::CHUNKER_VERSION {
+            Some(format!(
+                "the chunker changed (version {} to {})",
+                self.chunker_version,
+                precedent_parse::CHUNKER_VERSION
+            ))
+        } else {
+            None
+        }
+    }
+
     pub fn steps_total(&self) -> u64 {
         self.files.values().map(|f| f.steps.len() as u64).sum()
     }
@@ -112,6 +139,16 @@ impl Manifest {
         })?;
         atomic_write(&index_dir.join(MANIFEST_FILE), &bytes)
     }
+}
+
+/// Why indexing the index at `index_dir` with `embedder` will rebuild it from scratch (model,
+/// chunker or format changed); `None` when it will update in place or there is no index yet.
+pub fn rebuild_reason(
+    index_dir: &Path,
+    embedder: &dyn precedent_core::Embedder,
+) -> Result<Option<String>> {
+    Ok(Manifest::load(index_dir)?
+        .and_then(|m| m.rebuild_reason(embedder.model_id(), embedder.dimension())))
 }
 
 /// The 64-bit key of a step in the vector index: the first 16 hex digits of its id (which is
@@ -183,6 +220,7 @@ mod tests {
                 ann: false,
             },
             files: BTreeMap::new(),
+            corpus_root: None,
         };
         manifest.store(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(manifest));

@@ -148,6 +148,8 @@ pub struct IndexWriter {
     manifest: Option<Manifest>,
     /// True when the next commit must rebuild from scratch (no usable previous state).
     rebuild: bool,
+    /// The corpus directory being synced (canonical), recorded in the manifest.
+    corpus_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for IndexWriter {
@@ -182,10 +184,8 @@ impl IndexWriter {
         let rebuild = match &manifest {
             None => true,
             Some(m) => {
-                m.format_version != FORMAT_VERSION
-                    || m.model_id != embedder.model_id()
-                    || m.dimension != embedder.dimension()
-                    || m.chunker_version != CHUNKER_VERSION
+                m.rebuild_reason(embedder.model_id(), embedder.dimension())
+                    .is_some()
                     || !dir.join(&m.data_dir).is_dir()
             }
         };
@@ -196,6 +196,7 @@ impl IndexWriter {
             _lock: lock,
             manifest,
             rebuild,
+            corpus_root: None,
         };
         writer.collect_garbage();
         Ok(writer)
@@ -220,6 +221,7 @@ impl IndexWriter {
         progress.start(Phase::Scan, 0);
         let mut skipped = Vec::new();
         let files = walk(corpus_root, &self.dir, &mut skipped)?;
+        self.corpus_root = fs::canonicalize(corpus_root).ok();
         progress.start(Phase::Parse, files.len() as u64);
 
         let base: BTreeMap<String, FileEntry> = match (&self.manifest, self.rebuild) {
@@ -653,6 +655,10 @@ impl IndexWriter {
                 ann,
             },
             files,
+            corpus_root: self
+                .corpus_root
+                .clone()
+                .or_else(|| self.manifest.as_ref()?.corpus_root.clone()),
         };
         manifest.store(&self.dir)?;
         self.manifest = Some(manifest);

@@ -142,3 +142,43 @@ fn redaction_keeps_line_numbers() {
     assert_eq!(step.line_end, 12, "{step:?}");
     assert!(!step.text.contains("MIIEow"), "{step:?}");
 }
+
+/// Redactions per rule over the shared corpus, to watch for false positives (run with
+/// `--ignored --nocapture`; prints counts only, never the text).
+#[test]
+#[ignore = "needs ../shared/corpora"]
+fn shared_corpus_redactions() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpora");
+    let mut files = Vec::new();
+    walk(&root, &mut files);
+    let mut counts = std::collections::BTreeMap::new();
+    let mut parsed_files = 0;
+    for path in &files {
+        let name = path
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let parsed = parse_file(&name, path, &ParseOptions::default());
+        parsed_files += usize::from(parsed.incident.is_some());
+        for d in parsed
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == DiagnosticCode::SecretRedacted)
+        {
+            *counts.entry(d.message.clone()).or_insert(0) += 1;
+        }
+    }
+    eprintln!("{parsed_files} write-ups; redactions: {counts:#?}");
+    assert!(parsed_files > 0);
+}

@@ -38,13 +38,19 @@ parse found nothing, 2 on errors (as grep). `--help-all` also shows the Qdrant s
 )]
 struct Cli {
     /// Colour: auto (on a terminal, unless NO_COLOR is set), always or never.
-    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "WHEN",
+        default_value = "auto",
+        display_order = 900
+    )]
     color: ColorWhen,
     /// Print help (--help-all for every option).
-    #[arg(short = 'h', long = "help", global = true, action = ArgAction::HelpShort)]
+    #[arg(short = 'h', long = "help", global = true, action = ArgAction::HelpShort, display_order = 901)]
     help: Option<bool>,
     /// Print help with every option, the Qdrant store's included.
-    #[arg(long = "help-all", global = true, action = ArgAction::HelpLong)]
+    #[arg(long = "help-all", global = true, action = ArgAction::HelpLong, display_order = 902)]
     help_all: Option<bool>,
     #[command(subcommand)]
     command: Command,

@@ -148,12 +148,15 @@ fn print_incident(
     Ok(())
 }
 
+/// First and last line of a card item.
+type Lines = (u64, u64);
+
 /// The card (when the index has one for the incident), else the summary. Read through JSON so
 /// that an index without cards shows the summary.
 fn print_card(p: &mut Printer, incident: &Incident, path: &str) -> std::io::Result<()> {
     let json = serde_json::to_value(incident).unwrap_or_default();
     let card = json.get("card").and_then(|c| c.as_object());
-    let mut rows: Vec<(&str, String, Option<(u64, u64)>)> = Vec::new();
+    let mut rows: Vec<(&str, String, Option<Lines>)> = Vec::new();
     if let Some(card) = card {
         let item = |v: &serde_json::Value| {
             let text = v.get("text")?.as_str()?.to_owned();

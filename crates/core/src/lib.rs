@@ -16,10 +16,12 @@
 //! assert_eq!("root_cause".parse::<StepKind>().unwrap(), StepKind::RootCause);
 //! ```
 
+mod card;
 mod embed;
 mod ids;
 mod model;
 
+pub use card::{Card, CardItem, RemediationClass, Span, TriggerClass};
 pub use embed::{BoxError, Embedder};
 pub use ids::{ContentHash, IdError, IncidentId, StepId};
 pub use model::{

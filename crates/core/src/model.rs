@@ -7,6 +7,7 @@ use chrono::{NaiveDate, NaiveTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::card::Card;
 use crate::ids::{ContentHash, IncidentId, StepId};
 
 /// What a step is about, following the sections of common post-incident templates.
@@ -240,6 +241,9 @@ pub struct Incident {
     /// Timestamped steps, in document order.
     #[serde(default)]
     pub timeline: Vec<TimelineEntry>,
+    /// The incident at a glance, computed from its steps.
+    #[serde(default)]
+    pub card: Card,
 }
 
 /// How serious a diagnostic is.

@@ -33,6 +33,8 @@ pub(crate) struct Block {
     pub(crate) hint: Option<HeadingKind>,
     /// Where the block came from, to know what may join it.
     origin: Origin,
+    /// A list item of its own (not joined with its siblings).
+    pub(crate) item: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,6 +76,7 @@ struct State {
     headings: Vec<(u8, String)>,
     labels: Vec<(u32, String)>,
     timeline_items: Vec<u32>,
+    open_items: Vec<u32>,
     sections: Vec<Section>,
     blocks: Vec<Block>,
     current: Option<Block>,
@@ -90,10 +93,25 @@ impl State {
         {
             return self.sections.len() - 1;
         }
-        let kind = heading_path
+        // The innermost heading that says anything decides, except that everything under a
+        // lessons or follow-ups section stays a lesson or a follow-up ("What went poorly" >
+        // "Detection delay" is a lesson, not a detection).
+        let kinds: Vec<_> = heading_path
             .iter()
-            .rev()
-            .find_map(|h| classify::heading_kind(h));
+            .filter_map(|h| classify::heading_kind(h))
+            .collect();
+        let kind = kinds
+            .iter()
+            .find(|k| {
+                matches!(
+                    k,
+                    HeadingKind::Kind(
+                        precedent_core::StepKind::Lesson | precedent_core::StepKind::FollowUp
+                    )
+                )
+            })
+            .or(kinds.last())
+            .copied();
         let at = self
             .headings
             .last()
@@ -128,6 +146,7 @@ impl State {
             at,
             hint,
             origin,
+            item: matches!(origin, Origin::List(_)),
         })
     }
 
@@ -153,6 +172,7 @@ pub(crate) fn assemble(leaves: &[Leaf]) -> Assembled {
         headings: Vec::new(),
         labels: Vec::new(),
         timeline_items: Vec::new(),
+        open_items: Vec::new(),
         sections: Vec::new(),
         blocks: Vec::new(),
         current: None,
@@ -216,8 +236,11 @@ pub(crate) fn assemble(leaves: &[Leaf]) -> Assembled {
                     block.append(leaf, "");
                     continue;
                 }
-                let joins = matches!(&state.current, Some(b) if b.origin == Origin::List(list) || (nested_in_timeline && b.origin == Origin::Timeline))
+                // Each item is a block of its own; nested items stay with their parent.
+                let nested = !state.open_items.is_empty();
+                let joins = matches!(&state.current, Some(b) if (nested && matches!(b.origin, Origin::List(_))) || (nested_in_timeline && b.origin == Origin::Timeline))
                     && state.current.as_ref().map(|b| b.section) == Some(state.section());
+                state.open_items.push(id);
                 if !joins {
                     state.open(Origin::List(list), None, None);
                 }
@@ -226,6 +249,9 @@ pub(crate) fn assemble(leaves: &[Leaf]) -> Assembled {
                 }
             }
             LeafKind::ItemEnd { id } => {
+                if let Some(at) = state.open_items.iter().rposition(|&i| i == id) {
+                    state.open_items.truncate(at);
+                }
                 if state.timeline_items.last() == Some(&id) {
                     state.timeline_items.pop();
                     state.flush();
@@ -373,7 +399,8 @@ mod tests {
                 (0, "Intro.".into(), false, None),
                 (1, "14:02 | paged".into(), true, Some("14:02".into())),
                 (1, "14:10 | rolled back".into(), true, Some("14:10".into())),
-                (2, "- a\n- b".into(), false, None),
+                (2, "- a".into(), false, None),
+                (2, "- b".into(), false, None),
             ]
         );
     }

@@ -41,6 +41,8 @@ pub(crate) struct Chunk {
     pub(crate) at: Option<At>,
     pub(crate) outcome: Option<Outcome>,
     pub(crate) timeline: bool,
+    /// A timeline row, classified by its own wording.
+    pub(crate) row: bool,
 }
 
 #[derive(Debug)]
@@ -51,6 +53,10 @@ struct Piece {
     timeline: bool,
     at: Option<At>,
     hint: Option<StepKind>,
+    /// A list item of its own.
+    list: bool,
+    /// Boilerplate or template text, which never merges with anything.
+    boiler: bool,
 }
 
 impl Piece {
@@ -67,6 +73,7 @@ impl Piece {
         if self.at.is_none() {
             self.at = other.at;
         }
+        self.boiler = false;
     }
 }
 
@@ -76,7 +83,17 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
         sections, blocks, ..
     } = assembled;
     let mapped = |block: &Block| -> Option<StepKind> {
-        match block.hint.or(sections[block.section].kind) {
+        let section = sections[block.section].kind;
+        let sticky = matches!(
+            section,
+            Some(HeadingKind::Kind(StepKind::Lesson | StepKind::FollowUp))
+        );
+        let hint = if sticky {
+            section
+        } else {
+            block.hint.or(section)
+        };
+        match hint {
             Some(HeadingKind::Kind(kind)) => Some(kind),
             _ => None,
         }
@@ -91,6 +108,8 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
             timeline: block.timeline,
             at: block.at.clone(),
             hint,
+            list: block.item,
+            boiler: classify::is_boilerplate(&block.text),
             text: block.text,
             marks: block.marks,
         };
@@ -98,7 +117,10 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
             let same = last.section == piece.section
                 && !last.timeline
                 && !piece.timeline
-                && last.hint == piece.hint;
+                && last.hint == piece.hint
+                && !last.boiler
+                && !piece.boiler
+                && !(last.list && piece.list && piece.words() >= options.min_words);
             if same && piece.hint.is_some() && last.words() + piece.words() <= options.max_words {
                 last.absorb(piece);
                 continue;
@@ -112,7 +134,7 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
     let mut carry: Option<Piece> = None;
     for mut piece in pieces {
         if let Some(tiny) = carry.take() {
-            if tiny.section == piece.section && !piece.timeline {
+            if tiny.section == piece.section && !piece.timeline && !piece.boiler {
                 let mut tiny = tiny;
                 tiny.absorb(piece);
                 piece = tiny;
@@ -120,10 +142,11 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
                 merged.push(tiny);
             }
         }
-        if !piece.timeline && piece.words() < options.min_words {
+        if !piece.timeline && piece.words() < options.min_words && !piece.boiler {
             if let Some(last) = merged.last_mut()
                 && last.section == piece.section
                 && !last.timeline
+                && !last.boiler
                 && last.words() + piece.words() <= options.max_words + options.min_words
             {
                 last.absorb(piece);
@@ -143,24 +166,15 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
         let in_timeline = section.kind == Some(HeadingKind::Timeline);
         let first_in_root = i == 0 && section.heading_path.is_empty();
         let narrative = section.kind == Some(HeadingKind::Narrative);
-        for range in split(&piece.text, options) {
+        let row = piece.timeline || (in_timeline && piece.hint.is_none());
+        let ranges = if row || narrative {
+            clauses(&piece.text, options)
+        } else {
+            split(&piece.text, options)
+        };
+        for range in ranges {
             let text = piece.text[range.clone()].to_owned();
-            let kind = if piece.timeline || (in_timeline && piece.hint.is_none()) {
-                classify::wording_kind(&text, &classify::TIMELINE_KINDS)
-                    .unwrap_or(StepKind::TimelineEvent)
-            } else if let Some(kind) = piece.hint {
-                kind
-            } else if first_in_root {
-                StepKind::Summary
-            } else {
-                let fallback = if narrative {
-                    StepKind::Summary
-                } else {
-                    StepKind::Other
-                };
-                classify::wording_kind(&text, &classify::PROSE_KINDS).unwrap_or(fallback)
-            };
-            let outcome = classify::outcome(kind, &text);
+            let (kind, outcome) = classify_text(&text, row, piece.hint, first_in_root, narrative);
             chunks.push(Chunk {
                 section: piece.section,
                 line_start: line_at(&piece.marks, range.start),
@@ -170,10 +184,212 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
                 at: piece.at.clone(),
                 outcome,
                 timeline: piece.timeline || (in_timeline && piece.at.is_some()),
+                row,
             });
         }
     }
+    read_sequence(&mut chunks);
     chunks
+}
+
+/// The kind and outcome of one step from its own text: boilerplate is `other`, status markers
+/// are `timeline_event`, timeline rows take their kind from their wording, other steps from
+/// their section unless the wording plainly says otherwise.
+fn classify_text(
+    text: &str,
+    row: bool,
+    hint: Option<StepKind>,
+    first_in_root: bool,
+    narrative: bool,
+) -> (StepKind, Option<Outcome>) {
+    use StepKind::*;
+    if classify::is_boilerplate(text) {
+        return (Other, None);
+    }
+    let status_allowed = row
+        || matches!(
+            hint,
+            None | Some(Mitigation | Action | Detection | Impact | Investigation | TimelineEvent)
+        );
+    if status_allowed && classify::is_status_marker(text) {
+        return (TimelineEvent, None);
+    }
+    let kind = if let Some(kind) = classify::label_kind(text).filter(|_| row || hint.is_none()) {
+        kind
+    } else if row {
+        classify::wording_kind(text, &classify::TIMELINE_KINDS).unwrap_or(TimelineEvent)
+    } else if let Some(kind) = hint {
+        kind
+    } else if first_in_root {
+        Summary
+    } else {
+        let fallback = if narrative { Summary } else { Other };
+        classify::wording_kind(text, &classify::PROSE_KINDS).unwrap_or(fallback)
+    };
+    settle(kind, classify::outcome(kind, text), text)
+}
+
+/// Reconciles a kind with its outcome: a mitigation is what restored service, so one that did
+/// not help is an action, and an action that restored service is a mitigation.
+fn settle(kind: StepKind, outcome: Option<Outcome>, text: &str) -> (StepKind, Option<Outcome>) {
+    use StepKind::*;
+    match (kind, outcome) {
+        (Mitigation, Some(Outcome::DidNotHelp)) => (Action, outcome),
+        (Mitigation, _) => (Mitigation, Some(Outcome::Helped)),
+        (Action, Some(Outcome::Helped)) if classify::restores_service(text) => {
+            (Mitigation, outcome)
+        }
+        _ => (kind, outcome),
+    }
+}
+
+/// Reads steps in order, as a responder reads a timeline: rows before anything was noticed
+/// that make a change are the trigger, and an action takes the verdict of the rows after it
+/// ("10:49 attempt at running the rollover script" / "10:51 attempt fails").
+fn read_sequence(chunks: &mut [Chunk]) {
+    use StepKind::*;
+    // Triggers: change rows of a timeline before its first symptom.
+    let mut noticed = false;
+    let mut responded = false;
+    for chunk in chunks.iter_mut() {
+        if !chunk.row {
+            continue;
+        }
+        // A release row before anyone acted is the trigger, even after the first symptom.
+        if !responded
+            && matches!(chunk.kind, Detection | TimelineEvent)
+            && classify::leads_with_change(&chunk.text)
+        {
+            chunk.kind = RootCause;
+            chunk.outcome = None;
+            continue;
+        }
+        if matches!(chunk.kind, Action | Mitigation) {
+            responded = true;
+        }
+        match chunk.kind {
+            Detection | Investigation => noticed = true,
+            Action | Mitigation | TimelineEvent if !noticed && classify::is_change(&chunk.text) => {
+                chunk.kind = RootCause;
+                chunk.outcome = None;
+            }
+            Action | Mitigation => noticed = true,
+            _ => {}
+        }
+    }
+    // Verdicts from the following steps of the same section.
+    for i in 0..chunks.len() {
+        if !classify::takes_result(chunks[i].kind) {
+            continue;
+        }
+        if matches!(
+            chunks[i].outcome,
+            Some(Outcome::Helped | Outcome::DidNotHelp)
+        ) && chunks[i].kind == Action
+        {
+            continue;
+        }
+        if chunks[i].kind == Mitigation && !chunks[i].row {
+            continue;
+        }
+        let mut verdict = None;
+        for j in i + 1..chunks.len().min(i + 4) {
+            let next = &chunks[j];
+            if next.section != chunks[i].section {
+                break;
+            }
+            let anaphoric = next.row || classify::refers_back(&next.text);
+            if !anaphoric {
+                break;
+            }
+            if let Some(found) = classify::result_of_previous(&next.text) {
+                verdict = Some(found);
+                break;
+            }
+            if classify::takes_result(next.kind) && !classify::is_completion(&next.text) {
+                break;
+            }
+        }
+        let Some(verdict) = verdict else { continue };
+        let (kind, outcome) = match (chunks[i].kind, verdict) {
+            (Mitigation, Outcome::DidNotHelp) => (Action, verdict),
+            (Action, Outcome::Helped) => (Mitigation, verdict),
+            (kind, verdict) => (kind, verdict),
+        };
+        chunks[i].kind = kind;
+        chunks[i].outcome = Some(outcome);
+    }
+    // A timeline with no mitigation: its last action that did not fail is what ended it.
+    let rows = || chunks.iter().filter(|c| c.row);
+    if rows().next().is_some() && !rows().any(|c| c.kind == Mitigation) {
+        let last = chunks
+            .iter()
+            .rposition(|c| c.row && c.kind == Action && c.outcome != Some(Outcome::DidNotHelp));
+        if let Some(i) = last {
+            chunks[i].kind = Mitigation;
+            chunks[i].outcome = Some(Outcome::Helped);
+        }
+    }
+    // What restored service: the actions right before a row that says it came back.
+    for k in 0..chunks.len() {
+        let recovered = chunks[k].row
+            && matches!(chunks[k].kind, TimelineEvent | Detection | Mitigation)
+            && classify::result_of_previous(&chunks[k].text) == Some(Outcome::Helped);
+        if !recovered {
+            continue;
+        }
+        let mut marked = 0;
+        let section = chunks[k].section;
+        for i in (k.saturating_sub(3)..k).rev() {
+            let step = &mut chunks[i];
+            if step.section != section || !step.row {
+                break;
+            }
+            match (step.kind, step.outcome) {
+                (Action, Some(Outcome::DidNotHelp)) | (Investigation, _) => break,
+                (Action, _) => {
+                    step.kind = Mitigation;
+                    step.outcome = Some(Outcome::Helped);
+                    marked += 1;
+                }
+                (Mitigation, _) => marked += 1,
+                _ => {}
+            }
+            if marked == 2 {
+                break;
+            }
+        }
+    }
+}
+
+/// Byte ranges of a timeline entry or narrative paragraph: one per sentence group of at least
+/// `min_words`, since each sentence there tends to be one step of the response ("The proxy pod
+/// is restarted. This does not resolve the issue, so the ingress pods are restarted.").
+fn clauses(text: &str, options: &ChunkOptions) -> Vec<std::ops::Range<usize>> {
+    let words = text.split_whitespace().count();
+    if words < 3 * options.min_words {
+        return split(text, options);
+    }
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut pending: Option<std::ops::Range<usize>> = None;
+    for sentence in sentences(text, options.max_words) {
+        let range = match pending.take() {
+            Some(p) => p.start..sentence.end,
+            None => sentence,
+        };
+        if text[range.clone()].split_whitespace().count() < options.min_words {
+            pending = Some(range);
+        } else {
+            out.push(range);
+        }
+    }
+    if let Some(rest) = pending {
+        match out.last_mut() {
+            Some(last) => last.end = rest.end,
+            None => out.push(rest),
+        }
+    }
+    out
 }
 
 /// Byte ranges of `text` that make its steps: whole when short enough, otherwise sentences

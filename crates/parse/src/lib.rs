@@ -20,6 +20,7 @@
 //! ```
 
 mod assemble;
+mod card;
 mod chunk;
 mod classify;
 mod front_matter;
@@ -33,6 +34,10 @@ mod time;
 #[doc(hidden)]
 pub mod testing;
 
+use std::sync::LazyLock;
+
+use regex::Regex;
+
 use precedent_core::{
     ContentHash, DateRange, Diagnostic, DiagnosticCode, Incident, IncidentId, Level, Parsed, Step,
     StepId, StepKind, TimelineEntry,
@@ -43,7 +48,7 @@ pub use front_matter::FrontMatter;
 pub use redact::redact_name;
 
 /// Version of the chunking rules; the index rebuilds when it changes.
-pub const CHUNKER_VERSION: u32 = 1;
+pub const CHUNKER_VERSION: u32 = 2;
 
 /// Files larger than this are skipped by default.
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -90,7 +95,8 @@ impl Format {
     }
 }
 
-/// File names that are never write-ups (repository furniture).
+/// File names that are never write-ups (repository furniture). Write-ups are never dropped for
+/// their name otherwise: `templates-service-outage.md` is a write-up.
 pub fn is_furniture(file_name: &str) -> bool {
     let lower = file_name.to_ascii_lowercase();
     matches!(
@@ -104,8 +110,7 @@ pub fn is_furniture(file_name: &str) -> bool {
             | "changelog.md"
             | "contributing.md"
             | "code_of_conduct.md"
-    ) || lower.starts_with("template")
-        || lower.starts_with("_template")
+    )
 }
 
 /// Parses one write-up. `relative_path` (either separator) names it in ids and citations.
@@ -222,6 +227,7 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
         .date
         .or_else(|| time::date_from_file_name(file_name))
         .or_else(|| time::first_date_in(&title))
+        .or_else(|| timeline_date(&steps))
         .or_else(|| {
             time::first_date_in(text.get(..text.floor_char_boundary(4000)).unwrap_or(&text))
         });
@@ -238,6 +244,10 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
             .find(|s| s.kind == StepKind::Summary)
             .map(|s| cut(&s.text, SUMMARY_BYTES))
     });
+    let card = card::build(&steps, summary.as_deref());
+    let severity = fields
+        .severity
+        .or_else(|| severity_in(text.get(..text.floor_char_boundary(6000)).unwrap_or(&text)));
     let incident = Incident {
         id,
         path,
@@ -246,7 +256,7 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
             start,
             end: fields.end.filter(|end| *end >= start),
         }),
-        severity: fields.severity,
+        severity,
         services: fields.services,
         tags: fields.tags,
         company: fields.company,
@@ -254,6 +264,7 @@ pub fn parse(relative_path: &str, bytes: &[u8], options: &ParseOptions) -> Parse
         content_hash,
         steps,
         timeline,
+        card,
     };
     Parsed {
         incident: Some(incident),
@@ -329,13 +340,61 @@ fn normalise(path: &str) -> String {
         .join("/")
 }
 
-/// `2021-09-30-cert-expiry.md` -> `cert expiry`.
+/// `2021-09-30-cert-expiry.md` -> `cert expiry`. Only a leading date is dropped: a UUID or
+/// any other name that starts with digits keeps them.
 fn title_from_path(path: &str) -> String {
+    static LEADING_DATE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^(?:(?:19|20)\d\d[-_.]?(?:0[1-9]|1[0-2])(?:[-_.]?(?:0[1-9]|[12]\d|3[01]))?)(?:[-_ ]+|$)")
+            .expect("date pattern compiles")
+    });
     let file = path.rsplit('/').next().unwrap_or(path);
     let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
-    let trimmed = stem.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '_');
+    let trimmed = LEADING_DATE.find(stem).map_or(stem, |m| &stem[m.end()..]);
     let base = if trimmed.is_empty() { stem } else { trimmed };
     base.replace(['-', '_'], " ").trim().to_owned()
+}
+
+/// The day most timeline rows fall on: the incident's own day, not that of a setup row
+/// months before.
+fn timeline_date(steps: &[Step]) -> Option<chrono::NaiveDate> {
+    let mut days: Vec<chrono::NaiveDate> =
+        steps.iter().filter_map(|s| s.at.as_ref()?.date).collect();
+    days.sort_unstable();
+    let mut best: Option<(chrono::NaiveDate, usize)> = None;
+    for group in days.chunk_by(|a, b| a == b) {
+        if best.is_none_or(|(_, n)| group.len() > n) {
+            best = Some((group[0], group.len()));
+        }
+    }
+    best.map(|(day, _)| day)
+}
+
+/// A severity written in the text: `SEV2`, `Sev 1`, `P1 incident`, `Severity: high`.
+fn severity_in(text: &str) -> Option<String> {
+    static SEVERITY: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"(?i)(?-u:\b)(?:(sev)[- ]?([0-5])(?-u:\b)|(p)([0-4])[ -](?:incident|outage|issue|severity|priority)|severity(?:\s+level)?\**\s*[:=-]?\s*\**\s*(sev[- ]?[0-5]|[0-5]|critical|high|major|medium|moderate|minor|low)(?-u:\b)|priority\s*[:=-]?\s*(p[0-4])(?-u:\b))",
+        )
+        .expect("severity pattern compiles")
+    });
+    let caps = SEVERITY.captures(text)?;
+    let value = if let (Some(_), Some(n)) = (caps.get(1), caps.get(2)) {
+        format!("SEV{}", n.as_str())
+    } else if let (Some(_), Some(n)) = (caps.get(3), caps.get(4)) {
+        format!("P{}", n.as_str())
+    } else if let Some(v) = caps.get(5) {
+        let v = v.as_str();
+        if v.len() <= 1 {
+            format!("SEV{v}")
+        } else if v.to_ascii_lowercase().starts_with("sev") {
+            format!("SEV{}", &v[v.len() - 1..])
+        } else {
+            v.to_ascii_lowercase()
+        }
+    } else {
+        caps.get(6)?.as_str().to_ascii_uppercase()
+    };
+    Some(value)
 }
 
 fn cut(text: &str, max: usize) -> String {
@@ -375,6 +434,38 @@ mod tests {
         );
         assert_eq!(title_from_path("20170719-ldap.txt"), "ldap");
         assert_eq!(title_from_path("2021.md"), "2021");
+        assert_eq!(
+            title_from_path("icco/0c8e1f6a-3b2d-4c5e-9f70-1a2b3c4d5e6f.md"),
+            "0c8e1f6a 3b2d 4c5e 9f70 1a2b3c4d5e6f"
+        );
+        assert_eq!(title_from_path("20170719-ldap.txt"), "ldap");
+        assert_eq!(
+            title_from_path("PM2021-004-adfs-outage.md"),
+            "PM2021 004 adfs outage"
+        );
+    }
+
+    #[test]
+    fn severities_from_text() {
+        let check = |text: &str, expected: Option<&str>| {
+            assert_eq!(severity_in(text).as_deref(), expected, "{text:?}");
+        };
+        check("This was a SEV2 incident.", Some("SEV2"));
+        check("Sev 1: checkout down", Some("SEV1"));
+        check("Declared a P1 incident at 14:02.", Some("P1"));
+        check("- **Severity**: High", Some("high"));
+        check("Severity: 3", Some("SEV3"));
+        check("Priority: p2", Some("P2"));
+        check("We moved p1 of the database.", None);
+        check("several incidents", None);
+    }
+
+    #[test]
+    fn template_named_write_ups_are_not_furniture() {
+        assert!(!is_furniture("templates-service-outage.md"));
+        assert!(!is_furniture("template-db.md"));
+        assert!(is_furniture("README.md"));
+        assert!(is_furniture("LICENSE.txt"));
     }
 
     #[test]

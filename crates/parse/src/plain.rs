@@ -38,6 +38,19 @@ pub(crate) fn leaves(text: &str) -> Vec<Leaf> {
             let next = next.trim();
             next.len() >= 3 && (next.bytes().all(|b| b == b'=') || next.bytes().all(|b| b == b'-'))
         });
+        if !is_heading(trimmed) && is_template_question(trimmed, lines.get(i + 1).copied()) {
+            // A template question left in the text ("How many people were involved in the
+            // remediation?") ends the section above it; the line itself stays a step.
+            flush(&mut current, &mut out, &mut open_item);
+            list = None;
+            let mut heading = Leaf::new(LeafKind::Heading(2));
+            heading.push(trimmed, line_no);
+            out.push(heading);
+            let mut leaf = Leaf::new(LeafKind::Paragraph { in_item: false });
+            leaf.push(trimmed, line_no);
+            out.push(leaf);
+            continue;
+        }
         if is_heading(trimmed) || underline {
             flush(&mut current, &mut out, &mut open_item);
             list = None;
@@ -90,6 +103,16 @@ fn is_heading(line: &str) -> bool {
         && !ends_like_sentence
         && line.chars().next().is_some_and(char::is_alphabetic)
         && classify::heading_kind(line.trim_end_matches([':', '?'])).is_some()
+}
+
+/// A short question on a line of its own, as templates leave them: it reads as a heading.
+fn is_template_question(line: &str, next: Option<&str>) -> bool {
+    let words = line.split_whitespace().count();
+    line.ends_with('?')
+        && (3..=14).contains(&words)
+        && line.chars().next().is_some_and(char::is_uppercase)
+        && bullet_len(line).is_none()
+        && next.is_none_or(|n| n.trim().is_empty() || bullet_len(n.trim_start()).is_some())
 }
 
 fn is_rule(line: &str) -> bool {

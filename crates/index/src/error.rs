@@ -120,6 +120,11 @@ pub enum Error {
     /// The index on disk contradicts itself (a bug or outside tampering; rebuild it).
     #[error("index is corrupt: {0}")]
     Corrupt(String),
+
+    /// A write was called off by its caller (for example a request that timed out) before its
+    /// commit point: nothing was published.
+    #[error("write abandoned before it was published")]
+    Abandoned,
 }
 
 fn incident_ref_message(reference: &str, candidates: &[String], ambiguous: &bool) -> String {

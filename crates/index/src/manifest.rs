@@ -64,6 +64,13 @@ pub(crate) struct FileEntry {
     /// Modification time in ns since the epoch; `None` when it cannot be trusted (the file
     /// changed too close to the scan to rule out a same-tick rewrite), which forces a hash check.
     pub mtime_ns: Option<u64>,
+    /// Status-change time in ns since the epoch, trusted like `mtime_ns`. Any write, and any
+    /// `touch` that puts an old mtime back, moves it; nobody can set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime_ns: Option<u64>,
+    /// Device and inode numbers: a file replaced by another (rename over it) has new ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<(u64, u64)>,
     pub hash: ContentHash,
     pub incident: IncidentMeta,
     pub steps: Vec<StepEntry>,

@@ -24,9 +24,13 @@ use crate::manifest::{
 use crate::schema::{IncidentFields, StepFields};
 use crate::vectors::{Ann, VectorStore};
 
-/// A modification time closer than this to the scan is not trusted (a same-size rewrite within
-/// the filesystem's timestamp granularity would go unseen); such files are hashed next time.
+/// A timestamp closer than this to the scan is not trusted (a same-size rewrite within the
+/// filesystem's timestamp granularity, 2 s on FAT, would go unseen); such files are hashed next
+/// time, as git does with "racily clean" entries.
 const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Most steps one file may produce by default (the largest real write-ups have a few hundred).
+pub const DEFAULT_MAX_STEPS: usize = 2_000;
 
 /// What indexing is doing, for progress bars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,6 +106,13 @@ pub struct WriterOptions {
     pub threads: usize,
     /// Memory budget of the tantivy writer, in bytes.
     pub tantivy_memory: usize,
+    /// A file whose parse has more steps than this is skipped (its reason says so): one huge
+    /// table would otherwise become hundreds of thousands of steps. Default
+    /// [`DEFAULT_MAX_STEPS`].
+    pub max_steps: usize,
+    /// Timestamps (mtime, ctime) younger than this at scan time are not trusted and the file is
+    /// hashed on the next run. Default 2 s.
+    pub racy_window: Duration,
 }
 
 impl Default for WriterOptions {
@@ -112,6 +123,8 @@ impl Default for WriterOptions {
             ann_min_vectors: 4096,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tantivy_memory: 64 << 20,
+            max_steps: DEFAULT_MAX_STEPS,
+            racy_window: RACY_WINDOW,
         }
     }
 }
@@ -120,6 +133,18 @@ impl WriterOptions {
     /// The same options with another ANN threshold.
     pub fn with_ann_min_vectors(mut self, n: usize) -> Self {
         self.ann_min_vectors = n;
+        self
+    }
+
+    /// The same options with another per-file step cap.
+    pub fn with_max_steps(mut self, n: usize) -> Self {
+        self.max_steps = n;
+        self
+    }
+
+    /// The same options with another window of untrusted timestamps.
+    pub fn with_racy_window(mut self, window: Duration) -> Self {
+        self.racy_window = window;
         self
     }
 }
@@ -165,9 +190,87 @@ impl std::fmt::Debug for IndexWriter {
 /// A file to (re)index.
 struct Upsert {
     path: String,
+    stamp: Stamp,
+    incident: Incident,
+}
+
+/// What `stat` says about a file, as far as it can be trusted to detect changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Stamp {
     size: u64,
     mtime_ns: Option<u64>,
-    incident: Incident,
+    ctime_ns: Option<u64>,
+    inode: Option<(u64, u64)>,
+}
+
+impl FileEntry {
+    fn set_stamp(&mut self, stamp: &Stamp) {
+        self.size = stamp.size;
+        self.mtime_ns = stamp.mtime_ns;
+        self.ctime_ns = stamp.ctime_ns;
+        self.inode = stamp.inode;
+    }
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        let (ctime_ns, inode) = {
+            use std::os::unix::fs::MetadataExt as _;
+            let ctime = u64::try_from(meta.ctime())
+                .ok()
+                .and_then(|s| s.checked_mul(1_000_000_000))
+                .and_then(|s| s.checked_add(u64::try_from(meta.ctime_nsec()).ok()?));
+            (ctime, Some((meta.dev(), meta.ino())))
+        };
+        #[cfg(not(unix))]
+        let (ctime_ns, inode) = (None, None);
+        Stamp {
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+            ctime_ns,
+            inode,
+        }
+    }
+
+    /// The stamp of a file that nobody may have touched in the last `window` before
+    /// `scan_time`; otherwise the times are dropped, which makes the next run hash the file.
+    fn trusted(self, scan_time: SystemTime, window: Duration) -> Stamp {
+        let scan_ns = scan_time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let old_enough = |t: Option<u64>| {
+            t.is_some_and(|t| scan_ns.saturating_sub(t) >= window.as_nanos() as u64 && t <= scan_ns)
+        };
+        #[cfg(unix)]
+        let ok = old_enough(self.mtime_ns) && old_enough(self.ctime_ns);
+        #[cfg(not(unix))]
+        let ok = old_enough(self.mtime_ns);
+        if ok {
+            self
+        } else {
+            Stamp {
+                mtime_ns: None,
+                ctime_ns: None,
+                ..self
+            }
+        }
+    }
+
+    /// True when `entry` was recorded with trusted times and none of size, times or inode moved
+    /// since.
+    fn matches(&self, entry: &FileEntry) -> bool {
+        #[cfg(unix)]
+        let times = entry.ctime_ns.is_some()
+            && entry.ctime_ns == self.ctime_ns
+            && entry.inode == self.inode;
+        #[cfg(not(unix))]
+        let times = true;
+        entry.mtime_ns.is_some()
+            && entry.mtime_ns == self.mtime_ns
+            && entry.size == self.size
+            && times
+    }
 }
 
 impl IndexWriter {
@@ -220,8 +323,9 @@ impl IndexWriter {
         let scan_time = SystemTime::now();
         progress.start(Phase::Scan, 0);
         let mut skipped = Vec::new();
-        let files = walk(corpus_root, &self.dir, &mut skipped)?;
-        self.corpus_root = fs::canonicalize(corpus_root).ok();
+        let walked = walk(corpus_root, &self.dir, &mut skipped)?;
+        self.corpus_root = Some(walked.root.clone());
+        let files = &walked.files;
         progress.start(Phase::Parse, files.len() as u64);
 
         let base: BTreeMap<String, FileEntry> = match (&self.manifest, self.rebuild) {
@@ -231,14 +335,18 @@ impl IndexWriter {
         let mut upserts = Vec::new();
         let mut removals = Vec::new();
         let mut unchanged = 0;
+        let mut refreshed = Vec::new();
         let mut seen = HashSet::new();
-        for (rel, full) in &files {
+        for (rel, full) in files {
             seen.insert(rel.clone());
             let old = base.get(rel);
-            let outcome = examine(rel, full, old, scan_time, &self.options.parse);
+            let outcome = examine(rel, full, &walked.root, old, scan_time, &self.options);
             progress.advance(1);
             match outcome {
-                Examined::Unchanged => unchanged += 1,
+                Examined::Unchanged(stamp) => {
+                    unchanged += 1;
+                    refreshed.extend(stamp.map(|s| (rel.clone(), s)));
+                }
                 Examined::Changed(upsert) => upserts.push(*upsert),
                 Examined::Skipped { reason, drop_old } => {
                     skipped.push((rel.clone(), reason));
@@ -252,7 +360,13 @@ impl IndexWriter {
                 }
             }
         }
-        removals.extend(base.keys().filter(|p| !seen.contains(*p)).cloned());
+        // What was indexed under a directory that could not be listed this time stays.
+        let (kept, gone): (Vec<&String>, Vec<&String>) = base
+            .keys()
+            .filter(|p| !seen.contains(*p))
+            .partition(|p| walked.unlisted.iter().any(|d| p.starts_with(d.as_str())));
+        unchanged += kept.len();
+        removals.extend(gone.into_iter().cloned());
 
         let added = upserts
             .iter()
@@ -273,7 +387,7 @@ impl IndexWriter {
             elapsed: Duration::ZERO,
         };
         if !upserts.is_empty() || !removals.is_empty() || self.rebuild {
-            let stats = self.commit(upserts, removals, progress)?;
+            let stats = self.commit(upserts, removals, &refreshed, progress, &|| true)?;
             summary.skipped.extend(stats.skipped);
             summary.added -= stats.rejected_added;
             summary.updated -= stats.rejected_updated;
@@ -290,6 +404,19 @@ impl IndexWriter {
     /// Indexes (or replaces) one write-up given by its path relative to the corpus root and its
     /// bytes, and publishes. A write-up the parser cannot use is an [`Error::InvalidWriteUp`].
     pub fn upsert(&mut self, relative_path: &str, bytes: &[u8]) -> Result<UpsertOutcome> {
+        self.upsert_unless_abandoned(relative_path, bytes, &|| true)
+    }
+
+    /// [`IndexWriter::upsert`] that asks `proceed` once, just before its commit point, whether
+    /// the caller still wants the write: when it answers false nothing is published and the
+    /// result is [`Error::Abandoned`]. A caller that answers true has its write published (or
+    /// an error); the question is never asked again.
+    pub fn upsert_unless_abandoned(
+        &mut self,
+        relative_path: &str,
+        bytes: &[u8],
+        proceed: &dyn Fn() -> bool,
+    ) -> Result<UpsertOutcome> {
         let path = normalise_relative(relative_path)?;
         let parsed = parse(&path, bytes, &self.options.parse);
         let Some(incident) = parsed.incident else {
@@ -298,6 +425,10 @@ impl IndexWriter {
                 .map_or("not a write-up".to_owned(), |d| d.message.clone());
             return Err(Error::InvalidWriteUp { path, reason });
         };
+        if incident.steps.len() > self.options.max_steps {
+            let reason = too_many_steps(incident.steps.len(), self.options.max_steps);
+            return Err(Error::InvalidWriteUp { path, reason });
+        }
         let replaced = !self.rebuild
             && self
                 .manifest
@@ -305,12 +436,14 @@ impl IndexWriter {
                 .is_some_and(|m| m.files.contains_key(&path));
         let upsert = Upsert {
             path: path.clone(),
-            size: bytes.len() as u64,
-            mtime_ns: None,
+            stamp: Stamp {
+                size: bytes.len() as u64,
+                ..Stamp::default()
+            },
             incident,
         };
         let id = upsert.incident.id.clone();
-        let stats = self.commit(vec![upsert], Vec::new(), &NoProgress)?;
+        let stats = self.commit(vec![upsert], Vec::new(), &[], &NoProgress, proceed)?;
         if let Some((_, reason)) = stats.skipped.into_iter().next() {
             return Err(Error::InvalidWriteUp { path, reason });
         }
@@ -329,6 +462,16 @@ impl IndexWriter {
 
     /// Removes an incident; `false` when it was not indexed.
     pub fn delete(&mut self, id: &IncidentId) -> Result<bool> {
+        self.delete_unless_abandoned(id, &|| true)
+    }
+
+    /// [`IndexWriter::delete`] that asks `proceed` before its commit point, as
+    /// [`IndexWriter::upsert_unless_abandoned`] does.
+    pub fn delete_unless_abandoned(
+        &mut self,
+        id: &IncidentId,
+        proceed: &dyn Fn() -> bool,
+    ) -> Result<bool> {
         let path = match (&self.manifest, self.rebuild) {
             (Some(m), false) => m
                 .files
@@ -338,16 +481,20 @@ impl IndexWriter {
             _ => None,
         };
         let Some(path) = path else { return Ok(false) };
-        self.commit(Vec::new(), vec![path], &NoProgress)?;
+        self.commit(Vec::new(), vec![path], &[], &NoProgress, proceed)?;
         Ok(true)
     }
 
-    /// Writes a new generation with `upserts` applied and `removals` gone, then publishes it.
+    /// Writes a new generation with `upserts` applied, `removals` gone and the stamps of
+    /// `refreshed` files updated, then publishes it unless `proceed` says no right before the
+    /// commit point.
     fn commit(
         &mut self,
         upserts: Vec<Upsert>,
         removals: Vec<String>,
+        refreshed: &[(String, Stamp)],
         progress: &dyn Progress,
+        proceed: &dyn Fn() -> bool,
     ) -> Result<CommitStats> {
         let rebuild = self.rebuild;
         let base = if rebuild {
@@ -372,6 +519,11 @@ impl IndexWriter {
         for path in &removals {
             if let Some(old) = files.remove(path) {
                 stale_incidents.push(old.incident.id);
+            }
+        }
+        for (path, stamp) in refreshed {
+            if let Some(entry) = files.get_mut(path) {
+                entry.set_stamp(stamp);
             }
         }
         let mut stats = CommitStats {
@@ -510,9 +662,11 @@ impl IndexWriter {
                     text_hash: text_hash(text),
                 })
                 .collect();
-            let entry = FileEntry {
-                size: upsert.size,
-                mtime_ns: upsert.mtime_ns,
+            let mut entry = FileEntry {
+                size: 0,
+                mtime_ns: None,
+                ctime_ns: None,
+                inode: None,
                 hash: incident.content_hash.clone(),
                 incident: IncidentMeta {
                     id: incident.id.clone(),
@@ -524,6 +678,7 @@ impl IndexWriter {
                 },
                 steps,
             };
+            entry.set_stamp(&upsert.stamp);
             files.insert(upsert.path.clone(), entry);
         }
 
@@ -639,7 +794,11 @@ impl IndexWriter {
             sync_dir(&d)?;
         }
 
-        // 3. The manifest: the commit point.
+        // 3. The manifest: the commit point, unless the caller gave up.
+        if !proceed() {
+            let _ = fs::remove_dir_all(&data_dir);
+            return Err(Error::Abandoned);
+        }
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             generation,
@@ -832,9 +991,13 @@ fn lock(dir: &Path) -> Result<File> {
 }
 
 enum Examined {
-    Unchanged,
+    /// Nothing to do; with a fresher trusted stamp when the file had to be hashed.
+    Unchanged(Option<Stamp>),
     Changed(Box<Upsert>),
-    Skipped { reason: String, drop_old: bool },
+    Skipped {
+        reason: String,
+        drop_old: bool,
+    },
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> Option<u64> {
@@ -845,107 +1008,198 @@ fn mtime_ns(meta: &fs::Metadata) -> Option<u64> {
         .map(|d| d.as_nanos() as u64)
 }
 
-/// Decides what to do with one file, reading it only when size or mtime changed.
+/// Decides what to do with one file, reading it only when its stamp (size, mtime, ctime, inode)
+/// moved or could not be trusted.
 fn examine(
     rel: &str,
     full: &Path,
+    root: &Path,
     old: Option<&FileEntry>,
     scan_time: SystemTime,
-    options: &ParseOptions,
+    options: &WriterOptions,
 ) -> Examined {
-    let meta = match fs::metadata(full) {
-        Ok(meta) => meta,
-        Err(err) => {
-            return Examined::Skipped {
-                reason: format!("cannot read file: {err}"),
-                drop_old: false,
-            };
-        }
+    let skip = |reason: String, drop_old: bool| Examined::Skipped { reason, drop_old };
+    let mut file = match open_inside(full, root) {
+        Ok(file) => file,
+        Err((reason, drop_old)) => return skip(reason, drop_old),
     };
-    let mtime = mtime_ns(&meta);
+    let before = match file.metadata() {
+        Ok(meta) => Stamp::of(&meta),
+        Err(err) => return skip(format!("cannot read file: {err}"), false),
+    };
     if let Some(old) = old
-        && old.size == meta.len()
-        && old.mtime_ns.is_some()
-        && old.mtime_ns == mtime
+        && before.matches(old)
     {
-        return Examined::Unchanged;
+        return Examined::Unchanged(None);
     }
-    if meta.len() > options.max_bytes {
-        return Examined::Skipped {
-            reason: format!(
-                "file is {} bytes, over the {} byte cap",
-                meta.len(),
-                options.max_bytes
-            ),
-            drop_old: true,
-        };
+    let max = options.parse.max_bytes;
+    if before.size > max {
+        return skip(
+            format!("file is {} bytes, over the {max} byte cap", before.size),
+            true,
+        );
     }
-    let bytes = match fs::read(full) {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            return Examined::Skipped {
-                reason: format!("cannot read file: {err}"),
-                drop_old: false,
-            };
+    let mut bytes = Vec::with_capacity(before.size as usize);
+    if let Err(err) = (&mut file).take(max + 1).read_to_end(&mut bytes) {
+        return skip(format!("cannot read file: {err}"), false);
+    }
+    if bytes.len() as u64 > max {
+        return skip(format!("file is over the {max} byte cap"), true);
+    }
+    // A file written while it was read keeps no trusted stamp: the next run hashes it again.
+    let after = file.metadata().map(|m| Stamp::of(&m)).ok();
+    let stamp = if after == Some(before) && before.size == bytes.len() as u64 {
+        before.trusted(scan_time, options.racy_window)
+    } else {
+        Stamp {
+            size: bytes.len() as u64,
+            ..Stamp::default()
         }
     };
-    // Trust the mtime next time only if it is safely older than this scan.
-    let trusted = meta
-        .modified()
-        .ok()
-        .and_then(|m| scan_time.duration_since(m).ok())
-        .is_some_and(|age| age >= RACY_WINDOW);
-    let mtime_ns = if trusted { mtime } else { None };
     if let Some(old) = old
         && old.hash == ContentHash::of(&bytes)
     {
-        return Examined::Unchanged;
+        return Examined::Unchanged(Some(stamp));
     }
-    let parsed = parse(rel, &bytes, options);
+    let parsed = parse(rel, &bytes, &options.parse);
     match parsed.incident {
+        Some(incident) if incident.steps.len() > options.max_steps => skip(
+            too_many_steps(incident.steps.len(), options.max_steps),
+            true,
+        ),
         Some(incident) => Examined::Changed(Box::new(Upsert {
             path: rel.to_owned(),
-            size: meta.len(),
-            mtime_ns,
+            stamp,
             incident,
         })),
-        None => Examined::Skipped {
-            reason: parsed
+        None => skip(
+            parsed
                 .skip_reason()
                 .map_or_else(|| "not a write-up".to_owned(), |d| d.message.clone()),
-            drop_old: true,
-        },
+            true,
+        ),
     }
 }
 
-/// Lists write-up files under `root` (relative `/`-separated path, full path), sorted. Hidden
-/// entries, the index directory itself, furniture and unsupported extensions are left out;
-/// names that are not UTF-8 are reported as skipped.
-fn walk(
-    root: &Path,
-    index_dir: &Path,
-    skipped: &mut Vec<(String, String)>,
-) -> Result<Vec<(String, PathBuf)>> {
-    let root_meta = fs::metadata(root).map_err(Error::io("cannot read corpus directory", root))?;
-    if !root_meta.is_dir() {
+fn too_many_steps(steps: usize, max: usize) -> String {
+    format!("the write-up parses into {steps} steps, over the cap of {max} steps per file")
+}
+
+/// Opens a corpus file for reading. Refused, with the reason and whether an indexed version
+/// must go: anything that is not a regular file inside `root` (canonical) once every link is
+/// resolved. On Linux the opened descriptor itself is checked too, so a path swapped for a link
+/// between the check and the open is still caught.
+fn open_inside(full: &Path, root: &Path) -> Result<File, (String, bool)> {
+    let outside = || {
+        (
+            "resolves to a path outside the corpus root".to_owned(),
+            true,
+        )
+    };
+    let real = fs::canonicalize(full).map_err(|e| (format!("cannot resolve path: {e}"), true))?;
+    if !real.starts_with(root) {
+        return Err(outside());
+    }
+    let meta = fs::metadata(&real).map_err(|e| (format!("cannot read file: {e}"), false))?;
+    if !meta.is_file() {
+        return Err((not_regular(&meta.file_type()), true));
+    }
+    let file = File::open(&real).map_err(|e| (format!("cannot read file: {e}"), false))?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd as _;
+        if let Ok(opened) = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            && !opened.starts_with(root)
+        {
+            return Err(outside());
+        }
+    }
+    Ok(file)
+}
+
+/// Why a directory entry that is neither a file nor a directory is not read.
+fn not_regular(file_type: &fs::FileType) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        let kind = if file_type.is_fifo() {
+            "a FIFO"
+        } else if file_type.is_socket() {
+            "a socket"
+        } else if file_type.is_block_device() {
+            "a block device"
+        } else if file_type.is_char_device() {
+            "a character device"
+        } else {
+            "not a regular file"
+        };
+        format!("{kind}, not a regular file")
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file_type;
+        "not a regular file".to_owned()
+    }
+}
+
+/// What [`walk`] found.
+struct Walked {
+    /// The corpus root, canonical.
+    root: PathBuf,
+    /// Candidate write-ups: relative `/`-separated path and full path, sorted.
+    files: Vec<(String, PathBuf)>,
+    /// Prefixes (`dir/`) of subdirectories that could not be listed: what was indexed under
+    /// them stays as it was.
+    unlisted: Vec<String>,
+}
+
+/// Lists candidate write-ups under `root`. Every entry left out is reported in `skipped` with
+/// its reason: hidden entries, the index directory, furniture (README, LICENSE, ...), other
+/// extensions, names that are not UTF-8, FIFOs, sockets and devices, broken or looping links,
+/// links to directories (never followed, so no cycles) or to anything outside the root, and
+/// subdirectories that cannot be listed (or whose path is too long). Only the root itself must
+/// be listable.
+fn walk(root: &Path, index_dir: &Path, skipped: &mut Vec<(String, String)>) -> Result<Walked> {
+    let root = fs::canonicalize(root).map_err(Error::io("cannot read corpus directory", root))?;
+    if !fs::metadata(&root).is_ok_and(|m| m.is_dir()) {
         return Err(Error::invalid(format!(
             "{} is not a directory",
             root.display()
         )));
     }
     let index_dir = fs::canonicalize(index_dir).ok();
-    let mut out = Vec::new();
-    let mut stack = vec![(root.to_owned(), String::new())];
+    let mut walked = Walked {
+        root: root.clone(),
+        files: Vec::new(),
+        unlisted: Vec::new(),
+    };
+    let mut stack = vec![(root.clone(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
-        if index_dir
-            .as_ref()
-            .is_some_and(|i| fs::canonicalize(&dir).ok().as_ref() == Some(i))
-        {
-            continue;
-        }
-        let entries = fs::read_dir(&dir).map_err(Error::io("cannot list directory", &dir))?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if prefix.is_empty() => {
+                return Err(Error::io("cannot list directory", &dir)(err));
+            }
+            Err(err) => {
+                skipped.push((
+                    prefix.trim_end_matches('/').to_owned(),
+                    format!("cannot list directory: {err}"),
+                ));
+                walked.unlisted.push(prefix);
+                continue;
+            }
+        };
         for entry in entries {
-            let entry = entry.map_err(Error::io("cannot list directory", &dir))?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(err) => {
+                    skipped.push((
+                        format!("{prefix}*"),
+                        format!("cannot list directory entry: {err}"),
+                    ));
+                    continue;
+                }
+            };
             let name = entry.file_name();
             let Some(name) = name.to_str() else {
                 skipped.push((
@@ -954,28 +1208,76 @@ fn walk(
                 ));
                 continue;
             };
-            if name.starts_with('.') {
+            let rel = format!("{prefix}{name}");
+            let mut skip = |reason: String| skipped.push((rel.clone(), reason));
+            let path = entry.path();
+            let file_type = match entry.file_type() {
+                Ok(file_type) => file_type,
+                Err(err) => {
+                    skip(format!("cannot read file type: {err}"));
+                    continue;
+                }
+            };
+            if file_type.is_dir()
+                && index_dir
+                    .as_ref()
+                    .is_some_and(|i| fs::canonicalize(&path).ok().as_ref() == Some(i))
+            {
+                skip("the index directory".to_owned());
                 continue;
             }
-            let rel = format!("{prefix}{name}");
-            let path = entry.path();
-            // Follows symlinks to files; directories are only entered when real, so links
-            // cannot make cycles.
-            let Ok(file_type) = entry.file_type() else {
+            if name.starts_with('.') {
+                skip("hidden entry".to_owned());
                 continue;
-            };
+            }
             if file_type.is_dir() {
                 stack.push((path, format!("{rel}/")));
-            } else if fs::metadata(&path).is_ok_and(|m| m.is_file())
-                && Format::of(name).is_some()
-                && !is_furniture(name)
-            {
-                out.push((rel, path));
+                continue;
+            }
+            if file_type.is_symlink() {
+                match fs::canonicalize(&path) {
+                    Err(err) => {
+                        skip(format!("broken or looping symbolic link: {err}"));
+                        continue;
+                    }
+                    Ok(real) if !real.starts_with(&root) => {
+                        skip("symbolic link to a path outside the corpus root".to_owned());
+                        continue;
+                    }
+                    Ok(real) => match fs::metadata(&real) {
+                        Ok(meta) if meta.is_dir() => {
+                            skip("symbolic link to a directory (not followed)".to_owned());
+                            continue;
+                        }
+                        Ok(meta) if !meta.is_file() => {
+                            skip(format!(
+                                "symbolic link to {}",
+                                not_regular(&meta.file_type())
+                            ));
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            skip(format!("cannot read link target: {err}"));
+                            continue;
+                        }
+                    },
+                }
+            } else if !file_type.is_file() {
+                skip(not_regular(&file_type));
+                continue;
+            }
+            if Format::of(name).is_none() {
+                skip("not a write-up format (expected .md, .markdown or .txt)".to_owned());
+            } else if is_furniture(name) {
+                skip("repository furniture (README, LICENSE, ...), not a write-up".to_owned());
+            } else {
+                walked.files.push((rel, path));
             }
         }
     }
-    out.sort();
-    Ok(out)
+    walked.files.sort();
+    Ok(walked)
 }
 
 /// Validates a path given with an upsert: relative, no `..`, `/`-separated.
@@ -1015,7 +1317,7 @@ mod tests {
     }
 
     #[test]
-    fn walk_skips_hidden_furniture_and_the_index() {
+    fn walk_reports_everything_it_leaves_out() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         for f in [
@@ -1032,9 +1334,54 @@ mod tests {
             fs::write(p, "# t\n\nbody\n").unwrap();
         }
         let mut skipped = Vec::new();
-        let files = walk(root, &root.join("idx"), &mut skipped).unwrap();
-        let rels: Vec<_> = files.iter().map(|(r, _)| r.as_str()).collect();
+        let walked = walk(root, &root.join("idx"), &mut skipped).unwrap();
+        let rels: Vec<_> = walked.files.iter().map(|(r, _)| r.as_str()).collect();
         assert_eq!(rels, ["a.md", "sub/b.txt"]);
-        assert!(skipped.is_empty());
+        skipped.sort();
+        let skipped: Vec<_> = skipped
+            .iter()
+            .map(|(p, r)| (p.as_str(), r.split(' ').next().unwrap()))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                (".hidden", "hidden"),
+                ("README.md", "repository"),
+                ("idx", "the"),
+                ("sub/.e.md", "hidden"),
+                ("x.png", "not"),
+            ]
+        );
+    }
+
+    #[test]
+    fn stamps_are_trusted_only_when_old_enough() {
+        let scan = UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |secs: u64| Some(secs * 1_000_000_000);
+        let stamp = Stamp {
+            size: 3,
+            mtime_ns: at(990),
+            ctime_ns: at(990),
+            inode: Some((1, 2)),
+        };
+        let window = Duration::from_secs(2);
+        assert_eq!(stamp.trusted(scan, window), stamp);
+        for young in [
+            Stamp {
+                mtime_ns: at(999),
+                ..stamp
+            },
+            Stamp {
+                ctime_ns: at(999),
+                ..stamp
+            },
+            Stamp {
+                mtime_ns: at(2_000),
+                ..stamp
+            },
+        ] {
+            let t = young.trusted(scan, window);
+            assert_eq!((t.mtime_ns, t.ctime_ns, t.size), (None, None, 3));
+        }
     }
 }

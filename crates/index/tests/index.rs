@@ -425,11 +425,11 @@ fn similar_ranks_whole_incidents() {
 fn incidents_facets_and_stats() {
     let engine = Engine::open(shared_index()).unwrap();
     let stats = engine.stats();
-    assert_eq!(stats.incidents, 28);
+    assert_eq!(stats.incidents, 30);
     assert_eq!(stats.dimension, 384);
     assert!(stats.size_bytes > 0);
     let facets = engine.facets();
-    assert_eq!(facets.incidents, 28);
+    assert_eq!(facets.incidents, 30);
     assert_eq!(facets.steps, stats.steps);
     assert_eq!(
         facets.kinds.iter().map(|k| k.count).sum::<u64>(),
@@ -467,7 +467,7 @@ fn a_second_run_without_changes_writes_nothing() {
     let (index, corpus) = (tmp.path().join("index"), tmp.path().join("corpus"));
     copy_dir(&corpus_samples(), &corpus);
     let first = sync(&index, &corpus, options());
-    assert_eq!((first.added, first.removed, first.unchanged), (28, 0, 0));
+    assert_eq!((first.added, first.removed, first.unchanged), (30, 0, 0));
     assert!(first.rebuilt);
     let before = file_states(&index);
     let second = sync(&index, &corpus, options());
@@ -478,7 +478,7 @@ fn a_second_run_without_changes_writes_nothing() {
             second.removed,
             second.unchanged
         ),
-        (0, 0, 0, 28),
+        (0, 0, 0, 30),
         "{second:?}"
     );
     assert_eq!(second.steps_embedded, 0);
@@ -488,7 +488,7 @@ fn a_second_run_without_changes_writes_nothing() {
     let f = corpus.join("cron-job-ran-twice.md");
     fs::write(&f, fs::read(&f).unwrap()).unwrap();
     let third = sync(&index, &corpus, options());
-    assert_eq!(third.unchanged, 28);
+    assert_eq!(third.unchanged, 30);
     assert_eq!(file_states(&index), before);
 }
 
@@ -551,7 +551,7 @@ fn upsert_delete_and_reload() {
         .unwrap();
     assert!(again.replaced);
     engine.reload().unwrap();
-    assert_eq!(engine.stats().incidents, 29);
+    assert_eq!(engine.stats().incidents, 31);
 
     let bad = writer.upsert("bin.md", b"\x00\x01binary").unwrap_err();
     assert!(
@@ -568,7 +568,7 @@ fn upsert_delete_and_reload() {
     assert!(writer.delete(&outcome.incident_id).unwrap());
     assert!(!writer.delete(&outcome.incident_id).unwrap());
     engine.reload().unwrap();
-    assert_eq!(engine.stats().incidents, 28);
+    assert_eq!(engine.stats().incidents, 30);
     assert!(
         search(
             &engine,
@@ -606,7 +606,7 @@ fn a_model_change_rebuilds_into_a_new_generation() {
     let summary = writer.sync_dir(&corpus_samples(), &NoProgress).unwrap();
     drop(writer);
     assert!(summary.rebuilt);
-    assert_eq!(summary.added, 28);
+    assert_eq!(summary.added, 30);
     assert_eq!(summary.generation, before + 1);
     // The engine keeps serving the old state until reloaded, then refuses the old model.
     assert!(
@@ -853,17 +853,23 @@ fn bad_files_are_skipped_with_reasons() {
     fs::write(corpus.join("image.png"), b"\x89PNG").unwrap();
     let summary = sync(&index, &corpus, options());
     assert_eq!(summary.added, 1);
-    assert_eq!(summary.skipped.len(), 1, "{:?}", summary.skipped);
-    assert_eq!(summary.skipped[0].0, "sub/binary.md");
+    // Everything not indexed is reported, furniture and other formats included.
+    let paths: Vec<&str> = summary.skipped.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["README.md", "image.png", "sub/binary.md"],
+        "{:?}",
+        summary.skipped
+    );
     assert!(
-        summary.skipped[0].1.contains("binary"),
+        summary.skipped[2].1.contains("binary"),
         "{}",
-        summary.skipped[0].1
+        summary.skipped[2].1
     );
     // A write-up that turns bad is removed; the reason is reported each run.
     fs::write(corpus.join("good.md"), b"\x00").unwrap();
     let summary = sync(&index, &corpus, options());
-    assert_eq!((summary.removed, summary.skipped.len()), (1, 2));
+    assert_eq!((summary.removed, summary.skipped.len()), (1, 4));
     assert_eq!(Engine::open(&index).unwrap().stats().steps, 0);
     let _ = WriterOptions::default();
 }

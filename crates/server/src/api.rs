@@ -4,7 +4,8 @@
 
 use precedent_index::{Filters, Mode};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// `POST /v1/search`: ranked diagnostic steps for a query.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -22,7 +23,7 @@ pub struct SearchBody {
     #[schemars(range(min = 1, max = 100))]
     pub k: Option<usize>,
     /// Restrictions on the steps returned.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub filters: Filters,
 }
 
@@ -44,8 +45,57 @@ pub struct SimilarBody {
     #[schemars(range(min = 1, max = 100))]
     pub k: Option<usize>,
     /// Restrictions on the steps that may match.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub filters: Filters,
+}
+
+/// A struct-typed field taken only from a JSON object: serde's derive would also accept an
+/// array of the field values in declaration order (so `"filters": []` would mean "no filters").
+pub(crate) fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    if !value.is_object() {
+        return Err(D::Error::custom(format!(
+            "invalid type: {}, expected an object",
+            kind_of(&value)
+        )));
+    }
+    serde_json::from_value(value).map_err(D::Error::custom)
+}
+
+/// [`object`] for an optional field: `null` is `None`.
+pub(crate) fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    if !value.is_object() {
+        return Err(D::Error::custom(format!(
+            "invalid type: {}, expected an object",
+            kind_of(&value)
+        )));
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(D::Error::custom)
+}
+
+pub(crate) fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
 }
 
 /// `PUT /v1/incidents`: index (or replace) one write-up.

@@ -215,6 +215,7 @@ impl From<precedent_index::Error> for ApiError {
         match &err {
             E::UnknownIncident(_) => ApiError::new(ErrorCode::NotFound, err.to_string()),
             E::Locked { .. } => ApiError::new(ErrorCode::IndexLocked, err.to_string()),
+            E::Abandoned => ApiError::new(ErrorCode::Timeout, err.to_string()),
             E::ModelMismatch { .. } | E::QdrantCollection { .. } => {
                 ApiError::new(ErrorCode::ModelMismatch, err.to_string())
             }

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use precedent_core::IncidentId;
 use precedent_index::{SearchRequest, SimilarRequest, SimilarSource};
 use serde::de::DeserializeOwned;
@@ -18,6 +18,7 @@ use crate::api::{
     validate_write_up_path,
 };
 use crate::error::{ApiError, ErrorCode};
+use crate::security::Deadline;
 use crate::state::AppState;
 
 /// The complete application: the HTTP API, `/mcp`, and the security gate around both.
@@ -29,6 +30,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             writes_allowed,
         ));
+    // rmcp answers transport errors in plain text; the API's clients expect `{code, message}`.
+    let mcp = Router::new()
+        .nest_service("/mcp", crate::mcp::http_service(&state))
+        .layer(middleware::from_fn(json_errors));
     let mut app = Router::new()
         .route("/v1/search", post(search))
         .route("/v1/similar", post(similar))
@@ -38,7 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .merge(writes)
-        .nest_service("/mcp", crate::mcp::http_service(&state))
+        .merge(mcp)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -69,6 +74,51 @@ fn cors_layer(state: &AppState) -> Option<CorsLayer> {
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
     )
+}
+
+/// Rewrites an error answer that is not JSON into the API's `{code, message}` body, keeping its
+/// status and other headers.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let mut message: String = text.trim().chars().take(300).collect();
+    if message.is_empty() {
+        message = status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_ascii_lowercase();
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Overloaded,
+        StatusCode::GATEWAY_TIMEOUT => ErrorCode::Timeout,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
+    };
+    let mut out = (status, Json(crate::error::ErrorBody { code, message })).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 async fn not_found() -> ApiError {
@@ -147,6 +197,11 @@ fn body_error(rejection: BytesRejection) -> ApiError {
 }
 
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde's derive would also read a struct from an array of its field values.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
     serde_json::from_slice(bytes).map_err(|err| {
         use serde_json::error::Category;
         match err.classify() {
@@ -275,13 +330,34 @@ async fn openapi() -> Response {
     Json(crate::openapi::document()).into_response()
 }
 
+/// The deadline the gate set, or one from now for a router driven without the gate.
+fn deadline_of(state: &AppState, deadline: Option<Extension<Deadline>>) -> tokio::time::Instant {
+    deadline.map_or_else(
+        || tokio::time::Instant::now() + state.options().request_timeout,
+        |Extension(Deadline(at))| at,
+    )
+}
+
 async fn upsert_incident(
     State(state): State<AppState>,
-    body: Result<JsonBody<UpsertBody>, ApiError>,
+    deadline: Option<Extension<Deadline>>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let JsonBody(body) = body?;
+    let deadline = deadline_of(&state, deadline);
+    // The gate leaves writes to their own deadline, the body upload included.
+    let JsonBody(body) = tokio::time::timeout_at(
+        deadline,
+        JsonBody::<UpsertBody>::from_request(request, &state),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            ErrorCode::Timeout,
+            "the request body was not received in time",
+        )
+    })??;
     let path = validate_write_up_path(&body.path).map_err(ApiError::bad_request)?;
-    let outcome = state.upsert(path, body.markdown).await?;
+    let outcome = state.upsert(path, body.markdown, deadline).await?;
     let status = if outcome.replaced {
         StatusCode::OK
     } else {
@@ -298,10 +374,12 @@ async fn upsert_incident(
 
 async fn delete_incident(
     State(state): State<AppState>,
+    deadline: Option<Extension<Deadline>>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let deadline = deadline_of(&state, deadline);
     let id = path_id(id)?;
-    if !state.delete(id.clone()).await? {
+    if !state.delete(id.clone(), deadline).await? {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("unknown incident id {id}"),

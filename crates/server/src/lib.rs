@@ -30,6 +30,7 @@
 //! ```
 
 mod api;
+mod conn;
 mod error;
 mod http;
 mod mcp;
@@ -38,14 +39,16 @@ mod openapi;
 mod options;
 mod security;
 mod state;
+mod stdio;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use precedent_core::Embedder;
 use precedent_index::Engine;
-use rmcp::ServiceExt as _;
 use tokio::net::TcpListener;
+
+use crate::conn::{Accepted, GuardedListener};
 
 pub use api::{
     DeleteResponse, HealthResponse, SearchBody, SimilarBody, UpsertBody, UpsertResponse,
@@ -59,6 +62,7 @@ pub use mcp::{
 pub use openapi::document as openapi_document;
 pub use options::{DEFAULT_ADDR, ServerOptions};
 pub use state::AppState;
+pub use stdio::serve_lines;
 
 /// Binds `options.addr` and serves HTTP and MCP until ctrl-c, then shuts down gracefully.
 pub async fn serve(
@@ -93,6 +97,12 @@ pub async fn serve_on(
     let app = router(state.clone());
     tracing::info!(addr = %state.options().addr, writes = state.options().allow_writes, "serving HTTP API and MCP at /mcp");
     let cancel = state.inner.shutdown.clone();
+    let listener = GuardedListener::new(
+        listener,
+        state.options().conn_limits(),
+        state.inner.metrics.clone(),
+    );
+    let app = app.into_make_service_with_connect_info::<Accepted>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -106,7 +116,7 @@ pub async fn serve_on(
 }
 
 /// Serves MCP over stdin/stdout until the client disconnects. Nothing else may write to
-/// stdout (logs go to stderr).
+/// stdout (logs go to stderr). Malformed lines get JSON-RPC error replies ([`serve_lines`]).
 pub async fn serve_stdio(
     options: ServerOptions,
     engine: Arc<Engine>,
@@ -114,13 +124,9 @@ pub async fn serve_stdio(
 ) -> Result<()> {
     let state = AppState::new(options, engine, embedder)?;
     let reloader = spawn_reloader(state.clone());
-    let running = McpServer::new(state)
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| Error::Mcp(e.to_string()))?;
-    let result = running.waiting().await;
+    let result = serve_lines(state, tokio::io::stdin(), tokio::io::stdout()).await;
     reloader.abort();
-    result.map(|_| ()).map_err(|e| Error::Mcp(e.to_string()))
+    result
 }
 
 /// A non-loopback listener needs a token; writes need a token.

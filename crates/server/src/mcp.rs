@@ -89,7 +89,7 @@ pub struct SearchIncidentsParams {
     #[schemars(range(min = 1, max = 50))]
     pub k: Option<u32>,
     /// Optional restrictions.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::object_or_null")]
     pub filters: Option<ToolFilters>,
 }
 
@@ -111,7 +111,7 @@ pub struct FindSimilarParams {
     #[schemars(range(min = 1, max = 50))]
     pub k: Option<u32>,
     /// Optional restrictions on the steps that may match.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::api::object_or_null")]
     pub filters: Option<ToolFilters>,
 }
 
@@ -156,6 +156,20 @@ impl McpServer {
         self.state.options().mcp_result_bytes
     }
 
+    /// Runs a tool under the request time limit, which over stdio no HTTP gate applies.
+    async fn limited<T>(
+        &self,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let limit = self.state.options().request_timeout;
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(ApiError::new(
+                ErrorCode::Timeout,
+                format!("request took longer than {} ms", limit.as_millis()),
+            ))
+        })
+    }
+
     #[tool(
         name = "search_incidents",
         description = "Search past incident write-ups for diagnostic steps matching a query (a symptom, error message, hypothesis or component). Returns up to k steps, best first, each with its incident id and title, step kind (detection, investigation, action, mitigation, root_cause, ...), the step text and a citation path:lines. Use it to learn what people saw, suspected, tried and what fixed it. Filter by kinds (e.g. [\"mitigation\"] for what restored service), services, severities, tags or dates. Follow up with get_incident for the full write-up.",
@@ -171,18 +185,19 @@ impl McpServer {
         &self,
         Parameters(params): Parameters<SearchIncidentsParams>,
     ) -> Result<CallToolResult, ErrorData> {
-        let result = async {
-            check_text("query", &params.query, self.state.options().max_query_bytes)?;
-            let k = check_k(params.k, 10)?;
-            let filters = to_filters(params.filters)?;
-            let request = SearchRequest::new(params.query)
-                .with_mode(params.mode.unwrap_or_default())
-                .with_k(k)
-                .with_filters(filters);
-            let response = self.state.search(request).await?;
-            Ok(render_hits(&response.hits, response.took_ms, self.budget()))
-        }
-        .await;
+        let result = self
+            .limited(async {
+                check_text("query", &params.query, self.state.options().max_query_bytes)?;
+                let k = check_k(params.k, 10)?;
+                let filters = to_filters(params.filters)?;
+                let request = SearchRequest::new(params.query)
+                    .with_mode(params.mode.unwrap_or_default())
+                    .with_k(k)
+                    .with_filters(filters);
+                let response = self.state.search(request).await?;
+                Ok(render_hits(&response.hits, response.took_ms, self.budget()))
+            })
+            .await;
         finish(result)
     }
 
@@ -201,26 +216,29 @@ impl McpServer {
         &self,
         Parameters(params): Parameters<FindSimilarParams>,
     ) -> Result<CallToolResult, ErrorData> {
-        let result = async {
-            let source = match (params.text, params.incident_id) {
-                (Some(text), None) => {
-                    check_text("text", &text, self.state.options().max_query_bytes)?;
-                    SimilarSource::Text(text)
-                }
-                (None, Some(id)) => SimilarSource::Incident(crate::http::parse_incident_id(&id)?),
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "give exactly one of text and incident_id",
-                    ));
-                }
-            };
-            let mut request = SimilarRequest::new(source);
-            request.k = check_k(params.k, 5)?;
-            request.filters = to_filters(params.filters)?;
-            let response = self.state.similar(request).await?;
-            Ok(render_similar(&response, self.budget()))
-        }
-        .await;
+        let result = self
+            .limited(async {
+                let source = match (params.text, params.incident_id) {
+                    (Some(text), None) => {
+                        check_text("text", &text, self.state.options().max_query_bytes)?;
+                        SimilarSource::Text(text)
+                    }
+                    (None, Some(id)) => {
+                        SimilarSource::Incident(crate::http::parse_incident_id(&id)?)
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "give exactly one of text and incident_id",
+                        ));
+                    }
+                };
+                let mut request = SimilarRequest::new(source);
+                request.k = check_k(params.k, 5)?;
+                request.filters = to_filters(params.filters)?;
+                let response = self.state.similar(request).await?;
+                Ok(render_similar(&response, self.budget()))
+            })
+            .await;
         finish(result)
     }
 
@@ -239,12 +257,13 @@ impl McpServer {
         &self,
         Parameters(params): Parameters<GetIncidentParams>,
     ) -> Result<CallToolResult, ErrorData> {
-        let result = async {
-            let id = crate::http::parse_incident_id(&params.incident_id)?;
-            let incident = self.state.incident(id).await?;
-            Ok(render_incident(&incident, self.budget()))
-        }
-        .await;
+        let result = self
+            .limited(async {
+                let id = crate::http::parse_incident_id(&params.incident_id)?;
+                let incident = self.state.incident(id).await?;
+                Ok(render_incident(&incident, self.budget()))
+            })
+            .await;
         finish(result)
     }
 
@@ -263,19 +282,21 @@ impl McpServer {
         &self,
         Parameters(_params): Parameters<ListFacetsParams>,
     ) -> Result<CallToolResult, ErrorData> {
-        let result = async {
-            let facets = self.state.facets().await?;
-            let value = serde_json::to_value(&facets).map_err(|e| ApiError::internal(&e))?;
-            let mut out = Budgeted::new(self.budget());
-            out.push_line(PREAMBLE);
-            out.push_envelope(
-                "facets",
-                &[],
-                &serde_json::to_string_pretty(&value).unwrap_or_default(),
-            );
-            Ok(tool_result(out.finish(), value))
-        }
-        .await;
+        let result = self
+            .limited(async {
+                let facets = self.state.facets().await?;
+                let value = serde_json::to_value(&facets).map_err(|e| ApiError::internal(&e))?;
+                let value = fit_json(value, self.budget());
+                let mut out = Budgeted::new(self.budget());
+                out.push_line(PREAMBLE);
+                out.push_envelope(
+                    "facets",
+                    &[],
+                    &serde_json::to_string_pretty(&value).unwrap_or_default(),
+                );
+                Ok(tool_result(out.finish(), value))
+            })
+            .await;
         finish(result)
     }
 }
@@ -306,9 +327,14 @@ impl ServerHandler for McpServer {
         let resources = incidents
             .into_iter()
             .map(|(id, title, path)| {
+                // Title and path come from the corpus: the title is neutralised (no markup, no
+                // line breaks), the path is enveloped.
                 Resource::new(format!("{RESOURCE_SCHEME}{id}"), id.to_string())
-                    .with_title(title)
-                    .with_description(format!("Past incident write-up {path}"))
+                    .with_title(neutralise(&title))
+                    .with_description(format!(
+                        "Past incident write-up <{ENVELOPE_TAG} source=\"{}\"></{ENVELOPE_TAG}>",
+                        escape_attr(&path)
+                    ))
                     .with_mime_type("text/plain")
             })
             .collect();
@@ -547,12 +573,24 @@ fn floor_char_boundary(s: &str, mut at: usize) -> usize {
 }
 
 fn escape_attr(value: &str) -> String {
-    value
-        .replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace(['\n', '\r'], " ")
+    neutralise(value).replace('"', "&quot;")
+}
+
+/// Corpus text for a bare field: `&`, `<` and `>` escaped, control characters (line breaks,
+/// terminal escapes) turned into spaces, so it can neither open nor close markup nor start a
+/// line of its own.
+fn neutralise(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Escapes `<` wherever it starts an envelope tag (opening or closing, any case), so corpus
@@ -588,20 +626,19 @@ fn render_hits(hits: &[Hit], took_ms: u64, budget: usize) -> CallToolResult {
     let mut shown = Vec::new();
     for (rank, hit) in hits.iter().enumerate() {
         let kind = hit.kind.as_str();
-        let header = format!(
-            "{}. incident_id={} kind={} score={:.4}",
-            rank + 1,
-            hit.incident_id,
-            kind,
-            hit.score.fused
-        );
+        // Only values this server computed go on the line; everything from the corpus (id,
+        // title, path) is in the envelope.
+        let header = format!("{}. kind={kind} score={:.4}", rank + 1, hit.score.fused);
         if !out.push_line(&header) {
             break;
         }
         let source = citation(hit);
-        let Some(kept) =
-            out.push_envelope(&source, &[("title", &hit.title), ("kind", kind)], &hit.text)
-        else {
+        let id = hit.incident_id.to_string();
+        let Some(kept) = out.push_envelope(
+            &source,
+            &[("incident_id", &id), ("title", &hit.title), ("kind", kind)],
+            &hit.text,
+        ) else {
             break;
         };
         let mut hit = hit.clone();
@@ -618,7 +655,7 @@ fn render_hits(hits: &[Hit], took_ms: u64, budget: usize) -> CallToolResult {
         |hits, truncated| json!({ "hits": hits, "took_ms": took_ms, "truncated": truncated || text_truncated }),
         hits.len(),
     );
-    tool_result(text, structured)
+    tool_result(text, fit_json(structured, budget))
 }
 
 /// Builds structured content from `items`, dropping items from the end (and cutting long
@@ -656,17 +693,25 @@ fn render_similar(response: &precedent_index::SimilarResponse, budget: usize) ->
             .as_ref()
             .map(|d| d.start.to_string())
             .unwrap_or_else(|| "undated".into());
-        let header = format!(
-            "{}. incident_id={} score={:.4} date={} severity={} services={} path={}",
-            rank + 1,
-            incident.incident_id,
-            incident.score,
-            date,
-            incident.severity.as_deref().unwrap_or("unknown"),
-            incident.services.join(","),
-            incident.path,
-        );
+        let header = format!("{}. score={:.4} date={date}", rank + 1, incident.score);
         if !out.push_line(&header) {
+            break;
+        }
+        let id = incident.incident_id.to_string();
+        let metadata = metadata_lines(
+            &incident.title,
+            incident.severity.as_deref(),
+            &incident.services,
+            &[],
+        );
+        if out
+            .push_envelope(
+                &incident.path,
+                &[("incident_id", &id), ("field", "metadata")],
+                &metadata,
+            )
+            .is_none()
+        {
             break;
         }
         let mut kept_incident = incident.clone();
@@ -674,7 +719,11 @@ fn render_similar(response: &precedent_index::SimilarResponse, budget: usize) ->
         for hit in &incident.steps {
             let Some(kept) = out.push_envelope(
                 &citation(hit),
-                &[("title", &hit.title), ("kind", hit.kind.as_str())],
+                &[
+                    ("incident_id", &id),
+                    ("title", &hit.title),
+                    ("kind", hit.kind.as_str()),
+                ],
                 &hit.text,
             ) else {
                 shown.push(kept_incident);
@@ -695,7 +744,7 @@ fn render_similar(response: &precedent_index::SimilarResponse, budget: usize) ->
         |incidents, truncated| json!({ "incidents": incidents, "took_ms": took_ms, "truncated": truncated || text_truncated }),
         response.incidents.len(),
     );
-    tool_result(text, structured)
+    tool_result(text, fit_json(structured, budget))
 }
 
 /// An incident as enveloped text, and whether it was cut.
@@ -709,17 +758,18 @@ fn incident_text(incident: &Incident, budget: usize) -> (String, usize) {
         },
         None => "undated".into(),
     };
-    out.push_line(&format!(
-        "incident_id={} path={} date={} severity={} services={} tags={} steps={}",
-        incident.id,
-        incident.path,
-        date,
-        incident.severity.as_deref().unwrap_or("unknown"),
-        incident.services.join(","),
-        incident.tags.join(","),
-        incident.steps.len(),
-    ));
-    out.push_envelope(&incident.path, &[("field", "title")], &incident.title);
+    out.push_line(&format!("date={date} steps={}", incident.steps.len()));
+    let id = incident.id.to_string();
+    out.push_envelope(
+        &incident.path,
+        &[("incident_id", &id), ("field", "metadata")],
+        &metadata_lines(
+            &incident.title,
+            incident.severity.as_deref(),
+            &incident.services,
+            &incident.tags,
+        ),
+    );
     if let Some(summary) = &incident.summary {
         out.push_envelope(&incident.path, &[("field", "summary")], summary);
     }
@@ -748,27 +798,133 @@ fn incident_text(incident: &Incident, budget: usize) -> (String, usize) {
     (out.finish(), steps_shown)
 }
 
+/// The corpus-derived metadata of an incident, one `name: value` line each, for the body of
+/// a metadata envelope.
+fn metadata_lines(
+    title: &str,
+    severity: Option<&str>,
+    services: &[String],
+    tags: &[String],
+) -> String {
+    let mut text = format!("title: {title}\n");
+    if let Some(severity) = severity {
+        let _ = writeln!(text, "severity: {severity}");
+    }
+    if !services.is_empty() {
+        let _ = writeln!(text, "services: {}", services.join(", "));
+    }
+    if !tags.is_empty() {
+        let _ = writeln!(text, "tags: {}", tags.join(", "));
+    }
+    text.pop();
+    text
+}
+
 fn render_incident(incident: &Incident, budget: usize) -> CallToolResult {
     let (text, steps_shown) = incident_text(incident, budget);
     let mut kept = incident.clone();
     kept.steps.truncate(steps_shown);
     let total = incident.steps.len();
-    let value = loop {
-        let truncated = kept.steps.len() < total;
-        let value = json!({ "incident": kept, "total_steps": total, "truncated": truncated });
-        if value.to_string().len() <= budget {
-            break value;
+    let value = json!({ "incident": kept, "total_steps": total, "truncated": steps_shown < total });
+    tool_result(text, fit_json(value, budget))
+}
+
+/// Structured content within `budget` bytes of JSON whatever the data: while it is too big,
+/// the largest array loses its second half or the largest string is cut in half, and
+/// `truncated` is set. A value that cannot be made small enough becomes a short notice.
+pub(crate) fn fit_json(mut value: Value, budget: usize) -> Value {
+    let mut cut = false;
+    while json_len(&value) > budget {
+        if !shrink_largest(&mut value) {
+            return json!({ "truncated": true, "message": "the result does not fit in the size limit" });
         }
-        if kept.steps.pop().is_none() {
-            // Even without steps it does not fit (a huge summary): drop the bulky fields.
-            kept.timeline.clear();
-            kept.summary = kept
-                .summary
-                .map(|s| s[..floor_char_boundary(&s, 1000)].to_owned());
-            break json!({ "incident": kept, "total_steps": total, "truncated": true });
+        cut = true;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("truncated".into(), Value::Bool(true));
         }
+    }
+    if cut && !value.is_object() {
+        // A bare array or string cannot say it was cut; wrap it.
+        let wrapped = json!({ "value": value, "truncated": true });
+        return if json_len(&wrapped) <= budget {
+            wrapped
+        } else {
+            json!({ "truncated": true })
+        };
+    }
+    value
+}
+
+fn json_len(value: &Value) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |v| v.len())
+}
+
+/// Halves the largest shrinkable node (an array with elements, or a string over 64 bytes).
+/// Returns false when there is none.
+fn shrink_largest(value: &mut Value) -> bool {
+    fn largest(
+        value: &Value,
+        path: &mut Vec<usize>,
+        best: &mut Option<(usize, Vec<usize>)>,
+    ) -> usize {
+        match value {
+            Value::Array(items) => {
+                let mut size = 2;
+                for (i, item) in items.iter().enumerate() {
+                    path.push(i);
+                    size += largest(item, path, best) + 1;
+                    path.pop();
+                }
+                if !items.is_empty() && best.as_ref().is_none_or(|(b, _)| size > *b) {
+                    *best = Some((size, path.clone()));
+                }
+                size
+            }
+            Value::Object(map) => {
+                let mut size = 2;
+                for (i, (key, item)) in map.iter().enumerate() {
+                    path.push(i);
+                    size += key.len() + 4 + largest(item, path, best);
+                    path.pop();
+                }
+                size
+            }
+            Value::String(text) => {
+                let size = text.len() + 2;
+                if text.len() > 64 && best.as_ref().is_none_or(|(b, _)| size > *b) {
+                    *best = Some((size, path.clone()));
+                }
+                size
+            }
+            other => json_len(other),
+        }
+    }
+    let mut best = None;
+    largest(value, &mut Vec::new(), &mut best);
+    let Some((_, path)) = best else {
+        return false;
     };
-    tool_result(text, value)
+    let mut node = value;
+    for i in path {
+        node = match node {
+            Value::Array(items) => &mut items[i],
+            Value::Object(map) => match map.iter_mut().nth(i) {
+                Some((_, v)) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match node {
+        Value::Array(items) => items.truncate(items.len() / 2),
+        Value::String(text) => {
+            let at = floor_char_boundary(text, text.len() / 2);
+            text.truncate(at);
+            text.push_str("[…]");
+        }
+        _ => return false,
+    }
+    true
 }
 
 #[cfg(test)]

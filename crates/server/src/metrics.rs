@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::conn::CloseReason;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -27,7 +29,16 @@ struct Series {
     /// (route, method) -> latency
     latency: BTreeMap<(String, String), Histogram>,
     rejected_overload: u64,
+    /// reason -> connections closed by the server's connection limits
+    closed: BTreeMap<&'static str, u64>,
+    /// Server errors not logged because one was logged less than a second before.
+    suppressed_logs: u64,
+    last_error_log: Option<Instant>,
 }
+
+/// Most WARN lines about failed requests per second; the rest are counted and summed up in
+/// the next line.
+const ERROR_LOGS_PER_SECOND: u32 = 1;
 
 /// Counters shared by all requests.
 #[derive(Default)]
@@ -54,6 +65,34 @@ impl Metrics {
         }
         histogram.count += 1;
         histogram.sum += seconds;
+    }
+
+    pub(crate) fn record_closed(&self, reason: CloseReason) {
+        *self
+            .series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed
+            .entry(reason.as_str())
+            .or_default() += 1;
+    }
+
+    /// Whether a failed request may be logged now; `Some(n)`: yes, and `n` were suppressed
+    /// since the last one. Bursts of 5xx (a saturated server answers hundreds of 503s a second)
+    /// would otherwise flood the log; the counters have every one of them.
+    pub(crate) fn may_log_error(&self) -> Option<u64> {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let interval = Duration::from_secs(1) / ERROR_LOGS_PER_SECOND;
+        if series
+            .last_error_log
+            .is_some_and(|last| now.duration_since(last) < interval)
+        {
+            series.suppressed_logs += 1;
+            return None;
+        }
+        series.last_error_log = Some(now);
+        Some(std::mem::take(&mut series.suppressed_logs))
     }
 
     pub(crate) fn record_overload(&self) {
@@ -114,6 +153,15 @@ impl Metrics {
             "precedent_http_overloaded_total {}",
             series.rejected_overload
         );
+        out.push_str("# HELP precedent_http_connections_closed_total Connections closed by the server's limits, by reason (header_timeout, idle_timeout, evicted, refused).\n");
+        out.push_str("# TYPE precedent_http_connections_closed_total counter\n");
+        for reason in ["header_timeout", "idle_timeout", "evicted", "refused"] {
+            let _ = writeln!(
+                out,
+                "precedent_http_connections_closed_total{{reason=\"{reason}\"}} {}",
+                series.closed.get(reason).copied().unwrap_or(0)
+            );
+        }
         if let Some(stats) = index {
             for (name, help, value) in [
                 (

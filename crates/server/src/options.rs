@@ -40,6 +40,15 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     /// Requests handled at once; more are answered 503 with `Retry-After`. Default 64.
     pub concurrency_limit: usize,
+    /// Open connections at most. At the cap a new connection evicts an idle one (preferring
+    /// those that never completed a request, or failed authentication), or is closed when all
+    /// are busy. Default 1024.
+    pub max_connections: usize,
+    /// Time a client has to send a request head, from connecting (or from the first byte of a
+    /// later request on a kept-alive connection). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time a kept-alive connection may sit idle between requests. Default 60 s.
+    pub idle_timeout: Duration,
     /// Size limit, in bytes, of each form (text and structured) of an MCP tool result.
     /// Default 20 000.
     pub mcp_result_bytes: usize,
@@ -69,6 +78,9 @@ impl Default for ServerOptions {
             max_k: 100,
             request_timeout: Duration::from_secs(10),
             concurrency_limit: 64,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             mcp_result_bytes: 20_000,
             reload_interval: Duration::from_secs(2),
             query_store: None,
@@ -92,6 +104,9 @@ impl std::fmt::Debug for ServerOptions {
             .field("max_k", &self.max_k)
             .field("request_timeout", &self.request_timeout)
             .field("concurrency_limit", &self.concurrency_limit)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("mcp_result_bytes", &self.mcp_result_bytes)
             .field("reload_interval", &self.reload_interval)
             .field("query_store", &self.query_store.as_ref().map(|s| s.kind()))
@@ -106,6 +121,15 @@ impl ServerOptions {
             addr,
             index_dir: index_dir.into(),
             ..Self::default()
+        }
+    }
+
+    /// The connection limits.
+    pub(crate) fn conn_limits(&self) -> crate::conn::ConnLimits {
+        crate::conn::ConnLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 
@@ -126,6 +150,12 @@ impl ServerOptions {
         }
         if self.request_timeout.is_zero() {
             return bad("request timeout must be positive");
+        }
+        if self.max_connections == 0 {
+            return bad("connection limit must be positive");
+        }
+        if self.header_read_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return bad("header-read and idle timeouts must be positive");
         }
         if self.mcp_result_bytes < 1024 {
             return bad("mcp result budget must be at least 1024 bytes");

@@ -6,13 +6,19 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::conn::Accepted;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
+
+/// When the request's time is up, for handlers that enforce the limit themselves (writes,
+/// which must not be published after their client was told they failed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(pub(crate) tokio::time::Instant);
 
 /// Axum middleware implementing the gate (see the module docs).
 pub(crate) async fn gate(
@@ -21,13 +27,33 @@ pub(crate) async fn gate(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    // The connection is busy (not idle, not evictable) while this request is handled.
+    let conn = request
+        .extensions()
+        .get::<ConnectInfo<Accepted>>()
+        .map(|c| c.0.conn.clone());
+    let _in_flight = conn.as_ref().map(|c| c.begin());
+    let http1 = request.version() < Version::HTTP_2;
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().clone();
-    let response = match admit(&state, &request) {
-        Err(err) => err.into_response(),
+    let admitted = admit(&state, &request);
+    if let Some(conn) = &conn {
+        conn.set_authenticated(admitted.is_ok());
+    }
+    let response = match admitted {
+        Err(err) => {
+            let mut response = err.into_response();
+            // A client that fails the checks does not keep a connection open.
+            if http1 {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
         Ok(()) => run(&state, request, next).await,
     };
     let status = response.status().as_u16();
@@ -36,7 +62,15 @@ pub(crate) async fn gate(
         .metrics
         .record(&route, method.as_str(), status, started.elapsed());
     if status >= 500 {
-        tracing::warn!(route, method = %method, status, "request failed");
+        if let Some(suppressed) = state.inner.metrics.may_log_error() {
+            tracing::warn!(
+                route,
+                method = %method,
+                status,
+                suppressed,
+                "request failed (suppressed: failures not logged since the last line; all are counted in /metrics)"
+            );
+        }
     } else {
         tracing::debug!(route, method = %method, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     }
@@ -47,16 +81,27 @@ pub(crate) async fn gate(
 fn admit(state: &AppState, request: &Request<Body>) -> Result<(), ApiError> {
     let shared = &state.inner;
     let headers = request.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
-    if !host
-        .as_deref()
-        .is_some_and(|h| host_allowed(&shared.hosts, h))
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ApiError::bad_request("more than one Host header"));
+    }
+    let host = host.map(|h| h.to_str().unwrap_or("\u{0}"));
+    // An absolute-form target (`GET http://host/path`) names the host too; both must agree and
+    // be allowed.
+    let authority = request.uri().authority().map(|a| a.as_str());
+    let forbidden = || ApiError::new(ErrorCode::ForbiddenHost, "host not allowed");
+    match (host, authority) {
+        (None, None) => return Err(forbidden()),
+        (Some(h), Some(a)) if !h.trim().eq_ignore_ascii_case(a) => return Err(forbidden()),
+        _ => {}
+    }
+    if [host, authority]
+        .into_iter()
+        .flatten()
+        .any(|h| !host_allowed(&shared.hosts, h))
     {
-        return Err(ApiError::new(ErrorCode::ForbiddenHost, "host not allowed"));
+        return Err(forbidden());
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let ok = origin
@@ -104,7 +149,17 @@ async fn run(state: &AppState, request: Request<Body>, next: Next) -> Response {
         )
         .into_response();
     };
-    match tokio::time::timeout(shared.options.request_timeout, next.run(request)).await {
+    let deadline = tokio::time::Instant::now() + shared.options.request_timeout;
+    let mut request = request;
+    request.extensions_mut().insert(Deadline(deadline));
+    // Writes keep to the deadline themselves: cut off here, a write could still be published
+    // after its client was answered 504.
+    let is_write = matches!(*request.method(), Method::PUT | Method::DELETE)
+        && request.uri().path().starts_with("/v1/incidents");
+    if is_write {
+        return next.run(request).await;
+    }
+    match tokio::time::timeout_at(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             ErrorCode::Timeout,

@@ -38,9 +38,11 @@ pub(crate) struct Shared {
     pub(crate) hosts: Vec<String>,
     pub(crate) origins: Vec<String>,
     pub(crate) permits: Arc<Semaphore>,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     /// Serialises writes from this process; the index lock guards against other processes.
-    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// Held by the blocking write itself, so a write abandoned at its deadline still keeps
+    /// the next one waiting until it is over.
+    pub(crate) write_lock: Arc<tokio::sync::Mutex<()>>,
     /// Cancelled when the server shuts down (ends MCP streams).
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
 }
@@ -66,8 +68,8 @@ impl AppState {
                 hosts,
                 origins,
                 permits,
-                metrics: Metrics::default(),
-                write_lock: tokio::sync::Mutex::new(()),
+                metrics: Arc::default(),
+                write_lock: Arc::default(),
                 shutdown: tokio_util::sync::CancellationToken::new(),
             }),
         })
@@ -174,40 +176,114 @@ impl AppState {
         Ok(list.unwrap_or_default())
     }
 
-    /// Indexes one write-up under `path` and publishes; the served engine is reloaded.
+    /// Indexes one write-up under `path` and publishes; the served engine is reloaded. A write
+    /// not published by `deadline` is abandoned (nothing is published) and answered `timeout`.
     pub(crate) async fn upsert(
         &self,
         path: String,
         markdown: String,
+        deadline: tokio::time::Instant,
     ) -> Result<precedent_index::UpsertOutcome, ApiError> {
-        let _guard = self.inner.write_lock.lock().await;
-        let (dir, embedder) = (
-            self.inner.options.index_dir.clone(),
-            self.inner.embedder.clone(),
-        );
-        let outcome = blocking(move || {
-            let mut writer = IndexWriter::open(&dir, embedder, WriterOptions::default())?;
-            writer.upsert(&path, markdown.as_bytes())
-        })
-        .await?;
+        let outcome = self
+            .write(deadline, move |writer, proceed| {
+                writer.upsert_unless_abandoned(&path, markdown.as_bytes(), proceed)
+            })
+            .await?;
         self.reload().await?;
         Ok(outcome)
     }
 
-    /// Removes one incident and publishes; `false` when it was not indexed.
-    pub(crate) async fn delete(&self, id: IncidentId) -> Result<bool, ApiError> {
-        let _guard = self.inner.write_lock.lock().await;
+    /// Removes one incident and publishes; `false` when it was not indexed. Abandoned at
+    /// `deadline` as [`AppState::upsert`] is.
+    pub(crate) async fn delete(
+        &self,
+        id: IncidentId,
+        deadline: tokio::time::Instant,
+    ) -> Result<bool, ApiError> {
+        let deleted = self
+            .write(deadline, move |writer, proceed| {
+                writer.delete_unless_abandoned(&id, proceed)
+            })
+            .await?;
+        self.reload().await?;
+        Ok(deleted)
+    }
+
+    /// Runs one write on the blocking pool under the write lock. At `deadline` the write is
+    /// abandoned unless it already reached its commit point, in which case its real outcome is
+    /// awaited and returned: a client told `timeout` never sees the write applied later.
+    async fn write<T, F>(&self, deadline: tokio::time::Instant, work: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut IndexWriter, &dyn Fn() -> bool) -> precedent_index::Result<T>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        let timeout = || {
+            ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "write not published within {} ms; it was abandoned",
+                    self.inner.options.request_timeout.as_millis()
+                ),
+            )
+        };
+        let guard = tokio::time::timeout_at(deadline, self.inner.write_lock.clone().lock_owned())
+            .await
+            .map_err(|_| timeout())?;
+        let ticket = Arc::new(Ticket::default());
         let (dir, embedder) = (
             self.inner.options.index_dir.clone(),
             self.inner.embedder.clone(),
         );
-        let deleted = blocking(move || {
+        let writer_ticket = ticket.clone();
+        let mut task = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
             let mut writer = IndexWriter::open(&dir, embedder, WriterOptions::default())?;
-            writer.delete(&id)
-        })
-        .await?;
-        self.reload().await?;
-        Ok(deleted)
+            work(&mut writer, &|| writer_ticket.commit())
+        });
+        let joined = tokio::select! {
+            joined = &mut task => joined,
+            () = tokio::time::sleep_until(deadline) => {
+                if ticket.abandon() {
+                    return Err(timeout());
+                }
+                task.await
+            }
+        };
+        match joined {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(ApiError::from(err)),
+            Err(join) => Err(ApiError::internal(&join)),
+        }
+    }
+}
+
+/// Who decides the fate of a write racing its deadline: the writer (about to publish) or the
+/// request (giving up). Exactly one of them wins.
+#[derive(Debug, Default)]
+struct Ticket(std::sync::atomic::AtomicU8);
+
+impl Ticket {
+    const PENDING: u8 = 0;
+    const COMMITTING: u8 = 1;
+    const ABANDONED: u8 = 2;
+
+    /// The writer may publish (true) unless the request gave up first.
+    fn commit(&self) -> bool {
+        self.swap_from_pending(Self::COMMITTING)
+    }
+
+    /// The request gives up (true) unless the writer is already publishing.
+    fn abandon(&self) -> bool {
+        self.swap_from_pending(Self::ABANDONED)
+    }
+
+    fn swap_from_pending(&self, to: u8) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0
+            .compare_exchange(Self::PENDING, to, SeqCst, SeqCst)
+            .is_ok()
     }
 }
 

@@ -985,3 +985,342 @@ async fn storm_of_malformed_requests_causes_no_5xx() {
     .await;
     assert_eq!(status, 200);
 }
+
+/// Opens `n` raw connections; every other one sends half a request head and stops.
+async fn idle_connections(server: &Server, n: usize) -> Vec<TcpStream> {
+    let mut streams = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        if i % 2 == 1 {
+            let head = format!(
+                "GET /v1/facets HTTP/1.1\r\nHost: {}\r\nX-Slow: ",
+                server.addr
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+        }
+        streams.push(stream);
+    }
+    streams
+}
+
+/// Hundreds of idle and half-sent connections, no credentials, against a token-protected
+/// server capped at 64 connections: a legitimate request is still answered within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_connections_do_not_starve_legitimate_requests() {
+    let server = Server::start(shared_index(), |o| {
+        o.token = Some(TOKEN.into());
+        o.max_connections = 64;
+    })
+    .await;
+    let mut idle = Vec::new();
+    for round in 0..3 {
+        idle.extend(idle_connections(&server, 200).await);
+        // A fresh client: no pooled connection to fall back on.
+        let client = reqwest::Client::new();
+        let started = std::time::Instant::now();
+        let response = client
+            .get(server.url("/v1/facets"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(response.status(), 200, "round {round}");
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "round {round}: {elapsed:?} with {} idle connections",
+            idle.len()
+        );
+    }
+    assert_eq!(idle.len(), 600);
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let evicted = metric(
+        &metrics,
+        "precedent_http_connections_closed_total{reason=\"evicted\"}",
+    );
+    assert!(evicted >= 600 - 64, "{evicted} evicted\n{metrics}");
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// Reads until the server closes the connection; returns how long that took.
+async fn time_to_close(stream: &mut TcpStream) -> Duration {
+    let started = std::time::Instant::now();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_idle_connections_are_closed_after_their_timeouts() {
+    let server = Server::start(shared_index(), |o| {
+        o.header_read_timeout = Duration::from_millis(400);
+        o.idle_timeout = Duration::from_millis(1200);
+    })
+    .await;
+    // Silent since connecting.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // Half a head, then a byte now and then (slowloris).
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n", server.addr).as_bytes())
+        .await
+        .unwrap();
+    let (silent_closed, slow_closed) = tokio::join!(time_to_close(&mut silent), async {
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            if slow.write_all(b"X").await.is_err() {
+                break;
+            }
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut byte)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                _ => {}
+            }
+        }
+        started.elapsed()
+    });
+    for (name, took) in [("silent", silent_closed), ("slow header", slow_closed)] {
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+            "{name} connection closed after {took:?}"
+        );
+    }
+    // Kept alive after a request, then idle.
+    let mut kept = TcpStream::connect(server.addr).await.unwrap();
+    kept.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let took = time_to_close(&mut kept).await;
+    assert!(
+        took >= Duration::from_millis(1000) && took < Duration::from_millis(2500),
+        "idle connection closed after {took:?}"
+    );
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(
+            &metrics,
+            "precedent_http_connections_closed_total{reason=\"header_timeout\"}"
+        ) >= 2
+    );
+    assert!(
+        metric(
+            &metrics,
+            "precedent_http_connections_closed_total{reason=\"idle_timeout\"}"
+        ) >= 1
+    );
+}
+
+/// Sends raw bytes and returns the status line's code and the body.
+async fn raw(server: &Server, request: String) -> (u16, String) {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hosts_targets_and_body_shapes_are_strict() {
+    let server = Server::start(shared_index(), |_| {}).await;
+    let addr = server.addr;
+    let check = |(status, body): (u16, String), want: u16, code: &str| {
+        assert_eq!(status, want, "{body}");
+        let value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(value["code"], code, "{body}");
+    };
+    let ok = raw(
+        &server,
+        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(ok.0, 200, "{}", ok.1);
+    check(
+        raw(&server, format!("GET /v1/facets HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example\r\nConnection: close\r\n\r\n")).await,
+        400,
+        "bad_request",
+    );
+    check(
+        raw(&server, format!("GET /v1/facets HTTP/1.1\r\nHost: evil.example\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).await,
+        400,
+        "bad_request",
+    );
+    check(
+        raw(&server, format!("GET http://evil.example/v1/facets HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).await,
+        403,
+        "forbidden_host",
+    );
+    let absolute = raw(
+        &server,
+        format!("GET http://{addr}/healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(absolute.0, 200, "{}", absolute.1);
+
+    let c = &server.client;
+    for body in [
+        json!({"query": "disk", "filters": []}),
+        json!({"query": "disk", "filters": ["lexical"]}),
+        json!({"query": "disk", "filters": "none"}),
+    ] {
+        let response = c
+            .post(server.url("/v1/search"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        expect_error(response, 400, "bad_request").await;
+    }
+    let response = c
+        .post(server.url("/v1/similar"))
+        .json(&json!({"text": "disk", "filters": []}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 400, "bad_request").await;
+    let response = c
+        .post(server.url("/v1/search"))
+        .json(&json!(["disk", "hybrid", 10]))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 400, "bad_request").await;
+
+    // /mcp answers its transport errors as {code, message} too.
+    for (content_type, accept, body) in [
+        (
+            "application/json",
+            "application/json, text/event-stream",
+            "{not json",
+        ),
+        ("text/plain", "application/json, text/event-stream", "hello"),
+        (
+            "application/json",
+            "text/html",
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        ),
+    ] {
+        let response = c
+            .post(server.url("/mcp"))
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert!((400..500).contains(&status), "{status} for {body}");
+        let text = response.text().await.unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        let is_api_error = value["code"].is_string() && value["message"].is_string();
+        let is_rpc_error = value["error"]["code"].is_i64();
+        assert!(is_api_error || is_rpc_error, "{text}");
+    }
+    let response = c.get(server.url("/mcp")).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert!(status >= 400, "{status}");
+    let value: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    assert!(
+        value["message"].is_string() || value["error"].is_object(),
+        "{text}"
+    );
+}
+
+/// Waits until no writer holds the index lock (an abandoned write may still be finishing).
+async fn wait_for_writers(dir: &std::path::Path) {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        loop {
+            match precedent_index::IndexWriter::open(&dir, common::embedder(), Default::default()) {
+                Ok(_) => return,
+                Err(precedent_index::Error::Locked { .. }) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(120),
+                        "writer never finished"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// A write answered 504 is never published later; one answered 2xx is. Timeouts from 1 ms to
+/// seconds put the deadline before, during and after the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_answered_504_is_never_applied() {
+    let index = small_index();
+    let mut markdown = String::from("# Queue backlog after the broker upgrade\n\n");
+    for i in 0..40 {
+        markdown.push_str(&format!(
+            "## Step {i}\n\nWe drained partition {i} of the orders topic and watched consumer group lag number {i} fall.\n\n"
+        ));
+    }
+    let mut statuses = Vec::new();
+    for (i, ms) in [1u64, 40, 150, 600, 2_500, 10_000].into_iter().enumerate() {
+        let server = Server::start(&index, |o| {
+            o.token = Some(TOKEN.into());
+            o.allow_writes = true;
+            o.request_timeout = Duration::from_millis(ms);
+        })
+        .await;
+        let path = format!("slow/write-{i}.md");
+        let response = server
+            .client
+            .put(server.url("/v1/incidents"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"path": path, "markdown": markdown.replace("orders", &format!("orders{i}"))}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert!(matches!(status, 201 | 504), "{status}: {body}");
+        wait_for_writers(index.dir.path()).await;
+        index.engine.reload_if_changed().unwrap();
+        let id = precedent_core::IncidentId::from_path(&path);
+        let applied = index.engine.incident(&id).unwrap().is_some();
+        assert_eq!(applied, status == 201, "timeout {ms} ms: {status} {body}");
+        statuses.push(status);
+        server.shutdown().await.unwrap();
+    }
+    assert!(statuses.contains(&504), "{statuses:?}");
+}

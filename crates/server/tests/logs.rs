@@ -4,10 +4,11 @@
 mod common;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use common::{Server, TOKEN, json, shared_index};
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -22,15 +23,24 @@ impl Write for Capture {
     }
 }
 
+/// The log lines of this test binary (the global subscriber is installed once).
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        capture
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn logs_carry_no_query_text_or_token() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let capture = capture();
     let server = Server::start(shared_index(), |o| o.token = Some(TOKEN.into())).await;
     let c = &server.client;
     let secret_query = "quuxfrobnicate certificate";
@@ -69,4 +79,62 @@ async fn logs_carry_no_query_text_or_token() {
         "query text in logs:\n{logs}"
     );
     assert!(!logs.contains(TOKEN), "token in logs:\n{logs}");
+}
+
+/// A burst of 503s is counted in full in /metrics but logged at most once a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bursts_of_503_are_counted_not_logged_line_by_line() {
+    let capture = capture();
+    let server = Server::start(shared_index(), |o| o.concurrency_limit = 1).await;
+    // A request whose body never comes holds the only permit.
+    let mut held = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/search HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{{",
+        server.addr
+    );
+    held.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut refused = 0u64;
+    for _ in 0..20_000 {
+        let status = server
+            .client
+            .get(server.url("/v1/facets"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == 503 {
+            refused += 1;
+            if refused == 500 {
+                break;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(refused, 500);
+    drop(held);
+    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    let warned = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("request failed"))
+        .count() as u64;
+    assert!(
+        warned >= 1 && warned <= elapsed.as_secs() + 2,
+        "{warned} WARN lines for {refused} 503s in {elapsed:?}"
+    );
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let overloaded: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("precedent_http_overloaded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(overloaded >= refused, "{overloaded} counted for {refused}");
 }

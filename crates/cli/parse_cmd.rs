@@ -22,15 +22,43 @@ pub struct Args {
     /// Skip files larger than this many bytes.
     #[arg(long, default_value_t = precedent_parse::DEFAULT_MAX_BYTES, value_name = "BYTES")]
     max_bytes: u64,
+    /// Corpus root the incident id and path are relative to, as `precedent index DIR` would
+    /// make them [default: the root the index recorded, when FILE is under it; else FILE's
+    /// directory].
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[command(flatten)]
+    index: crate::common::IndexArgs,
+}
+
+/// The path of `file` relative to the corpus root, so that the id printed is the one the index
+/// uses: `--root`, else the root the index recorded when `file` lies under it, else its name.
+fn relative_name(
+    file: &std::path::Path,
+    root: Option<&std::path::Path>,
+    index: &std::path::Path,
+) -> Option<String> {
+    let canonical = std::fs::canonicalize(file).ok();
+    let recorded = || {
+        precedent_index::Engine::open(index)
+            .ok()
+            .and_then(|engine| engine.corpus_root())
+    };
+    let root = match root {
+        Some(root) => std::fs::canonicalize(root).ok(),
+        None => recorded(),
+    };
+    if let (Some(root), Some(file)) = (root, &canonical)
+        && let Ok(relative) = file.strip_prefix(&root)
+    {
+        return relative.to_str().map(str::to_owned);
+    }
+    file.file_name()?.to_str().map(str::to_owned)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let name = args
-        .file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{} is not a file name", args.file.display()))?
-        .to_owned();
+    let name = relative_name(&args.file, args.root.as_deref(), &args.index.index)
+        .with_context(|| format!("{} is not a file name", args.file.display()))?;
     if !args.file.is_file() {
         anyhow::bail!("{} is not a readable file", args.file.display());
     }

@@ -107,8 +107,7 @@ pub struct WriterOptions {
     /// Memory budget of the tantivy writer, in bytes.
     pub tantivy_memory: usize,
     /// A file whose parse has more steps than this is skipped (its reason says so): one huge
-    /// table would otherwise become hundreds of thousands of steps. Default
-    /// [`DEFAULT_MAX_STEPS`].
+    /// table would otherwise become hundreds of thousands of steps. Default 2,000.
     pub max_steps: usize,
     /// Timestamps (mtime, ctime) younger than this at scan time are not trusted and the file is
     /// hashed on the next run. Default 2 s.

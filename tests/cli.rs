@@ -711,3 +711,41 @@ fn serve_says_serving_only_once_it_serves() {
     assert_eq!(code, 2, "{err}");
     assert!(!err.contains("serving"), "{err}");
 }
+
+#[test]
+fn avenues_and_compare_answer_what_was_tried_before() {
+    let s = shared();
+    let out = on_index(&["avenues", "storefront", "502", "Bad", "Gateway", "from", "the", "ingress"])
+        .stdout();
+    assert!(out.contains("Restored service"), "{out}");
+    assert!(out.contains("Did not help"), "{out}");
+    assert!(out.contains(".md:"), "citations: {out}");
+    let json = on_index(&["avenues", "--json", "--outcome", "ruled_out", "502s", "from", "the", "ingress"]).json();
+    let avenues = json["avenues"].as_array().unwrap();
+    assert!(!avenues.is_empty(), "{json}");
+    assert!(avenues.iter().all(|a| a["group"] == "ruled_out"), "{json}");
+    let (code, _, err) = on_index(&["avenues", "disk", "--outcome", "maybe"]).run();
+    assert_eq!(code, 2);
+    assert!(err.contains("restored_service"), "{err}");
+
+    let notes = s.dir.join("notes.md");
+    std::fs::write(
+        &notes,
+        "Storefront returns 502 Bad Gateway from the ingress since 18:40.\n- we think it is a DNS problem\n",
+    )
+    .unwrap();
+    let compare = |file: &std::path::Path| {
+        TestCommand::new(&["compare", "--index"])
+            .arg(&s.idx)
+            .arg("--file")
+            .arg(file)
+    };
+    let out = compare(&notes).stdout();
+    assert!(out.contains("Compared with"), "{out}");
+    assert!(out.contains("Not in your notes yet"), "{out}");
+    assert!(out.contains("ruled out before"), "{out}");
+    let missing = s.dir.join("no-such-notes.md");
+    let (code, _, err) = compare(&missing).run();
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read"), "{err}");
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use precedent_core::{Embedder, IncidentId, StepKind};
+use precedent_core::{Embedder, IncidentId, RemediationClass, StepKind, TriggerClass};
 use precedent_embed::{BertEmbedder, EmbedderOptions, resolve_model_dir};
 use precedent_index::dates::{DateEdge, parse_date, today};
 #[cfg(feature = "qdrant")]
@@ -236,6 +236,15 @@ pub struct FilterArgs {
     /// Only steps of this incident: an id, a unique id prefix or a path (repeatable).
     #[arg(long = "incident", value_name = "ID")]
     pub incidents: Vec<String>,
+    /// Only incidents whose trigger is of this class (repeatable): deploy_config, capacity,
+    /// dependency, certificate_secret, dns_network, database_storage, code_bug,
+    /// provider_hardware, operator_error, unknown.
+    #[arg(long = "trigger-class", value_name = "CLASS")]
+    pub trigger_classes: Vec<TriggerClass>,
+    /// Only incidents restored this way (repeatable): rollback, config_fix, scale_up,
+    /// restart_failover, traffic_shift, software_fix, self_resolved, undisclosed.
+    #[arg(long = "remediation-class", value_name = "CLASS")]
+    pub remediation_classes: Vec<RemediationClass>,
 }
 
 fn parse_since(text: &str) -> Result<NaiveDate, String> {
@@ -266,6 +275,8 @@ impl FilterArgs {
             until: self.until,
             tags: self.tags.clone(),
             incident_ids,
+            trigger_classes: self.trigger_classes.clone(),
+            remediation_classes: self.remediation_classes.clone(),
         })
     }
 }

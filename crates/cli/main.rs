@@ -1,5 +1,6 @@
 //! The `precedent` command line.
 
+mod avenues_cmd;
 mod common;
 mod embed_cmd;
 mod eval_cmd;
@@ -65,6 +66,12 @@ enum Command {
     Search(search_cmd::SearchArgs),
     /// Find past incidents similar to an indexed one, a draft write-up, or a description.
     Similar(search_cmd::SimilarArgs),
+    /// What people checked, tried and fixed for a symptom in the incidents that resemble it,
+    /// grouped by outcome (restored service, did not help, ruled out, confirmed cause).
+    Avenues(avenues_cmd::AvenuesArgs),
+    /// Compare notes of an ongoing investigation with similar past incidents: what they did
+    /// that the notes lack, which of your hypotheses were ruled out before.
+    Compare(avenues_cmd::CompareArgs),
     /// Show one incident with its steps and timeline.
     Show(show_cmd::Args),
     /// Show how one write-up is understood: metadata, steps with kind, outcome and line span.
@@ -99,6 +106,8 @@ fn main() -> ExitCode {
         Command::Index(args) => index_cmd::run(args),
         Command::Search(args) => search_cmd::search(args, color),
         Command::Similar(args) => search_cmd::similar(args, color),
+        Command::Avenues(args) => avenues_cmd::avenues(args, color),
+        Command::Compare(args) => avenues_cmd::compare(args, color),
         Command::Show(args) => show_cmd::run(args, color),
         Command::Parse(args) => parse_cmd::run(args),
         Command::Embed(args) => embed_cmd::run(args),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use precedent_core::Embedder;
+use precedent_core::{Card, CardItem, Embedder, Outcome, StepKind};
 #[cfg(not(feature = "qdrant"))]
 use precedent_index::QueryStore as _;
 use precedent_index::{
@@ -133,12 +133,13 @@ pub fn shown_path(path: &str, root: Option<&Path>) -> String {
 fn print_hit(p: &mut Printer, rank: usize, hit: &Hit, root: Option<&Path>) -> std::io::Result<()> {
     let c = &hit.citation;
     let cite = citation(&shown_path(&c.path, root), c.line_start, c.line_end);
+    let kind = kind_label(hit.kind, hit.outcome);
     let lead = format!(
         "{rank:>2}. {}  {}  ",
         p.path(&cite),
-        p.kind(&format!("[{}]", hit.kind)),
+        p.kind(&format!("[{kind}]")),
     );
-    let lead_width = 4 + cite.chars().count() + 2 + hit.kind.as_str().len() + 4;
+    let lead_width = 4 + cite.chars().count() + 2 + kind.chars().count() + 4;
     p.wrapped_title(&lead, lead_width, "    ", &hit.title)?;
     p.wrapped("    ", 4, "    ", &hit.snippet)?;
     let s = &hit.score;
@@ -150,10 +151,58 @@ fn print_hit(p: &mut Printer, rank: usize, hit: &Hit, root: Option<&Path>) -> st
         (Some(r), Some(v)) => format!("vector #{r} ({v:.3})"),
         _ => "vector -".into(),
     };
+    let date = hit
+        .date
+        .map_or_else(|| "undated".to_owned(), |d| d.start.to_string());
     p.line(&format!(
         "    {}",
-        p.dim(&format!("fused {:.4} · {lexical} · {vector}", s.fused))
+        p.dim(&format!(
+            "{date} · fused {:.4} · {lexical} · {vector}",
+            s.fused
+        ))
     ))
+}
+
+/// `action: did not help`, or the kind alone when the outcome says nothing.
+pub fn kind_label(kind: StepKind, outcome: Option<Outcome>) -> String {
+    match outcome {
+        Some(Outcome::Unknown) | None => kind.to_string(),
+        Some(o) => format!("{kind}: {}", o.as_str().replace('_', " ")),
+    }
+}
+
+/// The card of a similar incident, a line per field that has something to say.
+pub fn print_card(p: &mut Printer, card: &Card, indent: &str) -> std::io::Result<()> {
+    let mut field = |p: &mut Printer, label: &str, item: &CardItem| {
+        let lead = format!("{indent}{} ", p.heading(&format!("{label}:")));
+        let width = indent.len() + label.len() + 2;
+        let text = format!("{} (line {})", item.text, item.line_start);
+        p.wrapped(&lead, width, &format!("{indent}  "), &text)
+    };
+    if let Some(item) = card.trigger.as_ref().or(card.root_cause.as_ref()) {
+        field(p, "cause", item)?;
+    }
+    for item in card.restored_by.iter().take(2) {
+        field(p, "restored by", item)?;
+    }
+    for item in card.did_not_help.iter().take(2) {
+        field(p, "did not help", item)?;
+    }
+    for item in card.ruled_out.iter().take(2) {
+        field(p, "ruled out", item)?;
+    }
+    let mut times = Vec::new();
+    if let Some(t) = card.time_to_detect {
+        times.push(format!("detected after {} min", t.minutes));
+    }
+    if let Some(t) = card.time_to_mitigate {
+        times.push(format!("mitigated after {} min", t.minutes));
+    }
+    times.push(format!(
+        "trigger {} · remediation {}",
+        card.trigger_class, card.remediation_class
+    ));
+    p.line(&format!("{indent}{}", p.dim(&times.join(" · "))))
 }
 
 #[derive(Debug, clap::Args)]
@@ -321,6 +370,7 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
                 incident.incident_id,
                 p.path(&shown_path(&incident.path, root.as_deref()))
             ))?;
+            print_card(&mut p, &incident.card, "    ")?;
             for hit in &incident.steps {
                 let c = &hit.citation;
                 let cite = citation(
@@ -328,12 +378,9 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
                     c.line_start,
                     c.line_end,
                 );
-                let lead = format!(
-                    "      {}  {} ",
-                    p.path(&cite),
-                    p.kind(&format!("[{}]", hit.kind))
-                );
-                let lead_width = 6 + cite.chars().count() + 2 + hit.kind.as_str().len() + 3;
+                let kind = kind_label(hit.kind, hit.outcome);
+                let lead = format!("      {}  {} ", p.path(&cite), p.kind(&format!("[{kind}]")));
+                let lead_width = 6 + cite.chars().count() + 2 + kind.chars().count() + 3;
                 p.wrapped(&lead, lead_width, "        ", &hit.snippet)?;
             }
         }

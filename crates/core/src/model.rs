@@ -125,6 +125,49 @@ pub enum Outcome {
     Unknown,
 }
 
+impl Outcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Helped,
+        Outcome::DidNotHelp,
+        Outcome::RuledOut,
+        Outcome::Confirmed,
+        Outcome::Unknown,
+    ];
+
+    /// The snake_case name used in JSON, filters and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Helped => "helped",
+            Outcome::DidNotHelp => "did_not_help",
+            Outcome::RuledOut => "ruled_out",
+            Outcome::Confirmed => "confirmed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.trim().to_ascii_lowercase().replace(['-', ' '], "_");
+        Outcome::ALL
+            .iter()
+            .copied()
+            .find(|o| o.as_str() == norm)
+            .ok_or_else(|| {
+                let names: Vec<_> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+                format!("unknown outcome {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
 /// When a timeline entry happened, as far as the text says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct At {

@@ -3,7 +3,9 @@
 //! reject unknown fields.
 
 use chrono::NaiveDate;
-use precedent_core::{DateRange, Embedder, IncidentId, StepId, StepKind};
+use precedent_core::{
+    Card, DateRange, Embedder, IncidentId, Outcome, RemediationClass, StepId, StepKind, TriggerClass,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +69,10 @@ pub struct Filters {
     pub tags: Vec<String>,
     /// Only steps of these incidents.
     pub incident_ids: Vec<IncidentId>,
+    /// Incidents whose card has one of these trigger classes.
+    pub trigger_classes: Vec<TriggerClass>,
+    /// Incidents whose card has one of these remediation classes.
+    pub remediation_classes: Vec<RemediationClass>,
 }
 
 impl Filters {
@@ -79,6 +85,8 @@ impl Filters {
             && self.until.is_none()
             && self.tags.is_empty()
             && self.incident_ids.is_empty()
+            && self.trigger_classes.is_empty()
+            && self.remediation_classes.is_empty()
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -211,6 +219,15 @@ pub struct Hit {
     pub title: String,
     /// Kind of the step.
     pub kind: StepKind,
+    /// What came of it, for hypotheses and actions (`helped`, `did_not_help`, `ruled_out`,
+    /// `confirmed`, `unknown`); `null` when the step is neither.
+    pub outcome: Option<Outcome>,
+    /// Headings above the step, outermost first (e.g. `["Timeline", "14:02"]`).
+    pub heading_path: Vec<String>,
+    /// When its incident happened.
+    pub date: Option<DateRange>,
+    /// Services its incident affected, as written.
+    pub services: Vec<String>,
     /// Full text of the step.
     pub text: String,
     /// A short passage of the text around the query words, matched words wrapped in `**`
@@ -292,6 +309,9 @@ pub struct SimilarIncident {
     pub severity: Option<String>,
     /// Services affected.
     pub services: Vec<String>,
+    /// Its card: trigger, root cause, what restored service, what did not help, what was ruled
+    /// out, time to detect and to mitigate, each citing its lines.
+    pub card: Card,
     /// Its best-matching steps (at most 3), best first.
     pub steps: Vec<Hit>,
 }
@@ -325,6 +345,10 @@ pub struct Facets {
     pub severities: Vec<FacetCount>,
     /// Incident counts per tag (lowercased).
     pub tags: Vec<FacetCount>,
+    /// Incident counts per trigger class.
+    pub trigger_classes: Vec<FacetCount>,
+    /// Incident counts per remediation class.
+    pub remediation_classes: Vec<FacetCount>,
     /// Earliest incident start.
     pub date_min: Option<NaiveDate>,
     /// Latest incident start.
@@ -389,6 +413,10 @@ mod tests {
             incident_id: IncidentId::parse("disk-full-1a2b3c4d").unwrap(),
             title: "Disk full".into(),
             kind: StepKind::RootCause,
+            outcome: None,
+            heading_path: vec!["Root cause".into()],
+            date: None,
+            services: vec!["api".into()],
             text: "Debug logs filled /var".into(),
             snippet: "**Debug** logs".into(),
             score: Score {
@@ -410,9 +438,13 @@ mod tests {
             keys,
             [
                 "citation",
+                "date",
+                "heading_path",
                 "incident_id",
                 "kind",
+                "outcome",
                 "score",
+                "services",
                 "snippet",
                 "step_id",
                 "text",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use precedent_core::{Embedder, Incident, IncidentId, StepId, StepKind};
+use precedent_core::{Embedder, Incident, IncidentId, Outcome, StepId, StepKind};
 use precedent_parse::{ParseOptions, parse};
 use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::query::TermQuery;
@@ -112,6 +112,7 @@ impl std::fmt::Debug for Snapshot {
 struct SlotInfo {
     incident: u32,
     kind: StepKind,
+    outcome: Option<Outcome>,
 }
 
 #[derive(Debug, Clone)]
@@ -339,6 +340,7 @@ impl Engine {
                     date: info.meta.date,
                     severity: info.meta.severity.clone(),
                     services: info.meta.services.clone(),
+                    card: s.incident(&info.meta.id)?.map(|i| i.card).unwrap_or_default(),
                     steps: steps
                         .iter()
                         .map(|c| s.hit(c, &highlighter))
@@ -429,70 +431,12 @@ impl Engine {
 
     /// The full parse of an indexed incident, `None` when the id is unknown.
     pub fn incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
-        let s = self.snapshot();
-        let searcher = s.incidents_reader.searcher();
-        let term = Term::from_field_text(s.incident_fields.incident_id, id.as_str());
-        let query = TermQuery::new(term, IndexRecordOption::Basic);
-        let Some((_, addr)) = searcher
-            .search(&query, &TopDocs::with_limit(1).order_by_score())?
-            .into_iter()
-            .next()
-        else {
-            return Ok(None);
-        };
-        let doc: TantivyDocument = searcher.doc(addr)?;
-        let json = stored_str(&doc, s.incident_fields.json);
-        serde_json::from_str(json)
-            .map(Some)
-            .map_err(|e| Error::Corrupt(format!("stored incident {id} does not parse: {e}")))
+        self.snapshot().incident(id)
     }
 
     /// Values present in the index, with counts, for filter menus.
     pub fn facets(&self) -> Facets {
-        let s = self.snapshot();
-        let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
-        for slot in &s.slots {
-            *kinds.entry(slot.kind.as_str()).or_default() += 1;
-        }
-        let mut services: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut severities: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut tags: BTreeMap<&str, u64> = BTreeMap::new();
-        for info in &s.incidents {
-            for v in &info.services {
-                *services.entry(v).or_default() += 1;
-            }
-            for v in &info.tags {
-                *tags.entry(v).or_default() += 1;
-            }
-            if let Some(v) = &info.severity {
-                *severities.entry(v).or_default() += 1;
-            }
-        }
-        let list = |m: BTreeMap<&str, u64>| {
-            let mut v: Vec<FacetCount> = m
-                .into_iter()
-                .map(|(value, count)| FacetCount {
-                    value: value.to_owned(),
-                    count,
-                })
-                .collect();
-            v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
-            v
-        };
-        let dates = s
-            .incidents
-            .iter()
-            .filter_map(|i| i.meta.date.map(|d| d.start));
-        Facets {
-            kinds: list(kinds),
-            services: list(services),
-            severities: list(severities),
-            tags: list(tags),
-            date_min: dates.clone().min(),
-            date_max: dates.max(),
-            incidents: s.incidents.len() as u64,
-            steps: s.slots.len() as u64,
-        }
+        self.snapshot().facets()
     }
 
     /// Every indexed step as (step id, text, path), sorted, read from the full-text index: for
@@ -709,6 +653,81 @@ fn stored_u64(doc: &TantivyDocument, field: tantivy::schema::Field) -> u64 {
 }
 
 impl Snapshot {
+    /// The full parse of an incident, `None` when the id is unknown.
+    fn incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
+        let s = self;
+        let searcher = s.incidents_reader.searcher();
+        let term = Term::from_field_text(s.incident_fields.incident_id, id.as_str());
+        let query = TermQuery::new(term, IndexRecordOption::Basic);
+        let Some((_, addr)) = searcher
+            .search(&query, &TopDocs::with_limit(1).order_by_score())?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        let json = stored_str(&doc, s.incident_fields.json);
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("stored incident {id} does not parse: {e}")))
+    }
+
+    fn facets(&self) -> Facets {
+        let s = self;
+        let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+        for slot in &s.slots {
+            *kinds.entry(slot.kind.as_str()).or_default() += 1;
+        }
+        let mut services: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut severities: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut tags: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut triggers: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut remediations: BTreeMap<&str, u64> = BTreeMap::new();
+        for info in &s.incidents {
+            *triggers.entry(info.meta.trigger_class.as_str()).or_default() += 1;
+            *remediations
+                .entry(info.meta.remediation_class.as_str())
+                .or_default() += 1;
+            for v in &info.services {
+                *services.entry(v).or_default() += 1;
+            }
+            for v in &info.tags {
+                *tags.entry(v).or_default() += 1;
+            }
+            if let Some(v) = &info.severity {
+                *severities.entry(v).or_default() += 1;
+            }
+        }
+        let list = |m: BTreeMap<&str, u64>| {
+            let mut v: Vec<FacetCount> = m
+                .into_iter()
+                .map(|(value, count)| FacetCount {
+                    value: value.to_owned(),
+                    count,
+                })
+                .collect();
+            v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+            v
+        };
+        let dates = s
+            .incidents
+            .iter()
+            .filter_map(|i| i.meta.date.map(|d| d.start));
+        Facets {
+            kinds: list(kinds),
+            services: list(services),
+            severities: list(severities),
+            tags: list(tags),
+            trigger_classes: list(triggers),
+            remediation_classes: list(remediations),
+            date_min: dates.clone().min(),
+            date_max: dates.max(),
+            incidents: s.incidents.len() as u64,
+            steps: s.slots.len() as u64,
+        }
+    }
+
     /// Opens the state the manifest names, retrying when a writer publishes (and collects the
     /// old state) while we open.
     fn open_latest(dir: &Path) -> Result<Snapshot> {
@@ -805,6 +824,7 @@ impl Snapshot {
                 slots[slot as usize] = Some(SlotInfo {
                     incident: idx,
                     kind: step.kind,
+                    outcome: step.outcome,
                 });
                 info.slots.push(slot);
             }
@@ -936,6 +956,12 @@ impl Snapshot {
                             .is_some_and(|s| severities.contains(s)))
                     && (since.is_none() || info.date_days.is_some_and(|d| Some(d) >= since))
                     && (until.is_none() || info.date_days.is_some_and(|d| Some(d) <= until))
+                    && (filters.trigger_classes.is_empty()
+                        || filters.trigger_classes.contains(&info.meta.trigger_class))
+                    && (filters.remediation_classes.is_empty()
+                        || filters
+                            .remediation_classes
+                            .contains(&info.meta.remediation_class))
             })
             .collect();
         let mask = self
@@ -1085,6 +1111,10 @@ impl Snapshot {
         let kind = stored_str(&doc, f.kind)
             .parse::<StepKind>()
             .map_err(|e| Error::Corrupt(format!("stored step kind: {e}")))?;
+        let slot = &self.slots[c.slot as usize];
+        let info = &self.incidents[slot.incident as usize];
+        let heading_path = serde_json::from_str(stored_str(&doc, f.heading_path))
+            .map_err(|e| Error::Corrupt(format!("stored heading path: {e}")))?;
         Ok(Hit {
             step_id: StepId::parse(stored_str(&doc, f.step_id))
                 .map_err(|e| Error::Corrupt(e.to_string()))?,
@@ -1092,6 +1122,10 @@ impl Snapshot {
                 .map_err(|e| Error::Corrupt(e.to_string()))?,
             title: stored_str(&doc, f.title).to_owned(),
             kind,
+            outcome: slot.outcome,
+            heading_path,
+            date: info.meta.date,
+            services: info.meta.services.clone(),
             snippet: highlighter.snippet(&text),
             text,
             score: Score {

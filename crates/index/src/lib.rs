@@ -44,6 +44,7 @@
 //! ```
 
 mod api;
+mod avenues;
 pub mod dates;
 mod engine;
 mod error;
@@ -62,6 +63,11 @@ pub use api::{
     Citation, FacetCount, Facets, Filters, Hit, MAX_K, MAX_QUERY_BYTES, Mode, QueryStore, Score,
     SearchRequest, SearchResponse, SimilarIncident, SimilarRequest, SimilarResponse, SimilarSource,
     Stats,
+};
+pub use avenues::{
+    Avenue, AvenueEvidence, AvenueGroup, AvenuesRequest, AvenuesResponse, CompareRequest,
+    CompareResponse, ComparedIncident, MAX_NOTES_BYTES, MERGE_SIMILARITY, NoteMatch, OutcomeCounts,
+    avenues, compare,
 };
 pub use engine::Engine;
 pub use error::{Error, Result};

@@ -12,13 +12,15 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use precedent_core::{ContentHash, DateRange, IncidentId, StepId, StepKind};
+use precedent_core::{
+    ContentHash, DateRange, IncidentId, Outcome, RemediationClass, StepId, StepKind, TriggerClass,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// Version of the on-disk layout; a change forces a rebuild into a new generation.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// File name of the manifest in the index directory.
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 
@@ -85,6 +87,11 @@ pub(crate) struct IncidentMeta {
     pub severity: Option<String>,
     pub services: Vec<String>,
     pub tags: Vec<String>,
+    /// From the incident's card, for facets and filters.
+    #[serde(default)]
+    pub trigger_class: TriggerClass,
+    #[serde(default)]
+    pub remediation_class: RemediationClass,
 }
 
 /// One indexed step.
@@ -92,6 +99,8 @@ pub(crate) struct IncidentMeta {
 pub(crate) struct StepEntry {
     pub id: StepId,
     pub kind: StepKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
     /// blake3 (32 hex digits) of the text that was embedded; equal texts share a vector.
     pub text_hash: String,
 }

@@ -71,7 +71,7 @@ pub const DENSE: &str = "dense";
 /// Name of the sparse BM25 vector.
 pub const SPARSE: &str = "bm25";
 /// Version of the point layout; a change needs a new collection.
-const LAYOUT: i64 = 1;
+const LAYOUT: i64 = 2;
 /// Points per upsert request.
 const BATCH: usize = 256;
 /// Attempts of an operation that fails transiently (unreachable, overloaded, timed out).
@@ -85,7 +85,9 @@ const AVG_TEXT: f32 = 60.0;
 const AVG_IDENT: f32 = 70.0;
 
 /// Payload indexes: one per filter, plus the revision that indexing counts.
-const PAYLOAD_INDEXES: [(&str, FieldType); 7] = [
+const PAYLOAD_INDEXES: [(&str, FieldType); 9] = [
+    ("trigger_class", FieldType::Keyword),
+    ("remediation_class", FieldType::Keyword),
     ("incident_id", FieldType::Keyword),
     ("incident_rev", FieldType::Keyword),
     ("kind", FieldType::Keyword),
@@ -470,6 +472,7 @@ impl QdrantStore {
                     "ordinal": step.ordinal,
                     "title": incident.title,
                     "kind": step.kind,
+                    "outcome": step.outcome,
                     "text": step.text,
                     "headings": step.heading_path,
                     "path": incident.path,
@@ -479,10 +482,13 @@ impl QdrantStore {
                     "tags": lower(&incident.tags),
                     "severity": incident.severity.as_ref().map(|s| s.trim().to_lowercase()),
                     "date_days": incident.date.map(|d| crate::writer::days_since_epoch(d.start)),
+                    "trigger_class": incident.card.trigger_class,
+                    "remediation_class": incident.card.remediation_class,
                     "incident": {
                         "date": incident.date,
                         "severity": incident.severity,
                         "services": incident.services,
+                        "card": incident.card,
                     },
                 }))
                 .map_err(|e| Error::Qdrant(e.to_string()))?;
@@ -773,6 +779,7 @@ impl QdrantStore {
                     .unwrap_or_default(),
                 severity: meta["severity"].as_str().map(str::to_owned),
                 services: serde_json::from_value(meta["services"].clone()).unwrap_or_default(),
+                card: serde_json::from_value(meta["card"].clone()).unwrap_or_default(),
                 steps,
             });
         }
@@ -953,6 +960,26 @@ fn to_filter(filters: &Filters, exclude: Option<&IncidentId>) -> Filter {
                 .collect(),
         ));
     }
+    if !filters.trigger_classes.is_empty() {
+        must.push(any(
+            "trigger_class",
+            filters
+                .trigger_classes
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+        ));
+    }
+    if !filters.remediation_classes.is_empty() {
+        must.push(any(
+            "remediation_class",
+            filters
+                .remediation_classes
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+        ));
+    }
     if filters.since.is_some() || filters.until.is_some() {
         must.push(Condition::range(
             "date_days",
@@ -999,6 +1026,10 @@ fn to_hit(p: &Json, score: Score, highlighter: &Highlighter) -> Result<Hit> {
         title: p["title"].as_str().unwrap_or_default().to_owned(),
         kind: serde_json::from_value(p["kind"].clone())
             .map_err(|e| Error::Qdrant(format!("point with a bad kind: {e}")))?,
+        outcome: serde_json::from_value(p["outcome"].clone()).unwrap_or_default(),
+        heading_path: serde_json::from_value(p["headings"].clone()).unwrap_or_default(),
+        date: serde_json::from_value(p["incident"]["date"].clone()).unwrap_or_default(),
+        services: serde_json::from_value(p["incident"]["services"].clone()).unwrap_or_default(),
         snippet: highlighter.snippet(&text),
         text,
         score,

@@ -42,6 +42,10 @@ pub(crate) struct StepFields {
     pub tags: Field,
     /// Incident start, days since 1970-01-01.
     pub date: Field,
+    /// The step's outcome (`helped`, `did_not_help`, ...), absent when none.
+    pub outcome: Field,
+    /// The step's heading path as a JSON array (stored only; `headings` is the searchable form).
+    pub heading_path: Field,
     pub path: Field,
     pub line_start: Field,
     pub line_end: Field,
@@ -83,8 +87,10 @@ impl StepFields {
             kind: b.add_text_field("kind", keyword.clone() | STORED),
             services: b.add_text_field("services", keyword.clone()),
             severity: b.add_text_field("severity", keyword.clone()),
-            tags: b.add_text_field("tags", keyword),
+            tags: b.add_text_field("tags", keyword.clone()),
             date: b.add_i64_field("date", INDEXED | FAST),
+            outcome: b.add_text_field("outcome", keyword.clone() | STORED),
+            heading_path: b.add_text_field("heading_path", STORED),
             path: b.add_text_field("path", STORED),
             line_start: b.add_u64_field("line_start", STORED),
             line_end: b.add_u64_field("line_end", STORED),
@@ -107,6 +113,8 @@ impl StepFields {
             severity: s.get_field("severity")?,
             tags: s.get_field("tags")?,
             date: s.get_field("date")?,
+            outcome: s.get_field("outcome")?,
+            heading_path: s.get_field("heading_path")?,
             path: s.get_field("path")?,
             line_start: s.get_field("line_start")?,
             line_end: s.get_field("line_end")?,

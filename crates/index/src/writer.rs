@@ -658,6 +658,7 @@ impl IndexWriter {
                 .map(|(s, text)| StepEntry {
                     id: s.id.clone(),
                     kind: s.kind,
+                    outcome: s.outcome,
                     text_hash: text_hash(text),
                 })
                 .collect();
@@ -674,6 +675,8 @@ impl IndexWriter {
                     severity: incident.severity.clone(),
                     services: incident.services.clone(),
                     tags: incident.tags.clone(),
+                    trigger_class: incident.card.trigger_class,
+                    remediation_class: incident.card.remediation_class,
                 },
                 steps,
             };
@@ -870,6 +873,13 @@ impl IndexWriter {
                 if let Some(days) = date {
                     doc.add_i64(f.date, days);
                 }
+                if let Some(outcome) = step.outcome {
+                    doc.add_text(f.outcome, outcome.as_str());
+                }
+                doc.add_text(
+                    f.heading_path,
+                    serde_json::to_string(&step.heading_path).unwrap_or_default(),
+                );
                 doc.add_text(f.path, path);
                 doc.add_u64(f.line_start, u64::from(step.line_start));
                 doc.add_u64(f.line_end, u64::from(step.line_end));

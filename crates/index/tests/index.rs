@@ -25,7 +25,7 @@ fn shared_index() -> &'static Path {
     INDEX.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
         let summary = sync(&dir, &corpus_samples(), options());
-        assert_eq!(summary.added, 30, "{summary:?}");
+        assert_eq!(summary.added, 32, "{summary:?}");
         dir
     })
 }
@@ -425,11 +425,11 @@ fn similar_ranks_whole_incidents() {
 fn incidents_facets_and_stats() {
     let engine = Engine::open(shared_index()).unwrap();
     let stats = engine.stats();
-    assert_eq!(stats.incidents, 30);
+    assert_eq!(stats.incidents, 32);
     assert_eq!(stats.dimension, 384);
     assert!(stats.size_bytes > 0);
     let facets = engine.facets();
-    assert_eq!(facets.incidents, 30);
+    assert_eq!(facets.incidents, 32);
     assert_eq!(facets.steps, stats.steps);
     assert_eq!(
         facets.kinds.iter().map(|k| k.count).sum::<u64>(),
@@ -467,7 +467,7 @@ fn a_second_run_without_changes_writes_nothing() {
     let (index, corpus) = (tmp.path().join("index"), tmp.path().join("corpus"));
     copy_dir(&corpus_samples(), &corpus);
     let first = sync(&index, &corpus, options());
-    assert_eq!((first.added, first.removed, first.unchanged), (30, 0, 0));
+    assert_eq!((first.added, first.removed, first.unchanged), (32, 0, 0));
     assert!(first.rebuilt);
     let before = file_states(&index);
     let second = sync(&index, &corpus, options());
@@ -478,7 +478,7 @@ fn a_second_run_without_changes_writes_nothing() {
             second.removed,
             second.unchanged
         ),
-        (0, 0, 0, 30),
+        (0, 0, 0, 32),
         "{second:?}"
     );
     assert_eq!(second.steps_embedded, 0);
@@ -488,7 +488,7 @@ fn a_second_run_without_changes_writes_nothing() {
     let f = corpus.join("cron-job-ran-twice.md");
     fs::write(&f, fs::read(&f).unwrap()).unwrap();
     let third = sync(&index, &corpus, options());
-    assert_eq!(third.unchanged, 30);
+    assert_eq!(third.unchanged, 32);
     assert_eq!(file_states(&index), before);
 }
 
@@ -551,7 +551,7 @@ fn upsert_delete_and_reload() {
         .unwrap();
     assert!(again.replaced);
     engine.reload().unwrap();
-    assert_eq!(engine.stats().incidents, 31);
+    assert_eq!(engine.stats().incidents, 33);
 
     let bad = writer.upsert("bin.md", b"\x00\x01binary").unwrap_err();
     assert!(
@@ -568,7 +568,7 @@ fn upsert_delete_and_reload() {
     assert!(writer.delete(&outcome.incident_id).unwrap());
     assert!(!writer.delete(&outcome.incident_id).unwrap());
     engine.reload().unwrap();
-    assert_eq!(engine.stats().incidents, 30);
+    assert_eq!(engine.stats().incidents, 32);
     assert!(
         search(
             &engine,
@@ -606,7 +606,7 @@ fn a_model_change_rebuilds_into_a_new_generation() {
     let summary = writer.sync_dir(&corpus_samples(), &NoProgress).unwrap();
     drop(writer);
     assert!(summary.rebuilt);
-    assert_eq!(summary.added, 30);
+    assert_eq!(summary.added, 32);
     assert_eq!(summary.generation, before + 1);
     // The engine keeps serving the old state until reloaded, then refuses the old model.
     assert!(
@@ -873,4 +873,188 @@ fn bad_files_are_skipped_with_reasons() {
     assert_eq!((summary.removed, summary.skipped.len()), (1, 4));
     assert_eq!(Engine::open(&index).unwrap().stats().steps, 0);
     let _ = WriterOptions::default();
+}
+
+#[test]
+fn hits_carry_outcome_date_services_and_heading_path() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let r = search(
+        &engine,
+        &SearchRequest::new("restarted the ingress controller pods").with_k(20),
+    );
+    assert!(!r.hits.is_empty());
+    let restart = r
+        .hits
+        .iter()
+        .find(|h| h.citation.path.starts_with("2023-11-02-storefront-502s"))
+        .expect("the pool incident's restart is found");
+    assert!(restart.date.is_some(), "{restart:?}");
+    assert!(
+        restart.services.iter().any(|s| s == "storefront"),
+        "{restart:?}"
+    );
+    assert!(!restart.heading_path.is_empty(), "{restart:?}");
+    assert!(
+        r.hits
+            .iter()
+            .any(|h| h.outcome == Some(precedent_core::Outcome::DidNotHelp)),
+        "some restart did not help: {:?}",
+        r.hits.iter().map(|h| (&h.text, h.outcome)).collect::<Vec<_>>()
+    );
+    let similar = engine
+        .similar(
+            &SimilarRequest::new(SimilarSource::Text(
+                "storefront 502 Bad Gateway from the ingress".into(),
+            )),
+            &*embedder(),
+        )
+        .unwrap();
+    assert!(!similar.incidents.is_empty());
+    assert!(
+        similar
+            .incidents
+            .iter()
+            .any(|i| i.card.root_cause.is_some() && !i.card.restored_by.is_empty()),
+        "similar incidents come with their cards"
+    );
+}
+
+#[test]
+fn avenues_group_by_outcome_merge_across_incidents_and_diversify() {
+    use precedent_index::{AvenueGroup, AvenuesRequest};
+    let engine = Engine::open(shared_index()).unwrap();
+    let model = embedder();
+    let request = AvenuesRequest {
+        k: 12,
+        ..AvenuesRequest::new("storefront returns 502 Bad Gateway from the ingress")
+    };
+    let r = precedent_index::avenues(&engine, &engine, &request, &*model).unwrap();
+    assert!(!r.avenues.is_empty());
+    assert!(r.avenues.len() <= 12);
+    // Grouped in display order.
+    assert!(r.avenues.windows(2).all(|w| w[0].group <= w[1].group));
+    let groups: std::collections::BTreeSet<_> = r.avenues.iter().map(|a| a.group).collect();
+    for g in [
+        AvenueGroup::RestoredService,
+        AvenueGroup::DidNotHelp,
+        AvenueGroup::RuledOut,
+    ] {
+        assert!(groups.contains(&g), "{g} missing: {:#?}", r.avenues);
+    }
+    // Restarting the ingress controller is one avenue, merged across incidents, with both
+    // results counted.
+    let restart = r
+        .avenues
+        .iter()
+        .find(|a| a.incidents >= 2 && a.text.to_lowercase().contains("restart"))
+        .unwrap_or_else(|| panic!("no merged restart avenue: {:#?}", r.avenues));
+    assert!(
+        restart.counts.helped >= 1 && restart.counts.did_not_help >= 1,
+        "{restart:#?}"
+    );
+    let mut paths: Vec<_> = restart.evidence.iter().map(|e| &e.incident_id).collect();
+    paths.dedup();
+    assert_eq!(paths.len(), restart.evidence.len(), "one line per incident");
+    // No incident gives more than a third of the list while others exist.
+    let mut per_incident = std::collections::HashMap::new();
+    for a in &r.avenues {
+        *per_incident.entry(&a.evidence[0].incident_id).or_insert(0) += 1;
+    }
+    assert!(per_incident.len() >= 3, "{per_incident:?}");
+    let cap = r.avenues.len().div_ceil(3);
+    assert!(
+        per_incident.values().all(|&n| n <= cap),
+        "{per_incident:?} (cap {cap})"
+    );
+    assert!(r.distinct_incidents >= 3 && r.distinct_trigger_classes >= 2, "{r:?}");
+    // Every avenue cites real lines.
+    for a in &r.avenues {
+        assert!(!a.evidence.is_empty());
+        assert!(a.evidence.iter().all(|e| e.citation.line_start >= 1));
+    }
+
+    // One group only.
+    let only = precedent_index::avenues(
+        &engine,
+        &engine,
+        &AvenuesRequest {
+            outcome: Some(AvenueGroup::DidNotHelp),
+            ..request.clone()
+        },
+        &*model,
+    )
+    .unwrap();
+    assert!(!only.avenues.is_empty());
+    assert!(only.avenues.iter().all(|a| a.group == AvenueGroup::DidNotHelp));
+
+    // Filters restrict the incidents avenues come from.
+    let since = NaiveDate::from_ymd_opt(2023, 9, 1).unwrap();
+    let filtered = precedent_index::avenues(
+        &engine,
+        &engine,
+        &AvenuesRequest {
+            filters: Filters {
+                since: Some(since),
+                ..Filters::default()
+            },
+            ..request.clone()
+        },
+        &*model,
+    )
+    .unwrap();
+    assert!(!filtered.avenues.is_empty());
+    assert!(
+        filtered
+            .avenues
+            .iter()
+            .flat_map(|a| &a.evidence)
+            .all(|e| e.date.is_some_and(|d| d.start >= since)),
+        "{filtered:#?}"
+    );
+    let err = precedent_index::avenues(&engine, &engine, &AvenuesRequest::new(" "), &*model)
+        .unwrap_err();
+    assert!(err.is_user_error());
+}
+
+#[test]
+fn compare_lists_what_notes_lack_and_flags_ruled_out_hypotheses() {
+    use precedent_index::{AvenueGroup, CompareRequest};
+    let engine = Engine::open(shared_index()).unwrap();
+    let notes = "Storefront is returning 502 Bad Gateway from the ingress since 18:40.\n\
+                 - we think it is a DNS problem, checking the resolvers\n\
+                 - restarted the ingress controller pods\n";
+    let r = precedent_index::compare(&engine, &engine, &CompareRequest::new(notes), &*embedder())
+        .unwrap();
+    assert!(!r.incidents.is_empty());
+    assert!(
+        r.ruled_out_before
+            .iter()
+            .any(|m| m.note.contains("DNS") && m.past.text.contains("DNS")),
+        "the DNS hypothesis was ruled out before: {:#?}",
+        r.ruled_out_before
+    );
+    assert!(
+        r.ruled_out_before.iter().all(|m| m.note_line == 2),
+        "{:#?}",
+        r.ruled_out_before
+    );
+    assert!(!r.not_in_notes.is_empty());
+    assert!(
+        r.not_in_notes
+            .iter()
+            .any(|a| a.group == AvenueGroup::RestoredService),
+        "{:#?}",
+        r.not_in_notes
+    );
+    // What the notes already say is not listed as missing.
+    assert!(
+        !r.not_in_notes
+            .iter()
+            .any(|a| a.text.to_lowercase().contains("restarted the ingress controller pods")),
+        "{:#?}",
+        r.not_in_notes
+    );
+    let err = precedent_index::compare(&engine, &engine, &CompareRequest::new("ok"), &*embedder())
+        .unwrap_err();
+    assert!(err.is_user_error(), "{err}");
 }

@@ -49,6 +49,46 @@ pub struct SimilarBody {
     pub filters: Filters,
 }
 
+/// `POST /v1/avenues`: what people checked, tried and fixed for a symptom in the incidents
+/// that resemble it, grouped by outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AvenuesBody {
+    /// The symptom or situation, at most 4096 bytes by default.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// Number of avenues, 1..=100 by default. Default 10.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 100))]
+    pub k: Option<usize>,
+    /// Resembling incidents to draw avenues from, 1..=50. Default 10.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 50))]
+    pub incidents: Option<usize>,
+    /// Restrictions on the incidents.
+    #[serde(default, deserialize_with = "object")]
+    pub filters: Filters,
+    /// Keep only this group.
+    #[serde(default)]
+    pub outcome: Option<precedent_index::AvenueGroup>,
+}
+
+/// `POST /v1/compare`: an investigation's notes against the past incidents they resemble.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompareBody {
+    /// A draft write-up or plain notes, at most 64 KiB.
+    #[schemars(length(min = 1, max = 65536))]
+    pub notes: String,
+    /// Past incidents to compare with, 1..=50. Default 5.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 50))]
+    pub k: Option<usize>,
+    /// Restrictions on the past incidents.
+    #[serde(default, deserialize_with = "object")]
+    pub filters: Filters,
+}
+
 /// A struct-typed field taken only from a JSON object: serde's derive would also accept an
 /// array of the field values in declaration order (so `"filters": []` would mean "no filters").
 pub(crate) fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>

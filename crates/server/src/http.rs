@@ -9,13 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use precedent_core::IncidentId;
-use precedent_index::{SearchRequest, SimilarRequest, SimilarSource};
+use precedent_index::{
+    AvenuesRequest, CompareRequest, MAX_NOTES_BYTES, SearchRequest, SimilarRequest, SimilarSource,
+};
 use serde::de::DeserializeOwned;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::api::{
-    DeleteResponse, HealthResponse, SearchBody, SimilarBody, UpsertBody, UpsertResponse,
-    validate_write_up_path,
+    AvenuesBody, CompareBody, DeleteResponse, HealthResponse, SearchBody, SimilarBody, UpsertBody,
+    UpsertResponse, validate_write_up_path,
 };
 use crate::error::{ApiError, ErrorCode};
 use crate::security::Deadline;
@@ -37,6 +39,8 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/v1/search", post(search))
         .route("/v1/similar", post(similar))
+        .route("/v1/avenues", post(avenues))
+        .route("/v1/compare", post(compare))
         .route("/v1/incidents/{id}", get(get_incident))
         .route("/v1/facets", get(facets))
         .route("/healthz", get(healthz))
@@ -286,6 +290,34 @@ async fn similar(
     request.k = check_k(body.k, options.max_k)?;
     request.filters = body.filters;
     Ok(Json(state.similar(request).await?).into_response())
+}
+
+async fn avenues(
+    State(state): State<AppState>,
+    body: Result<JsonBody<AvenuesBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = body?;
+    let options = state.options();
+    check_text("query", &body.query, options.max_query_bytes)?;
+    let mut request = AvenuesRequest::new(body.query);
+    request.k = check_k(body.k, options.max_k)?;
+    // Out of range is the index's user error, naming the field.
+    request.incidents = body.incidents.unwrap_or(request.incidents);
+    request.filters = body.filters;
+    request.outcome = body.outcome;
+    Ok(Json(state.avenues(request).await?).into_response())
+}
+
+async fn compare(
+    State(state): State<AppState>,
+    body: Result<JsonBody<CompareBody>, ApiError>,
+) -> Result<Response, ApiError> {
+    let JsonBody(body) = body?;
+    check_text("notes", &body.notes, MAX_NOTES_BYTES)?;
+    let mut request = CompareRequest::new(body.notes);
+    request.k = body.k.unwrap_or(request.k);
+    request.filters = body.filters;
+    Ok(Json(state.compare(request).await?).into_response())
 }
 
 async fn get_incident(

@@ -6,7 +6,8 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::api::{
-    DeleteResponse, HealthResponse, SearchBody, SimilarBody, UpsertBody, UpsertResponse,
+    AvenuesBody, CompareBody, DeleteResponse, HealthResponse, SearchBody, SimilarBody, UpsertBody,
+    UpsertResponse,
 };
 use crate::error::ErrorBody;
 
@@ -25,6 +26,10 @@ pub fn document() -> Value {
     let search_response = of::<precedent_index::SearchResponse>(&mut generator);
     let similar_body = of::<SimilarBody>(&mut generator);
     let similar_response = of::<precedent_index::SimilarResponse>(&mut generator);
+    let avenues_body = of::<AvenuesBody>(&mut generator);
+    let avenues_response = of::<precedent_index::AvenuesResponse>(&mut generator);
+    let compare_body = of::<CompareBody>(&mut generator);
+    let compare_response = of::<precedent_index::CompareResponse>(&mut generator);
     let incident = of::<precedent_core::Incident>(&mut generator);
     let facets = of::<precedent_index::Facets>(&mut generator);
     let health = of::<HealthResponse>(&mut generator);
@@ -149,6 +154,20 @@ pub fn document() -> Value {
                 Some(&similar_body),
                 ("200", ok("Incidents, best first.", &similar_response)),
                 common_errors(&[body_errors, &[("404", "Unknown incident id (`not_found`).")]].concat()),
+            ) },
+            "/v1/avenues": { "post": operation(
+                "avenues",
+                "What people checked, tried and fixed for a symptom in the incidents that resemble it, merged across incidents and grouped by outcome.",
+                Some(&avenues_body),
+                ("200", ok("Avenues, grouped by outcome.", &avenues_response)),
+                common_errors(body_errors),
+            ) },
+            "/v1/compare": { "post": operation(
+                "compare",
+                "An investigation's notes against similar past incidents: what they did that the notes lack, which of the notes' hypotheses were ruled out or confirmed before.",
+                Some(&compare_body),
+                ("200", ok("The comparison.", &compare_response)),
+                common_errors(body_errors),
             ) },
             "/v1/incidents": { "put": upsert },
             "/v1/incidents/{id}": { "get": get_incident, "delete": delete_incident },

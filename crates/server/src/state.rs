@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use precedent_core::{Embedder, Incident, IncidentId};
 use precedent_index::{
-    Engine, Facets, IndexWriter, SearchRequest, SearchResponse, SimilarRequest, SimilarResponse,
-    Stats, WriterOptions,
+    AvenuesRequest, AvenuesResponse, CompareRequest, CompareResponse, Engine, Facets, IndexWriter,
+    QueryStore, SearchRequest, SearchResponse, SimilarRequest, SimilarResponse, Stats,
+    WriterOptions,
 };
 use tokio::sync::Semaphore;
 
@@ -111,6 +112,36 @@ impl AppState {
                 refresh(&engine);
                 engine.similar(&request, embedder.as_ref())
             }
+        })
+        .await
+    }
+
+    /// Avenues over the configured store, with incidents read from the embedded index.
+    pub(crate) async fn avenues(
+        &self,
+        request: AvenuesRequest,
+    ) -> Result<AvenuesResponse, ApiError> {
+        let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
+        let store = self.inner.options.query_store.clone();
+        blocking(move || {
+            refresh(&engine);
+            let on: &dyn QueryStore = store.as_deref().unwrap_or(engine.as_ref());
+            precedent_index::avenues(on, &engine, &request, embedder.as_ref())
+        })
+        .await
+    }
+
+    /// A comparison of notes with past incidents, as [`AppState::avenues`] runs.
+    pub(crate) async fn compare(
+        &self,
+        request: CompareRequest,
+    ) -> Result<CompareResponse, ApiError> {
+        let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
+        let store = self.inner.options.query_store.clone();
+        blocking(move || {
+            refresh(&engine);
+            let on: &dyn QueryStore = store.as_deref().unwrap_or(engine.as_ref());
+            precedent_index::compare(on, &engine, &request, embedder.as_ref())
         })
         .await
     }

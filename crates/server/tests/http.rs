@@ -1324,3 +1324,65 @@ async fn a_write_answered_504_is_never_applied() {
     }
     assert!(statuses.contains(&504), "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn avenues_and_compare_routes_answer_with_citations() {
+    let server = Server::start(shared_index(), |_| {}).await;
+    let c = &server.client;
+    let (status, body) = json(
+        c.post(server.url("/v1/avenues"))
+            .json(&json!({"query": "storefront 502 Bad Gateway from the ingress", "k": 8}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let avenues = body["avenues"].as_array().unwrap();
+    assert!(!avenues.is_empty() && avenues.len() <= 8, "{body}");
+    for avenue in avenues {
+        assert!(avenue["group"].is_string(), "{avenue}");
+        let evidence = avenue["evidence"].as_array().unwrap();
+        assert!(!evidence.is_empty(), "{avenue}");
+        assert!(evidence[0]["citation"]["line_start"].as_u64().unwrap() >= 1);
+    }
+    let (status, body) = json(
+        c.post(server.url("/v1/avenues"))
+            .json(&json!({"query": "502s", "outcome": "did_not_help"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let avenues = body["avenues"].as_array().unwrap();
+    assert!(!avenues.is_empty(), "{body}");
+    assert!(avenues.iter().all(|a| a["group"] == "did_not_help"), "{body}");
+
+    let notes = "Storefront returns 502 Bad Gateway from the ingress.\n- suspect a DNS problem\n";
+    let (status, body) = json(
+        c.post(server.url("/v1/compare"))
+            .json(&json!({"notes": notes, "k": 3}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let incidents = body["incidents"].as_array().unwrap();
+    assert!(!incidents.is_empty() && incidents.len() <= 3, "{body}");
+    assert!(body["not_in_notes"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
+
+    // Bad requests are 4xx with a JSON error naming the problem.
+    for (route, bad) in [
+        ("/v1/avenues", json!({"query": ""})),
+        ("/v1/avenues", json!({"query": "x", "incidents": 0})),
+        ("/v1/avenues", json!({"query": "x", "outcome": "maybe"})),
+        ("/v1/compare", json!({"notes": "x".repeat(70_000)})),
+        ("/v1/compare", json!({"notes": "disk", "k": 99})),
+    ] {
+        let (status, body) = json(c.post(server.url(route)).json(&bad).send().await.unwrap()).await;
+        assert_eq!(status, 400, "{route} {bad}: {body}");
+        assert!(body["message"].is_string(), "{body}");
+    }
+}

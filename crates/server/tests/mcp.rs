@@ -72,10 +72,12 @@ async fn tools_and_resources_over_streamable_http() {
     assert_eq!(
         names,
         [
+            "compare_investigation",
             "find_similar_incidents",
             "get_incident",
             "list_facets",
-            "search_incidents"
+            "search_incidents",
+            "suggest_avenues"
         ]
     );
     for tool in &tools {
@@ -171,6 +173,57 @@ async fn tools_and_resources_over_streamable_http() {
             .unwrap()
             >= 20
     );
+
+    // suggest_avenues: grouped by outcome, cited, in the envelope.
+    let result = call(
+        &client,
+        "suggest_avenues",
+        json!({"query": "storefront 502 Bad Gateway from the ingress", "k": 6}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(false));
+    let text = text_of(&result);
+    assert_enveloped(&text);
+    assert!(text.contains("group="), "{text}");
+    let structured = result.structured_content.unwrap();
+    let avenues = structured["avenues"].as_array().unwrap();
+    assert!(!avenues.is_empty() && avenues.len() <= 6, "{structured}");
+    assert!(avenues[0]["evidence"][0]["citation"]["path"].is_string());
+
+    // compare_investigation: what the notes lack, and the ruled-out hypothesis.
+    let notes = "Storefront returns 502 Bad Gateway from the ingress.\n- we think it is a DNS problem\n";
+    let result = call(&client, "compare_investigation", json!({"notes": notes})).await;
+    assert_eq!(result.is_error, Some(false));
+    let text = text_of(&result);
+    assert_enveloped(&text);
+    assert!(text.contains("Not in your notes yet"), "{text}");
+    assert!(
+        result.structured_content.unwrap()["incidents"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty())
+    );
+
+    // Results an agent can afford: a card is small, five similar incidents are cards.
+    let result = call(
+        &client,
+        "get_incident",
+        json!({"incident_id": incident_id, "detail": "card"}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(false));
+    let size = text_of(&result).len();
+    assert!(size < 1500, "card is {size} bytes");
+    let result = call(
+        &client,
+        "find_similar_incidents",
+        json!({"text": "storefront 502 Bad Gateway from the ingress", "k": 5}),
+    )
+    .await;
+    let size = text_of(&result).len() + result.structured_content.unwrap().to_string().len();
+    assert!(size < 6000, "five similar incidents take {size} bytes");
+    let result = call(&client, "list_facets", json!({})).await;
+    let size = text_of(&result).len();
+    assert!(size < 2000, "facets take {size} bytes");
 
     // Errors the model can act on come back as tool errors with a stable code.
     let result = call(&client, "search_incidents", json!({"query": "x", "k": 51})).await;

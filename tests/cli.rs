@@ -2,7 +2,7 @@
 
 mod util;
 
-use util::{Dir, TestCommand, samples};
+use util::{Dir, Served, TestCommand, samples};
 
 fn index(dir: &Dir, corpus: &std::path::Path) -> String {
     let idx = dir.join("idx");
@@ -710,4 +710,74 @@ fn serve_says_serving_only_once_it_serves() {
     let (code, _, err) = on_index(&["serve", "--addr", "0.0.0.0:0"]).run();
     assert_eq!(code, 2, "{err}");
     assert!(!err.contains("serving"), "{err}");
+}
+
+/// `serve`'s connection limits come from flags, then the environment, then the defaults, and
+/// `--help` names them.
+#[test]
+fn serve_takes_connection_limits_from_flags_then_env() {
+    let help = TestCommand::new(&["serve", "--help"]).stdout();
+    for name in [
+        "--max-connections",
+        "--header-timeout",
+        "--idle-timeout",
+        "PRECEDENT_MAX_CONNECTIONS",
+        "PRECEDENT_HEADER_TIMEOUT",
+        "PRECEDENT_IDLE_TIMEOUT",
+        "[default: 1024]",
+    ] {
+        assert!(help.contains(name), "{name} not in:\n{help}");
+    }
+    let (code, _, err) = on_index(&["serve", "--header-timeout", "0"]).run();
+    assert_eq!(code, 2, "{err}");
+
+    // A connection that sends nothing is closed after the header-read timeout: the flag's
+    // 1 s wins over the environment's 600 s. A read returning end-of-file is the signal.
+    let silent_for = |served: &Served| {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(&served.addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).unwrap_or(usize::MAX);
+        (n, started.elapsed())
+    };
+    let served = on_index(&["serve", "--header-timeout", "1"])
+        .env("PRECEDENT_HEADER_TIMEOUT", "600")
+        .serve();
+    let (n, took) = silent_for(&served);
+    assert_eq!(n, 0, "not closed");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    drop(served);
+    // The environment alone: the idle timeout of a kept-alive connection.
+    let served = on_index(&["serve"])
+        .env("PRECEDENT_IDLE_TIMEOUT", "1")
+        .serve();
+    {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&served.addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n",
+            served.addr
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("not closed: {e}"),
+            }
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 }

@@ -2,7 +2,7 @@
 
 mod util;
 
-use util::{Dir, TestCommand, samples};
+use util::{Dir, Served, TestCommand, samples};
 
 fn index(dir: &Dir, corpus: &std::path::Path) -> String {
     let idx = dir.join("idx");
@@ -748,4 +748,263 @@ fn avenues_and_compare_answer_what_was_tried_before() {
     let (code, _, err) = compare(&missing).run();
     assert_eq!(code, 2);
     assert!(err.contains("cannot read"), "{err}");
+}
+
+/// Queries that reach every planted write-up's steps (they talk about credentials and leaks).
+const SECRET_QUERIES: &[&str] = &[
+    "token",
+    "password credentials",
+    "secret key leaked",
+    "connection string",
+    "leak file name",
+    "private key certificate",
+    "api key header authorization",
+];
+
+/// Every planted secret, over every surface: CLI `--json`, the HTTP API, MCP over stdio
+/// (text and structured content) and the bytes of the index directory. Nothing leaks.
+#[test]
+fn planted_secrets_reach_no_surface() {
+    let planted = precedent_parse::testing::planted_secrets();
+    assert!(planted.secrets.len() >= 60, "{}", planted.secrets.len());
+    assert!(planted.kinds().len() >= 25, "{:?}", planted.kinds());
+    let dir = Dir::new();
+    let corpus = dir.join("corpus");
+    planted.write_to(&corpus).unwrap();
+    // The secrets are really in the corpus, so the checks below could fail.
+    let written: String = planted
+        .files
+        .iter()
+        .map(|(path, text)| format!("{path}\n{text}\n"))
+        .collect();
+    assert_eq!(planted.leaks_in(&written).len(), planted.secrets.len());
+
+    let idx = dir.join("idx");
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    let summary = TestCommand::new(&["index", "--json"])
+        .arg(&corpus)
+        .arg("--index")
+        .arg(&idx)
+        .stdout();
+    outputs.push(("cli index --json".into(), summary.clone()));
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let added = summary["added"].as_u64().unwrap();
+    let write_ups = planted
+        .files
+        .iter()
+        .filter(|(path, text)| {
+            let options = precedent_parse::ParseOptions::default();
+            precedent_parse::parse(path, text.as_bytes(), &options)
+                .incident
+                .is_some()
+        })
+        .count();
+    assert!(write_ups >= 5);
+    assert_eq!(added as usize, write_ups, "{summary}");
+
+    // CLI.
+    let cli = |args: &[&str]| TestCommand::new(args).arg("--index").arg(&idx).stdout();
+    let mut ids = std::collections::BTreeSet::new();
+    for query in SECRET_QUERIES {
+        for mode in ["lexical", "hybrid"] {
+            // Exit status 1 when nothing is found, as grep does.
+            let (code, out, err) =
+                TestCommand::new(&["search", "--json", "--mode", mode, "-k", "100", query])
+                    .arg("--index")
+                    .arg(&idx)
+                    .run();
+            assert!(code == 0 || code == 1, "{err}");
+            let hits: serde_json::Value = serde_json::from_str(&out).unwrap();
+            for hit in hits["hits"].as_array().unwrap() {
+                ids.insert(hit["incident_id"].as_str().unwrap().to_owned());
+            }
+            outputs.push((format!("cli search {mode} {query:?}"), out));
+        }
+    }
+
+    // MCP over stdio: every incident listed, read and compared.
+    let mut mcp = TestCommand::new(&["mcp"])
+        .arg("--index")
+        .arg(&idx)
+        .mcp_stdio();
+    assert!(mcp.initialize()["result"].is_object());
+    let listed = mcp.call("resources/list", serde_json::json!({}));
+    let resources = listed["result"]["resources"].as_array().unwrap();
+    assert_eq!(resources.len() as u64, added, "{listed}");
+    for resource in resources {
+        ids.insert(resource["name"].as_str().unwrap().to_owned());
+    }
+    outputs.push(("mcp resources/list".into(), listed.to_string()));
+    assert_eq!(ids.len() as u64, added, "{ids:?}");
+    for id in &ids {
+        let read = mcp.call(
+            "resources/read",
+            serde_json::json!({"uri": format!("incident://{id}")}),
+        );
+        assert!(read["result"].is_object(), "{read}");
+        outputs.push((format!("mcp resources/read {id}"), read.to_string()));
+        for (tool, args) in [
+            ("get_incident", serde_json::json!({"incident_id": id})),
+            (
+                "find_similar_incidents",
+                serde_json::json!({"incident_id": id, "k": 50}),
+            ),
+        ] {
+            let answer = mcp.tool(tool, args);
+            assert_eq!(answer["result"]["isError"], false, "{answer}");
+            outputs.push((format!("mcp {tool} {id}"), answer.to_string()));
+        }
+    }
+    for query in SECRET_QUERIES {
+        let answer = mcp.tool(
+            "search_incidents",
+            serde_json::json!({"query": query, "k": 50}),
+        );
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+        outputs.push((format!("mcp search {query:?}"), answer.to_string()));
+    }
+    let facets = mcp.tool("list_facets", serde_json::json!({}));
+    outputs.push(("mcp list_facets".into(), facets.to_string()));
+    drop(mcp);
+
+    // CLI show and similar, HTTP.
+    let served = TestCommand::new(&["serve"])
+        .arg("--index")
+        .arg(&idx)
+        .serve();
+    for id in &ids {
+        outputs.push((
+            format!("cli show {id}"),
+            cli(&["show", "--json", id.as_str()]),
+        ));
+        outputs.push((
+            format!("cli similar {id}"),
+            cli(&["similar", "--json", id.as_str()]),
+        ));
+        let (status, body) = served.request("GET", &format!("/v1/incidents/{id}"), None);
+        assert_eq!(status, 200, "{body}");
+        outputs.push((format!("http incident {id}"), body));
+        let request = serde_json::json!({"incident_id": id, "k": 100}).to_string();
+        let (status, body) = served.request("POST", "/v1/similar", Some(&request));
+        assert_eq!(status, 200, "{body}");
+        outputs.push((format!("http similar {id}"), body));
+    }
+    for query in SECRET_QUERIES {
+        let request = serde_json::json!({"query": query, "k": 100}).to_string();
+        let (status, body) = served.request("POST", "/v1/search", Some(&request));
+        assert_eq!(status, 200, "{body}");
+        outputs.push((format!("http search {query:?}"), body));
+    }
+    outputs.push((
+        "http facets".into(),
+        served.request("GET", "/v1/facets", None).1,
+    ));
+    drop(served);
+
+    // The index directory, byte by byte.
+    let mut stack = vec![idx.clone()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files += 1;
+                let bytes = std::fs::read(&path).unwrap();
+                outputs.push((
+                    path.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+        }
+    }
+    assert!(files > 5, "{files} files in the index");
+
+    let leaks: Vec<String> = outputs
+        .iter()
+        .flat_map(|(surface, text)| {
+            planted
+                .leaks_in(text)
+                .into_iter()
+                .map(move |(s, needle)| format!("{} ({}) in {surface}: {needle}", s.kind, s.form))
+        })
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "{} of {} planted secrets leaked:\n{}",
+        leaks.len(),
+        planted.secrets.len(),
+        leaks.join("\n")
+    );
+}
+
+/// `serve`'s connection limits come from flags, then the environment, then the defaults, and
+/// `--help` names them.
+#[test]
+fn serve_takes_connection_limits_from_flags_then_env() {
+    let help = TestCommand::new(&["serve", "--help"]).stdout();
+    for name in [
+        "--max-connections",
+        "--header-timeout",
+        "--idle-timeout",
+        "PRECEDENT_MAX_CONNECTIONS",
+        "PRECEDENT_HEADER_TIMEOUT",
+        "PRECEDENT_IDLE_TIMEOUT",
+        "[default: 1024]",
+    ] {
+        assert!(help.contains(name), "{name} not in:\n{help}");
+    }
+    let (code, _, err) = on_index(&["serve", "--header-timeout", "0"]).run();
+    assert_eq!(code, 2, "{err}");
+
+    // A connection that sends nothing is closed after the header-read timeout: the flag's
+    // 1 s wins over the environment's 600 s. A read returning end-of-file is the signal.
+    let silent_for = |served: &Served| {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(&served.addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).unwrap_or(usize::MAX);
+        (n, started.elapsed())
+    };
+    let served = on_index(&["serve", "--header-timeout", "1"])
+        .env("PRECEDENT_HEADER_TIMEOUT", "600")
+        .serve();
+    let (n, took) = silent_for(&served);
+    assert_eq!(n, 0, "not closed");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    drop(served);
+    // The environment alone: the idle timeout of a kept-alive connection.
+    let served = on_index(&["serve"])
+        .env("PRECEDENT_IDLE_TIMEOUT", "1")
+        .serve();
+    {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&served.addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n",
+            served.addr
+        )
+        .unwrap();
+        let mut answer = Vec::new();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("not closed: {e}"),
+            }
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 }

@@ -225,3 +225,185 @@ impl TestCommand {
         serde_json::from_str(&self.stdout()).expect("JSON output")
     }
 }
+
+impl TestCommand {
+    /// Starts `precedent serve` (the arguments given so far, plus a free loopback port) and
+    /// returns once it says it is serving: its stderr line is the signal, no sleeping.
+    pub fn serve(mut self) -> Served {
+        use std::io::BufRead;
+        self.cmd
+            .arg("--addr")
+            .arg("127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("precedent runs");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = Vec::new();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.split(" on http://").nth(1) {
+                        break rest.split_whitespace().next().unwrap().to_owned();
+                    }
+                    said.push(line);
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("serve stopped before serving: {said:?}");
+                }
+            }
+        };
+        // Keep reading its log so that the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Served { child, addr }
+    }
+
+    /// Starts `precedent mcp` (the arguments given so far) with pipes for JSON-RPC lines.
+    pub fn mcp_stdio(mut self) -> McpStdio {
+        self.cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = self.cmd.spawn().expect("precedent runs");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        McpStdio {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+        }
+    }
+}
+
+/// A running `precedent serve`, killed on drop.
+#[derive(Debug)]
+pub struct Served {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Served {
+    /// One request on a fresh connection (`Connection: close`); the status and the body.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.addr).unwrap();
+        let body = body.unwrap_or("");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {answer:?}"));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_owned();
+        (status, body)
+    }
+
+    /// [`Served::request`] whose body must be JSON.
+    pub fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let (status, text) = self.request(method, path, body);
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text:?}"));
+        (status, value)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `precedent mcp` spoken to line by line, killed on drop.
+#[derive(Debug)]
+pub struct McpStdio {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    next_id: u64,
+}
+
+impl McpStdio {
+    /// Sends one raw line (a frame, well-formed or not).
+    pub fn send_line(&mut self, line: &[u8]) {
+        use std::io::Write;
+        self.stdin.write_all(line).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next message the server sends, `None` once it closed its output.
+    pub fn read_message(&mut self) -> Option<serde_json::Value> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stdout.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            if !line.trim().is_empty() {
+                return Some(serde_json::from_str(&line).expect("the server writes JSON lines"));
+            }
+        }
+    }
+
+    /// Calls `method` and returns the response with its id (notifications in between are
+    /// skipped).
+    pub fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request =
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send_line(request.to_string().as_bytes());
+        loop {
+            let message = self.read_message().expect("the server answers");
+            if message["id"] == id {
+                return message;
+            }
+        }
+    }
+
+    /// `initialize` and `notifications/initialized`.
+    pub fn initialize(&mut self) -> serde_json::Value {
+        let answer = self.call(
+            "initialize",
+            serde_json::json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "precedent-tests", "version": "0"}
+            }),
+        );
+        self.send_line(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        answer
+    }
+
+    /// Calls a tool; the whole JSON-RPC response.
+    pub fn tool(&mut self, name: &str, arguments: serde_json::Value) -> serde_json::Value {
+        self.call(
+            "tools/call",
+            serde_json::json!({"name": name, "arguments": arguments}),
+        )
+    }
+}
+
+impl Drop for McpStdio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -34,6 +34,34 @@ pub struct ServeArgs {
     /// Requests handled at once; more get 503 with Retry-After.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Open connections at most; at the cap a new connection evicts an idle one.
+    #[arg(
+        long,
+        env = "PRECEDENT_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_connections: u32,
+    /// Time a client has to send a request's headers before its connection is closed, in
+    /// seconds.
+    #[arg(
+        long,
+        env = "PRECEDENT_HEADER_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    header_timeout: u64,
+    /// Time a kept-alive connection may sit idle between requests, in seconds.
+    #[arg(
+        long,
+        env = "PRECEDENT_IDLE_TIMEOUT",
+        default_value_t = 60,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    idle_timeout: u64,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -120,6 +148,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     options.cors_origins = args.cors_origins;
     args.limits.apply(&mut options);
     options.concurrency_limit = args.concurrency;
+    options.max_connections = args.max_connections as usize;
+    options.header_read_timeout = Duration::from_secs(args.header_timeout);
+    options.idle_timeout = Duration::from_secs(args.idle_timeout);
     let store = query_store(&args.store, embedder.as_ref())?;
     options.query_store = store.clone();
     let from_qdrant = if store.is_some() {

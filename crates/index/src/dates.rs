@@ -105,8 +105,15 @@ fn deserialize_edge<'de, D: Deserializer<'de>>(
     edge: DateEdge,
 ) -> Result<Option<NaiveDate>, D::Error> {
     let text: Option<String> = Option::deserialize(deserializer)?;
-    text.map(|t| parse_date(&t, edge, today()).map_err(serde::de::Error::custom))
-        .transpose()
+    // serde's messages do not say which field failed: this one names its parameter.
+    let name = match edge {
+        DateEdge::Start => "since",
+        DateEdge::End => "until",
+    };
+    text.map(|t| {
+        parse_date(&t, edge, today()).map_err(|e| serde::de::Error::custom(format!("{name}: {e}")))
+    })
+    .transpose()
 }
 
 /// For `#[serde(deserialize_with = ...)]` on an optional `since` date: accepts every
@@ -195,5 +202,6 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("2w"), "{err}");
+        assert!(err.to_string().starts_with("until: "), "{err}");
     }
 }

@@ -377,8 +377,22 @@ impl Engine {
             path = rel.to_string_lossy().replace('\\', "/");
         }
         let path = path.trim_start_matches("./");
-        if let Some(info) = s.incidents.iter().find(|i| i.path == path) {
+        // Paths are stored redacted (a secret in a file name is never indexed): the path as
+        // the user types it names the file by its redacted form.
+        let redacted = precedent_parse::redact_name(path);
+        if let Some(info) = s
+            .incidents
+            .iter()
+            .find(|i| i.path == path || i.path == redacted)
+        {
             return Ok(info.meta.id.clone());
+        }
+        if wanted.is_empty() {
+            return Err(Error::IncidentRef {
+                reference: String::new(),
+                ambiguous: false,
+                candidates: Vec::new(),
+            });
         }
         let lower = wanted.to_lowercase();
         let matches: Vec<&IncidentInfo> = s

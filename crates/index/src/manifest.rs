@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Version of the on-disk layout; a change forces a rebuild into a new generation.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// 2: files are keyed, and steps store, the redacted path (indexes of version 1 may hold a
+/// secret from a file name, and a rebuild leaves no segment that still has it).
+/// 3: steps store outcome and heading path, incidents their trigger and remediation class.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 /// File name of the manifest in the index directory.
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 
@@ -39,7 +42,9 @@ pub(crate) struct Manifest {
     pub chunker_version: u32,
     /// What the vector files of `data_dir` hold.
     pub vectors: VectorsInfo,
-    /// Indexed files by path relative to the corpus root.
+    /// Indexed files by path relative to the corpus root, with secrets redacted as the parser
+    /// redacts `Incident::path` (`precedent_parse::redact_name`): the key is the path every
+    /// output shows, and a file name holding a secret never reaches the index directory.
     pub files: BTreeMap<String, FileEntry>,
     /// The corpus directory last synced (canonical), so that citations can be made absolute.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use precedent_core::{ContentHash, Embedder, Incident, IncidentId};
-use precedent_parse::{CHUNKER_VERSION, Format, ParseOptions, is_furniture, parse};
+use precedent_parse::{CHUNKER_VERSION, Format, ParseOptions, is_furniture, parse, redact_name};
 use serde::Serialize;
 use tantivy::{TantivyDocument, Term};
 
@@ -337,21 +337,31 @@ impl IndexWriter {
         let mut refreshed = Vec::new();
         let mut seen = HashSet::new();
         for (rel, full) in files {
-            seen.insert(rel.clone());
-            let old = base.get(rel);
-            let outcome = examine(rel, full, &walked.root, old, scan_time, &self.options);
+            // Files are known by their redacted path (see `FileEntry`): a secret in a name
+            // reaches neither the manifest nor the full-text index.
+            let key = redact_name(rel);
             progress.advance(1);
+            if !seen.insert(key.clone()) {
+                skipped.push((
+                    key,
+                    "its name, with secrets redacted, is that of another file; rename it"
+                        .to_owned(),
+                ));
+                continue;
+            }
+            let old = base.get(&key);
+            let outcome = examine(rel, full, &walked.root, old, scan_time, &self.options);
             match outcome {
                 Examined::Unchanged(stamp) => {
                     unchanged += 1;
-                    refreshed.extend(stamp.map(|s| (rel.clone(), s)));
+                    refreshed.extend(stamp.map(|s| (key.clone(), s)));
                 }
                 Examined::Changed(upsert) => upserts.push(*upsert),
                 Examined::Skipped { reason, drop_old } => {
-                    skipped.push((rel.clone(), reason));
+                    skipped.push((key.clone(), reason));
                     if old.is_some() {
                         if drop_old {
-                            removals.push(rel.clone());
+                            removals.push(key.clone());
                         } else {
                             unchanged += 1;
                         }
@@ -360,10 +370,11 @@ impl IndexWriter {
             }
         }
         // What was indexed under a directory that could not be listed this time stays.
+        let unlisted: Vec<String> = walked.unlisted.iter().map(|d| redact_name(d)).collect();
         let (kept, gone): (Vec<&String>, Vec<&String>) = base
             .keys()
             .filter(|p| !seen.contains(*p))
-            .partition(|p| walked.unlisted.iter().any(|d| p.starts_with(d.as_str())));
+            .partition(|p| unlisted.iter().any(|d| p.starts_with(d.as_str())));
         unchanged += kept.len();
         removals.extend(gone.into_iter().cloned());
 
@@ -395,6 +406,10 @@ impl IndexWriter {
         }
         summary.steps_total = self.manifest.as_ref().map_or(0, Manifest::steps_total);
         summary.generation = self.generation();
+        // Entries the walk left out are named as walked: redact those names too.
+        for (path, _) in &mut summary.skipped {
+            *path = redact_name(path);
+        }
         summary.skipped.sort();
         summary.elapsed = started.elapsed();
         Ok(summary)
@@ -416,8 +431,9 @@ impl IndexWriter {
         bytes: &[u8],
         proceed: &dyn Fn() -> bool,
     ) -> Result<UpsertOutcome> {
-        let path = normalise_relative(relative_path)?;
-        let parsed = parse(&path, bytes, &self.options.parse);
+        let raw = normalise_relative(relative_path)?;
+        let parsed = parse(&raw, bytes, &self.options.parse);
+        let path = redact_name(&raw);
         let Some(incident) = parsed.incident else {
             let reason = parsed
                 .skip_reason()
@@ -1077,7 +1093,7 @@ fn examine(
             true,
         ),
         Some(incident) => Examined::Changed(Box::new(Upsert {
-            path: rel.to_owned(),
+            path: redact_name(rel),
             stamp,
             incident,
         })),

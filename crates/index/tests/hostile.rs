@@ -391,3 +391,86 @@ fn a_file_with_too_many_steps_is_skipped() {
     assert_eq!(summary.added, 1, "{summary:?}");
     assert!(summary.steps_total > 50, "{summary:?}");
 }
+
+#[test]
+fn a_secret_in_a_file_name_never_reaches_the_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, corpus) = (tmp.path().join("index"), tmp.path().join("corpus"));
+    let planted = precedent_parse::testing::planted_secrets();
+    let named: Vec<_> = planted
+        .secrets
+        .iter()
+        .filter(|s| s.form == "file-name")
+        .collect();
+    assert!(named.len() >= 3, "{named:?}");
+    let files: Vec<&(String, String)> = planted
+        .files
+        .iter()
+        .filter(|(path, _)| named.iter().any(|s| s.leaks_in(path).is_some()))
+        .collect();
+    assert_eq!(files.len(), named.len());
+    for (path, content) in &files {
+        let full = corpus.join(path);
+        fs::create_dir_all(full.parent().unwrap()).unwrap();
+        fs::write(full, content).unwrap();
+    }
+    // Two names that differ only in their secret redact to one path: the second is left out
+    // with a reason instead of replacing the first.
+    let (first, content) = files[0];
+    let secret = &named[0].secret;
+    assert!(first.contains(secret.as_str()), "{first} {secret}");
+    let last = secret.chars().last().unwrap();
+    let other = format!(
+        "{}{}",
+        &secret[..secret.len() - last.len_utf8()],
+        if last == '7' { '8' } else { '7' }
+    );
+    let twin = first.replace(secret.as_str(), &other);
+    fs::write(corpus.join(&twin), content).unwrap();
+
+    let summary = sync(&index, &corpus, options());
+    assert_eq!(summary.added, files.len(), "{summary:?}");
+    let shown = serde_json_summary(&summary);
+    let bytes = all_bytes(&index);
+    assert!(contains(&bytes, "[REDACTED:"), "redacted paths are stored");
+    for secret in named.iter().copied() {
+        for needle in &secret.needles {
+            assert!(
+                !contains(&bytes, needle),
+                "{} leaked: {needle}",
+                secret.kind
+            );
+        }
+        assert!(
+            secret.leaks_in(&shown).is_none(),
+            "{} in the summary",
+            secret.kind
+        );
+    }
+    assert!(
+        !contains(&bytes, &other) && !shown.contains(&other),
+        "{shown}"
+    );
+    assert!(
+        summary
+            .skipped
+            .iter()
+            .any(|(_, reason)| reason.contains("that of another file")),
+        "{summary:?}"
+    );
+
+    // The paths served are the redacted ones, and the path as typed still finds its incident.
+    let engine = Engine::open(&index).unwrap();
+    let steps = steps_of(&index);
+    assert!(!steps.is_empty());
+    assert!(steps.iter().all(|(_, _, path)| path.contains("[REDACTED:")));
+    let id = engine.resolve_incident(first).unwrap();
+    let path = engine.incident(&id).unwrap().unwrap().path;
+    assert!(path.contains("[REDACTED:"), "{path}");
+    assert!(steps.iter().any(|(_, _, p)| *p == path), "{path}");
+
+    // Unchanged files stay unchanged on the next run (the key is found again).
+    let again = sync(&index, &corpus, options());
+    assert_eq!(again.added + again.updated + again.removed, 0, "{again:?}");
+    assert_eq!(again.unchanged, files.len(), "{again:?}");
+}

@@ -36,9 +36,10 @@ pub struct SimilarBody {
     #[serde(default)]
     #[schemars(length(min = 1, max = 4096))]
     pub text: Option<String>,
-    /// An indexed incident to compare with (it is left out of the answer).
+    /// An indexed incident to compare with (it is left out of the answer): its id, a unique
+    /// prefix of the id, or its write-up's path relative to the corpus root.
     #[serde(default)]
-    #[schemars(length(min = 1, max = 80))]
+    #[schemars(length(min = 1, max = 1024))]
     pub incident_id: Option<String>,
     /// Number of incidents, 1..=100 by default. Default 10.
     #[serde(default)]

@@ -213,7 +213,10 @@ impl From<precedent_index::Error> for ApiError {
     fn from(err: precedent_index::Error) -> Self {
         use precedent_index::Error as E;
         match &err {
-            E::UnknownIncident(_) => ApiError::new(ErrorCode::NotFound, err.to_string()),
+            E::UnknownIncident(_)
+            | E::IncidentRef {
+                ambiguous: false, ..
+            } => ApiError::new(ErrorCode::NotFound, err.to_string()),
             E::Locked { .. } => ApiError::new(ErrorCode::IndexLocked, err.to_string()),
             E::Abandoned => ApiError::new(ErrorCode::Timeout, err.to_string()),
             E::ModelMismatch { .. } | E::QdrantCollection { .. } => {
@@ -309,6 +312,13 @@ mod tests {
             ErrorCode::Internal,
         );
         check(precedent_index::Error::Ann("x".into()), ErrorCode::Internal);
+        let reference = |ambiguous| precedent_index::Error::IncidentRef {
+            reference: "2017".into(),
+            ambiguous,
+            candidates: vec!["2017-a-00000000".into()],
+        };
+        check(reference(false), ErrorCode::NotFound);
+        check(reference(true), ErrorCode::BadRequest);
         let internal = ApiError::from(precedent_index::Error::Corrupt("secret path".into()));
         assert!(!internal.message.contains("secret"));
         assert!(!internal.is_user_error());

@@ -242,15 +242,16 @@ fn check_text(name: &str, text: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(crate) fn parse_incident_id(id: &str) -> Result<IncidentId, ApiError> {
+/// An exact incident id, for `DELETE`: a destructive call never guesses from a prefix.
+fn parse_incident_id(id: &str) -> Result<IncidentId, ApiError> {
     IncidentId::parse(id).map_err(|_| {
         ApiError::bad_request("invalid incident id: expected lowercase letters, digits and '-'")
     })
 }
 
-fn path_id(path: Result<Path<String>, PathRejection>) -> Result<IncidentId, ApiError> {
+fn path_param(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(id) = path.map_err(|_| ApiError::bad_request("invalid incident id in path"))?;
-    parse_incident_id(&id)
+    Ok(id)
 }
 
 async fn search(
@@ -279,7 +280,7 @@ async fn similar(
             check_text("text", &text, options.max_query_bytes)?;
             SimilarSource::Text(text)
         }
-        (None, Some(id)) => SimilarSource::Incident(parse_incident_id(&id)?),
+        (None, Some(id)) => SimilarSource::Incident(state.resolve(&id).await?),
         _ => {
             return Err(ApiError::bad_request(
                 "give exactly one of text and incident_id",
@@ -324,7 +325,7 @@ async fn get_incident(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
+    let id = state.resolve(&path_param(id)?).await?;
     Ok(Json(state.incident(id).await?).into_response())
 }
 
@@ -410,7 +411,7 @@ async fn delete_incident(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let deadline = deadline_of(&state, deadline);
-    let id = path_id(id)?;
+    let id = parse_incident_id(&path_param(id)?)?;
     if !state.delete(id.clone(), deadline).await? {
         return Err(ApiError::new(
             ErrorCode::NotFound,

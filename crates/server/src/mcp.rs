@@ -69,11 +69,21 @@ pub struct ToolFilters {
     #[serde(default)]
     #[schemars(length(max = 20), inner(length(min = 1, max = 100)))]
     pub tags: Vec<String>,
-    /// Only incidents that started on or after this day (YYYY-MM-DD).
-    #[serde(default)]
+    /// Only incidents that started on or after this day: `2023-06-01`, a month `2023-06` (its
+    /// first day), a year `2023`, or a time ago such as `7d`, `2w`, `3m`, `1y`.
+    #[serde(
+        default,
+        deserialize_with = "precedent_index::dates::deserialize_since"
+    )]
+    #[schemars(with = "Option<String>", length(min = 1, max = 32))]
     pub since: Option<NaiveDate>,
-    /// Only incidents that started on or before this day (YYYY-MM-DD).
-    #[serde(default)]
+    /// Only incidents that started on or before this day, in the forms of `since` (a month or
+    /// a year means its last day).
+    #[serde(
+        default,
+        deserialize_with = "precedent_index::dates::deserialize_until"
+    )]
+    #[schemars(with = "Option<String>", length(min = 1, max = 32))]
     pub until: Option<NaiveDate>,
     /// Only incidents whose trigger is of one of these classes (see list_facets).
     #[serde(default)]
@@ -114,9 +124,10 @@ pub struct FindSimilarParams {
     #[serde(default)]
     #[schemars(length(min = 1, max = 4096))]
     pub text: Option<String>,
-    /// Instead of text: the id of an indexed incident (from a previous result).
+    /// Instead of text: an indexed incident, by its id (from a previous result), a unique
+    /// prefix of the id, or its write-up's path relative to the corpus root.
     #[serde(default)]
-    #[schemars(length(min = 1, max = 80), regex(pattern = r"^[a-z0-9-]+$"))]
+    #[schemars(length(min = 1, max = 1024))]
     pub incident_id: Option<String>,
     /// Number of incidents to return, 1..=50 (default 5).
     #[serde(default)]
@@ -143,8 +154,9 @@ pub enum Detail {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetIncidentParams {
-    /// Id of the incident, as returned by the other tools (e.g. `2021-09-30-cert-expiry-1a2b3c4d`).
-    #[schemars(length(min = 1, max = 80), regex(pattern = r"^[a-z0-9-]+$"))]
+    /// Id of the incident, as returned by the other tools (e.g. `2021-09-30-cert-expiry-1a2b3c4d`),
+    /// a unique prefix of it, or the write-up's path relative to the corpus root.
+    #[schemars(length(min = 1, max = 1024))]
     pub incident_id: String,
     /// `card` for the incident at a glance, `full` (default) for its steps too.
     #[serde(default)]
@@ -296,9 +308,7 @@ impl McpServer {
                         check_text("text", &text, self.state.options().max_query_bytes)?;
                         SimilarSource::Text(text)
                     }
-                    (None, Some(id)) => {
-                        SimilarSource::Incident(crate::http::parse_incident_id(&id)?)
-                    }
+                    (None, Some(id)) => SimilarSource::Incident(self.state.resolve(&id).await?),
                     _ => {
                         return Err(ApiError::bad_request(
                             "give exactly one of text and incident_id",
@@ -332,7 +342,7 @@ impl McpServer {
     ) -> Result<CallToolResult, ErrorData> {
         let result = self
             .limited(async {
-                let id = crate::http::parse_incident_id(&params.incident_id)?;
+                let id = self.state.resolve(&params.incident_id).await?;
                 let incident = self.state.incident(id).await?;
                 let view = IncidentView {
                     detail: params.detail.unwrap_or_default(),
@@ -453,6 +463,13 @@ impl McpServer {
     }
 }
 
+impl McpServer {
+    async fn resolve_then_read(&self, reference: &str) -> Result<Incident, ApiError> {
+        let id = self.state.resolve(reference).await?;
+        self.state.incident(id).await
+    }
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for McpServer {
     fn get_info(&self) -> ServerConfig {
@@ -515,9 +532,7 @@ impl ServerHandler for McpServer {
         let Some(id) = uri.strip_prefix(RESOURCE_SCHEME) else {
             return Err(ErrorData::resource_not_found("unknown resource uri", None));
         };
-        let id = crate::http::parse_incident_id(id)
-            .map_err(|_| ErrorData::resource_not_found("unknown resource uri", None))?;
-        let incident = match self.state.incident(id).await {
+        let incident = match self.resolve_then_read(id).await {
             Ok(incident) => incident,
             Err(err) if err.code == ErrorCode::NotFound => {
                 return Err(ErrorData::resource_not_found(err.message, None));

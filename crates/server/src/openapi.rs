@@ -90,9 +90,14 @@ pub fn document() -> Value {
         }
         op
     };
+    let ref_param = json!([{
+        "name": "id", "in": "path", "required": true,
+        "description": "Incident id, a unique prefix of it, or the write-up's path relative to the corpus root (percent-encode `/` as `%2F`); at most 1024 bytes.",
+        "schema": { "type": "string", "minLength": 1, "maxLength": 1024 }
+    }]);
     let id_param = json!([{
         "name": "id", "in": "path", "required": true,
-        "description": "Incident id (lowercase letters, digits and '-', at most 80 bytes).",
+        "description": "Exact incident id (lowercase letters, digits and '-', at most 80 bytes): a delete never resolves a prefix or a path.",
         "schema": { "type": "string", "pattern": "^[a-z0-9-]{1,80}$" }
     }]);
 
@@ -102,11 +107,17 @@ pub fn document() -> Value {
         None,
         ("200", ok("The incident.", &incident)),
         common_errors(&[
-            ("400", "Invalid id (`bad_request`)."),
-            ("404", "Unknown id (`not_found`)."),
+            (
+                "400",
+                "Empty or ambiguous reference; the message lists candidates (`bad_request`).",
+            ),
+            (
+                "404",
+                "No incident matches; the message lists the closest ids (`not_found`).",
+            ),
         ]),
     );
-    get_incident["parameters"] = id_param.clone();
+    get_incident["parameters"] = ref_param;
     let mut delete_incident = operation(
         "deleteIncident",
         "Remove an incident from the index (needs `allow_writes` and the token).",

@@ -18,6 +18,9 @@ use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::options::ServerOptions;
 
+/// Longest incident reference (id, id prefix or relative path) accepted, in bytes.
+pub(crate) const MAX_REFERENCE_BYTES: usize = 1024;
+
 /// Everything a request handler needs. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -142,6 +145,28 @@ impl AppState {
             refresh(&engine);
             let on: &dyn QueryStore = store.as_deref().unwrap_or(engine.as_ref());
             precedent_index::compare(on, &engine, &request, embedder.as_ref())
+        })
+        .await
+    }
+
+    /// The incident `reference` names, read as the CLI reads it: a full id, a unique id prefix,
+    /// or the write-up's path relative to the corpus root. An unknown reference is `not_found`
+    /// and an ambiguous one `bad_request`, both listing the closest ids.
+    pub(crate) async fn resolve(&self, reference: &str) -> Result<IncidentId, ApiError> {
+        let reference = reference.trim();
+        if reference.is_empty() {
+            return Err(ApiError::bad_request("empty incident id"));
+        }
+        if reference.len() > MAX_REFERENCE_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "incident id longer than {MAX_REFERENCE_BYTES} bytes"
+            )));
+        }
+        let engine = self.inner.engine.clone();
+        let reference = reference.to_owned();
+        blocking(move || {
+            refresh(&engine);
+            engine.resolve_incident(&reference)
         })
         .await
     }

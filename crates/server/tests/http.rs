@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, TOKEN, expect_error, json, shared_index, small_index};
+use common::{Server, TOKEN, answered, expect_error, json, metric, shared_index, small_index};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -122,13 +122,14 @@ async fn similar_incident_and_facets_routes_answer() {
         "not_found",
     )
     .await;
+    // Read as a reference (id, prefix or path), it names no incident.
     expect_error(
         c.get(server.url("/v1/incidents/Not%20An%20Id"))
             .send()
             .await
             .unwrap(),
-        400,
-        "bad_request",
+        404,
+        "not_found",
     )
     .await;
     expect_error(
@@ -611,7 +612,9 @@ async fn saturated_server_answers_503_with_retry_after() {
     let server = Server::start(shared_index(), |o| o.concurrency_limit = 1).await;
     let mut held = held_request(&server).await;
     // The held request takes the only permit as soon as its head is read; until then the
-    // probes may still get through, so probe until the first 503 (bounded, no sleeps).
+    // probes may still get through, and a probe holding the permit at that moment gets the
+    // held request itself answered 503: then it is sent again. Probe until the first 503
+    // (bounded, no sleeps; the answer on the held connection is the signal).
     let mut refused = None;
     for _ in 0..10_000 {
         let response = server
@@ -624,7 +627,9 @@ async fn saturated_server_answers_503_with_retry_after() {
             refused = Some(response);
             break;
         }
-        tokio::task::yield_now().await;
+        if answered(&held) {
+            held = held_request(&server).await;
+        }
     }
     let refused = refused.expect("the server never reported saturation");
     assert_eq!(refused.headers()["retry-after"], "1");
@@ -645,15 +650,7 @@ async fn saturated_server_answers_503_with_retry_after() {
     )
     .await;
     assert_eq!(status, 200);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics(None).await;
     assert!(
         !metrics.contains("precedent_http_overloaded_total 0"),
         "{metrics}"
@@ -1033,28 +1030,12 @@ async fn idle_connections_do_not_starve_legitimate_requests() {
         );
     }
     assert_eq!(idle.len(), 600);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics(Some(TOKEN)).await;
     let evicted = metric(
         &metrics,
         "precedent_http_connections_closed_total{reason=\"evicted\"}",
     );
     assert!(evicted >= 600 - 64, "{evicted} evicted\n{metrics}");
-}
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
 /// Reads until the server closes the connection; returns how long that took.
@@ -1113,15 +1094,7 @@ async fn slow_and_idle_connections_are_closed_after_their_timeouts() {
         took >= Duration::from_millis(1000) && took < Duration::from_millis(2500),
         "idle connection closed after {took:?}"
     );
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics(None).await;
     assert!(
         metric(
             &metrics,
@@ -1385,4 +1358,108 @@ async fn avenues_and_compare_routes_answer_with_citations() {
         assert_eq!(status, 400, "{route} {bad}: {body}");
         assert!(body["message"].is_string(), "{body}");
     }
+}
+
+/// `incident_id` is read as the CLI reads it: full id, unique prefix, or path relative to the
+/// corpus root; unknown is 404 and ambiguous 400, both with candidates; DELETE stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incident_ids_resolve_like_the_cli() {
+    let server = Server::start(shared_index(), |_| {}).await;
+    let c = &server.client;
+    let get = async |reference: &str| {
+        json(
+            c.get(server.url(&format!("/v1/incidents/{reference}")))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    let (status, full) = get("2021-09-30-tls-cert-expiry.md").await;
+    assert_eq!(status, 200, "{full}");
+    let id = full["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("2021-09-30-tls-cert-expiry-"), "{id}");
+    for reference in [
+        id.as_str(),
+        &id[..id.len() - 3],
+        "2021-09-30-tls",
+        ".%2F2021-09-30-tls-cert-expiry.md",
+    ] {
+        let (status, body) = get(reference).await;
+        assert_eq!(status, 200, "{reference}: {body}");
+        assert_eq!(body["id"], id.as_str(), "{reference}");
+    }
+    let (status, body) = get("20").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "bad_request");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("several incidents") && message.contains("20120701-leap-second-cpu"),
+        "{message}"
+    );
+    let (status, body) = get("tls-cert-expiry-2021").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["message"].as_str().unwrap().contains(&id), "{body}");
+
+    let (status, similar) = json(
+        c.post(server.url("/v1/similar"))
+            .json(&json!({"incident_id": "2021-09-30-tls-cert-expiry.md", "k": 5}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{similar}");
+    let incidents = similar["incidents"].as_array().unwrap();
+    assert!(!incidents.is_empty());
+    assert!(incidents.iter().all(|i| i["incident_id"] != id.as_str()));
+    expect_error(
+        c.post(server.url("/v1/similar"))
+            .json(&json!({"incident_id": "20"}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    expect_error(
+        c.post(server.url("/v1/similar"))
+            .json(&json!({"incident_id": " "}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    drop(server);
+
+    // A delete never guesses: a prefix names nothing to delete, and the incident stays.
+    let index = small_index();
+    let server = Server::start(&index, |o| {
+        o.token = Some(TOKEN.into());
+        o.allow_writes = true;
+    })
+    .await;
+    let c = &server.client;
+    expect_error(
+        c.delete(server.url("/v1/incidents/2021-09-30-tls"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    let (status, body) = json(
+        c.get(server.url("/v1/incidents/2021-09-30-tls"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }

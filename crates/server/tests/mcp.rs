@@ -597,3 +597,303 @@ async fn malformed_stdio_frames_get_json_rpc_errors() {
     drop(client_out);
     server.await.unwrap().unwrap();
 }
+
+/// A deterministic generator of random-looking frames (xorshift), so that every run sends the
+/// same frames and a failure can be replayed.
+struct Frames(u64);
+
+impl Frames {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Random bytes without a line break.
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| match self.next() as u8 {
+                b'\n' => b' ',
+                b => b,
+            })
+            .collect()
+    }
+
+    /// One frame and whether the framing layer must answer it with an error (it is not a
+    /// JSON object, or not a request object).
+    fn frame(&mut self, i: usize) -> (Vec<u8>, bool) {
+        const VALID: &[&str] = &[
+            r#"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"search_incidents","arguments":{"query":"disk full","k":3}}}"#,
+            r#"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"get_incident","arguments":{"incident_id":"2021"}}}"#,
+            r#"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"find_similar_incidents","arguments":{"text":"pods crashlooping","filters":{"since":"2019"}}}}"#,
+            r#"{"jsonrpc":"2.0","id":ID,"method":"resources/read","params":{"uri":"incident://2021"}}"#,
+            r#"{"jsonrpc":"2.0","id":ID,"method":"tools/list"}"#,
+        ];
+        let valid = VALID[self.below(VALID.len())].replace("ID", &(1000 + i).to_string());
+        match self.below(10) {
+            // Cut short: never a complete JSON value.
+            0 | 1 => {
+                let cut = 1 + self.below(valid.len() - 2);
+                (valid.as_bytes()[..cut].to_vec(), true)
+            }
+            // Random bytes (invalid UTF-8 or JSON, almost surely).
+            2 => {
+                let len = 1 + self.below(300);
+                let mut b = self.bytes(len);
+                b.insert(0, b'\xff');
+                (b, true)
+            }
+            // One byte flipped: anything may come of it, the server must still answer.
+            3 | 4 => {
+                let mut b = valid.into_bytes();
+                let at = self.below(b.len());
+                b[at] = match self.next() as u8 {
+                    b'\n' => b'x',
+                    x => x,
+                };
+                (b, false)
+            }
+            // Values that are not request objects.
+            5 => {
+                let values = [
+                    "[]",
+                    "[1,2]",
+                    "null",
+                    "\"ping\"",
+                    "42",
+                    "true",
+                    "[{\"jsonrpc\":\"2.0\"}]",
+                ];
+                (values[self.below(values.len())].as_bytes().to_vec(), true)
+            }
+            // Two values on one line.
+            6 => (format!("{valid} {valid}").into_bytes(), true),
+            // Deep nesting, as params and as the whole frame.
+            7 => {
+                let depth = 1 + self.below(5000);
+                let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+                if self.below(2) == 0 {
+                    (nested.into_bytes(), true)
+                } else {
+                    let frame = format!(
+                        r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"list_facets","arguments":{{"x":{nested}}}}}}}"#,
+                        1000 + i
+                    );
+                    (frame.into_bytes(), false)
+                }
+            }
+            // Fields of the wrong type, unknown methods and tools, wrong argument types.
+            8 => {
+                let frames = [
+                    r#"{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}"#,
+                    r#"{"jsonrpc":"2.0","id":ID,"method":7}"#,
+                    r#"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":"x"}"#,
+                    r#"{"jsonrpc":"2.0","id":ID,"method":"no/such/method","params":{}}"#,
+                    r#"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"no_such_tool","arguments":{}}}"#,
+                    r#"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"search_incidents","arguments":{"query":7,"k":"many"}}}"#,
+                    r#"{"jsonrpc":"2.0","id":ID,"method":"tools/call","params":{"name":"search_incidents","arguments":{"query":"x","filters":{"since":"soon"}}}}"#,
+                    r#"{"jsonrpc":"1.0","id":ID,"method":"ping"}"#,
+                ];
+                let frame = frames[self.below(frames.len())].replace("ID", &(1000 + i).to_string());
+                (frame.into_bytes(), false)
+            }
+            // Longer than the line limit.
+            _ => {
+                let mut b =
+                    br#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":""#.to_vec();
+                b.extend(std::iter::repeat_n(
+                    b'a',
+                    FRAME_LIMIT + self.below(3 * FRAME_LIMIT),
+                ));
+                b.extend_from_slice(br#""}}"#);
+                (b, true)
+            }
+        }
+    }
+}
+
+/// Line limit of the fuzzed server (its body limit), small so that oversized frames are cheap.
+const FRAME_LIMIT: usize = 16 * 1024;
+
+/// Malformed, huge and partial frames, generated, into the real stdio server: every frame the
+/// framing layer must refuse gets a JSON-RPC error, every reply is a JSON-RPC message, and the
+/// server answers a ping after each frame (no panic, no stall).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generated_bad_frames_never_stop_the_stdio_server() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let index = shared_index();
+    let mut options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), index.dir.path());
+    options.body_limit = FRAME_LIMIT;
+    let state = AppState::new(options, index.engine.clone(), common::embedder()).unwrap();
+    let (server_in, mut client_out) = tokio::io::duplex(256 * 1024);
+    let (client_in, server_out) = tokio::io::duplex(256 * 1024);
+    let server = tokio::spawn(precedent_server::serve_lines(state, server_in, server_out));
+    let mut replies = BufReader::new(client_in).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), replies.next_line())
+            .await
+            .expect("the server stopped answering")
+            .unwrap()
+            .expect("the server closed its output");
+        let reply: Value = serde_json::from_str(&line).expect("replies are JSON");
+        assert_eq!(reply["jsonrpc"], "2.0", "{reply}");
+        assert!(
+            reply.get("result").is_some() != reply.get("error").is_some()
+                || reply.get("method").is_some(),
+            "{reply}"
+        );
+        reply
+    };
+    let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    client_out.write_all(init).await.unwrap();
+    client_out.write_all(b"\n").await.unwrap();
+    assert!(next().await["result"]["serverInfo"].is_object());
+    client_out
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+        .await
+        .unwrap();
+
+    let mut frames = Frames(0x9e37_79b9_7f4a_7c15);
+    let (mut refused, mut framing_errors) = (0, 0);
+    const FRAMES: usize = 400;
+    for i in 0..FRAMES {
+        let (frame, must_fail) = frames.frame(i);
+        client_out.write_all(&frame).await.unwrap();
+        client_out.write_all(b"\n").await.unwrap();
+        let probe = format!("probe-{i}");
+        let ping = json!({"jsonrpc": "2.0", "id": probe, "method": "ping"});
+        client_out
+            .write_all(format!("{ping}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut errors_before = 0;
+        loop {
+            let reply = next().await;
+            if reply["id"] == probe.as_str() {
+                assert!(reply["result"].is_object(), "{reply}");
+                break;
+            }
+            if reply.get("error").is_some() {
+                errors_before += 1;
+            }
+        }
+        if must_fail {
+            refused += 1;
+            assert!(
+                errors_before >= 1,
+                "no JSON-RPC error for frame {i}: {}",
+                String::from_utf8_lossy(&frame[..frame.len().min(200)])
+            );
+            framing_errors += errors_before;
+        }
+    }
+    assert!(
+        refused > FRAMES / 4,
+        "{refused} of {FRAMES} frames had to be refused"
+    );
+    assert!(framing_errors >= refused);
+    drop(client_out);
+    server.await.unwrap().unwrap();
+}
+
+/// `incident_id` takes what the CLI takes (id, unique prefix, relative path), and a bad date
+/// names its parameter and the accepted forms while the forms people type are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incident_references_and_dates_as_people_type_them() {
+    let index = shared_index();
+    let options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), index.dir.path());
+    let state = AppState::new(options, index.engine.clone(), common::embedder()).unwrap();
+    let (server_io, client_io) = tokio::io::duplex(256 * 1024);
+    let server = tokio::spawn(async move {
+        let running = McpServer::new(state).serve(server_io).await.unwrap();
+        running.waiting().await.unwrap();
+    });
+    let client = ClientConfig::default().serve(client_io).await.unwrap();
+
+    let by_path = call(
+        &client,
+        "get_incident",
+        json!({"incident_id": "2021-09-30-tls-cert-expiry.md"}),
+    )
+    .await;
+    assert_eq!(by_path.is_error, Some(false), "{}", text_of(&by_path));
+    let id = by_path.structured_content.as_ref().unwrap()["incident"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("2021-09-30-tls-cert-expiry-"), "{id}");
+    let by_prefix = call(
+        &client,
+        "get_incident",
+        json!({"incident_id": "2021-09-30-tls"}),
+    )
+    .await;
+    assert_eq!(
+        by_prefix.structured_content.as_ref().unwrap()["incident"]["id"],
+        id.as_str()
+    );
+    let similar = call(
+        &client,
+        "find_similar_incidents",
+        json!({"incident_id": "./2021-09-30-tls-cert-expiry.md", "k": 3}),
+    )
+    .await;
+    assert_eq!(similar.is_error, Some(false), "{}", text_of(&similar));
+    let read = client
+        .read_resource(ReadResourceRequestParams::new("incident://2021-09-30-tls"))
+        .await
+        .unwrap();
+    assert!(!read.contents.is_empty());
+
+    let ambiguous = call(&client, "get_incident", json!({"incident_id": "20"})).await;
+    assert_eq!(ambiguous.is_error, Some(true));
+    let text = text_of(&ambiguous);
+    assert!(
+        text.contains("bad_request") && text.contains("20120701-leap-second-cpu"),
+        "{text}"
+    );
+    let unknown = call(
+        &client,
+        "get_incident",
+        json!({"incident_id": "tls-cert-expiry-2021"}),
+    )
+    .await;
+    assert_eq!(unknown.is_error, Some(true));
+    let text = text_of(&unknown);
+    assert!(text.contains("not_found") && text.contains(&id), "{text}");
+
+    for (filters, found) in [
+        (json!({"since": "2021-09", "until": "2021"}), true),
+        (json!({"since": "2022"}), false),
+        (json!({"until": "7d"}), true),
+    ] {
+        let result = call(
+            &client,
+            "search_incidents",
+            json!({"query": "certificate expired", "mode": "lexical", "filters": filters}),
+        )
+        .await;
+        assert_eq!(result.is_error, Some(false), "{}", text_of(&result));
+        let hits = result.structured_content.as_ref().unwrap()["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["incident_id"] == id.as_str());
+        assert_eq!(hits, found, "{filters}");
+    }
+    for (name, bad) in [("since", "soon"), ("until", "2023-13")] {
+        let args = json!({"query": "disk", "filters": {name: bad}});
+        let result = call(&client, "search_incidents", args).await;
+        assert_eq!(result.is_error, Some(true));
+        let err = text_of(&result);
+        assert!(err.contains(&format!("{name}: ")), "{err}");
+        assert!(err.contains("2023-06-01") && err.contains("7d"), "{err}");
+    }
+    client.cancel().await.unwrap();
+    server.await.unwrap();
+}

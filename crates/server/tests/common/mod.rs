@@ -113,6 +113,15 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The text of `/metrics`, sent with `token` as the bearer token when given.
+    pub async fn metrics(&self, token: Option<&str>) -> String {
+        let mut request = self.client.get(self.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().text().await.unwrap()
+    }
+
     /// Stops the server and returns how it ended.
     pub async fn shutdown(mut self) -> precedent_server::Result<()> {
         let _ = self.stop.take().unwrap().send(());
@@ -154,4 +163,21 @@ pub async fn expect_error(
         "{body}"
     );
     body
+}
+
+/// The value of one series in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// True when the server has answered (or closed) `stream`; never waits.
+pub fn answered(stream: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    match stream.try_read(&mut buf) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
 }

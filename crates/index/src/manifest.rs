@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Version of the on-disk layout; a change forces a rebuild into a new generation.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk layout (and of the analysers, which decide the indexed terms); a
+/// change forces a rebuild into a new generation. 2: stemmed fields split identifiers at case
+/// changes, reduce number plurals and index status-code classes.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// File name of the manifest in the index directory.
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 

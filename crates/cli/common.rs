@@ -22,6 +22,9 @@ impl QdrantStore {
     pub fn collection(&self) -> &str {
         match *self {}
     }
+    pub fn with_synonyms(self, _: precedent_index::Synonyms) -> Self {
+        match self {}
+    }
     pub fn sync_from(
         &self,
         _: &std::path::Path,

@@ -9,7 +9,8 @@ use precedent_core::{Card, CardItem, Embedder, Outcome, StepKind};
 #[cfg(not(feature = "qdrant"))]
 use precedent_index::QueryStore as _;
 use precedent_index::{
-    Engine, Hit, Mode, SearchRequest, SearchResponse, SimilarRequest, SimilarSource,
+    Engine, Hit, MatchQuality, Mode, SYNONYMS_FILE, SearchRequest, SearchResponse, SimilarRequest,
+    SimilarSource, Synonyms,
 };
 
 use crate::common::{
@@ -27,9 +28,15 @@ pub struct SearchArgs {
     /// vector (meaning).
     #[arg(long, default_value = "hybrid")]
     mode: Mode,
-    /// Number of steps to return.
+    /// Number of steps to return (with --group: number of incidents).
     #[arg(short, default_value_t = 10)]
     k: usize,
+    /// Most steps of one incident among the results (0 = no limit).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    per_incident: usize,
+    /// Show incidents, each with its best steps (at most --per-incident).
+    #[arg(long)]
+    group: bool,
     #[command(flatten)]
     filters: FilterArgs,
     /// Print citations with the absolute path of the write-up (the corpus root recorded by
@@ -39,6 +46,10 @@ pub struct SearchArgs {
     /// Print the response as JSON.
     #[arg(long)]
     json: bool,
+    /// More synonym groups (TOML: `groups = [["cert", "certificate"], ...]`), added to the
+    /// built-in table and the corpus root's `synonyms.toml`.
+    #[arg(long, value_name = "FILE")]
+    synonyms: Option<PathBuf>,
     #[command(flatten)]
     index: IndexArgs,
     #[command(flatten)]
@@ -58,10 +69,15 @@ pub fn search(args: SearchArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
     let query = args.query.join(" ");
     let mut request = SearchRequest::new(query)
         .with_mode(args.mode)
-        .with_k(args.k);
+        .with_k(args.k)
+        .with_per_incident(args.per_incident)
+        .with_group(args.group);
     let (response, root) = match args.store.store {
         StoreKind::Embedded => {
             let engine = open(&args.index)?;
+            if let Some(file) = &args.synonyms {
+                engine.use_synonyms(file)?;
+            }
             let embedder: Arc<dyn Embedder> = match args.mode {
                 Mode::Lexical => Arc::new(NoModel),
                 _ => load_model(&args.model, "hybrid and vector search")?,
@@ -75,11 +91,13 @@ pub fn search(args: SearchArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
         StoreKind::Qdrant => {
             let embedder = load_model(&args.model, "search in Qdrant")?;
             request = request.with_filters(args.filters.to_filters(None)?);
+            let root = recorded_root(&args.index);
             let response = args
                 .store
                 .qdrant(embedder.as_ref())?
+                .with_synonyms(qdrant_synonyms(root.as_deref(), args.synonyms.as_deref())?)
                 .search(&request, embedder.as_ref())?;
-            (response, recorded_root(&args.index))
+            (response, root)
         }
     };
     let found = !response.hits.is_empty();
@@ -99,6 +117,21 @@ pub fn search(args: SearchArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The synonym table for a Qdrant search: built in, the corpus root's `synonyms.toml` and
+/// `--synonyms`, as the embedded store loads it.
+fn qdrant_synonyms(root: Option<&Path>, extra: Option<&Path>) -> anyhow::Result<Synonyms> {
+    let mut table = Synonyms::builtin();
+    if let Some(file) = root.map(|r| r.join(SYNONYMS_FILE))
+        && file.is_file()
+    {
+        table.add_file(&file)?;
+    }
+    if let Some(extra) = extra {
+        table.add_file(extra)?;
+    }
+    Ok(table)
+}
+
 /// The corpus root recorded in the embedded index, if it can be read.
 fn recorded_root(index: &IndexArgs) -> Option<PathBuf> {
     Engine::open(&index.index).ok()?.corpus_root()
@@ -114,8 +147,28 @@ fn print_hits(
         return Ok(());
     }
     let mut p = Printer::stdout(color);
-    for (i, hit) in response.hits.iter().enumerate() {
-        print_hit(&mut p, i + 1, hit, root)?;
+    if response.match_quality == MatchQuality::None {
+        p.line(&p.dim(NO_CLOSE_PRECEDENT))?;
+    }
+    match &response.groups {
+        Some(groups) => {
+            for (i, group) in groups.iter().enumerate() {
+                p.line(&format!(
+                    "{:>2}. {}  {}",
+                    i + 1,
+                    p.title(&group.title),
+                    p.path(&shown_path(&group.path, root))
+                ))?;
+                for hit in &group.hits {
+                    print_hit(&mut p, 0, hit, root)?;
+                }
+            }
+        }
+        None => {
+            for (i, hit) in response.hits.iter().enumerate() {
+                print_hit(&mut p, i + 1, hit, root)?;
+            }
+        }
     }
     p.line(&p.dim(&format!("({} ms)", response.took_ms)))?;
     p.finish()?;
@@ -130,12 +183,23 @@ pub fn shown_path(path: &str, root: Option<&Path>) -> String {
     }
 }
 
+/// Said when match quality is `none`.
+const NO_CLOSE_PRECEDENT: &str =
+    "no close precedent: nothing below matches the query closely (match quality: none)";
+
+/// Prints a hit; `rank` 0 prints it as a step of a group, without a number.
 fn print_hit(p: &mut Printer, rank: usize, hit: &Hit, root: Option<&Path>) -> std::io::Result<()> {
     let c = &hit.citation;
     let cite = citation(&shown_path(&c.path, root), c.line_start, c.line_end);
     let kind = kind_label(hit.kind, hit.outcome);
+    let number = if rank == 0 {
+        "  ".to_owned()
+    } else {
+        format!("{rank:>2}")
+    };
+    let dot = if rank == 0 { " " } else { "." };
     let lead = format!(
-        "{rank:>2}. {}  {}  ",
+        "{number}{dot} {}  {}  ",
         p.path(&cite),
         p.kind(&format!("[{kind}]")),
     );
@@ -230,6 +294,10 @@ pub struct SimilarArgs {
     /// Print the response as JSON.
     #[arg(long)]
     json: bool,
+    /// More synonym groups (TOML: `groups = [["cert", "certificate"], ...]`), added to the
+    /// built-in table and the corpus root's `synonyms.toml`.
+    #[arg(long, value_name = "FILE")]
+    synonyms: Option<PathBuf>,
     #[command(flatten)]
     index: IndexArgs,
     #[command(flatten)]
@@ -310,6 +378,9 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
     let (response, root) = match args.store.store {
         StoreKind::Embedded => {
             let engine = open(&args.index)?;
+            if let Some(file) = &args.synonyms {
+                engine.use_synonyms(file)?;
+            }
             let request = SimilarRequest {
                 source: similar_source(&args, Some(&engine))?,
                 k: args.k,
@@ -332,11 +403,13 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
                 k: args.k,
                 filters: args.filters.to_filters(None)?,
             };
+            let root = recorded_root(&args.index);
             let response = args
                 .store
                 .qdrant(embedder.as_ref())?
+                .with_synonyms(qdrant_synonyms(root.as_deref(), args.synonyms.as_deref())?)
                 .similar(&request, embedder.as_ref())?;
-            (response, recorded_root(&args.index))
+            (response, root)
         }
     };
     let found = !response.incidents.is_empty();
@@ -347,6 +420,9 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
     } else {
         let root = args.absolute.then_some(root).flatten();
         let mut p = Printer::stdout(color);
+        if response.match_quality == MatchQuality::None {
+            p.line(&p.dim(NO_CLOSE_PRECEDENT))?;
+        }
         for (i, incident) in response.incidents.iter().enumerate() {
             let mut facts = vec![
                 incident

@@ -21,6 +21,33 @@ fn default_k() -> usize {
     10
 }
 
+fn default_per_incident() -> usize {
+    2
+}
+
+/// How close the best results of a search or `similar` are to what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchQuality {
+    /// A close precedent: the best results match the query closely in meaning or words.
+    Strong,
+    /// Related results, but none matches closely.
+    Weak,
+    /// No close precedent: the results share little with the query.
+    None,
+}
+
+impl MatchQuality {
+    /// `strong`, `weak` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchQuality::Strong => "strong",
+            MatchQuality::Weak => "weak",
+            MatchQuality::None => "none",
+        }
+    }
+}
+
 /// Which retrievers answer a search.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -130,10 +157,19 @@ pub struct SearchRequest {
     /// Fusion parameters (hybrid mode).
     #[serde(default)]
     pub rrf: FusionOptions,
+    /// Most steps of one incident among the hits (default 2; 0 = no limit). With `group`, the
+    /// most steps shown per incident.
+    #[serde(default = "default_per_incident")]
+    pub per_incident: usize,
+    /// Return incidents with their best steps: `k` counts incidents, `groups` lists them and
+    /// `hits` holds their steps in the same order.
+    #[serde(default)]
+    pub group: bool,
 }
 
 impl SearchRequest {
-    /// A hybrid search for `query` with default `k` and no filters.
+    /// A hybrid search for `query` with default `k`, at most 2 steps per incident and no
+    /// filters.
     pub fn new(query: impl Into<String>) -> Self {
         Self {
             query: query.into(),
@@ -141,7 +177,21 @@ impl SearchRequest {
             k: default_k(),
             filters: Filters::default(),
             rrf: FusionOptions::default(),
+            per_incident: default_per_incident(),
+            group: false,
         }
+    }
+
+    /// The same request with another per-incident limit (0 = no limit).
+    pub fn with_per_incident(mut self, per_incident: usize) -> Self {
+        self.per_incident = per_incident;
+        self
+    }
+
+    /// The same request returning incidents with their best steps.
+    pub fn with_group(mut self, group: bool) -> Self {
+        self.group = group;
+        self
     }
 
     /// The same request in another mode.
@@ -167,6 +217,12 @@ impl SearchRequest {
             return Err(Error::invalid("empty query"));
         }
         validate_k(self.k)?;
+        if self.per_incident > MAX_K {
+            return Err(Error::invalid(format!(
+                "per_incident must be at most {MAX_K}, got {}",
+                self.per_incident
+            )));
+        }
         self.filters.validate()?;
         self.rrf.validate()
     }
@@ -239,11 +295,31 @@ pub struct Hit {
     pub citation: Citation,
 }
 
+/// One incident of a grouped search, with its best steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HitGroup {
+    /// The incident.
+    pub incident_id: IncidentId,
+    /// Its title.
+    pub title: String,
+    /// Its path relative to the indexed directory.
+    pub path: String,
+    /// Fused score of its best step (what orders the groups).
+    pub score: f32,
+    /// Its best steps, best first (at most `per_incident`).
+    pub hits: Vec<Hit>,
+}
+
 /// Answer to a [`SearchRequest`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SearchResponse {
-    /// Best first.
+    /// Best first (with `group`: the steps of the groups, in group order).
     pub hits: Vec<Hit>,
+    /// With `group`: incidents, best first, each with its best steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<HitGroup>>,
+    /// How close the best hits are to the query; `none` means no close precedent.
+    pub match_quality: MatchQuality,
     /// Time spent, in milliseconds.
     pub took_ms: u64,
 }
@@ -321,6 +397,8 @@ pub struct SimilarIncident {
 pub struct SimilarResponse {
     /// Best first.
     pub incidents: Vec<SimilarIncident>,
+    /// How close the best incidents are to the source; `none` means no close precedent.
+    pub match_quality: MatchQuality,
     /// Time spent, in milliseconds.
     pub took_ms: u64,
 }

@@ -22,7 +22,9 @@ use crate::fusion::{FusionOptions, reciprocal_rank_fusion};
 use crate::layout::{ANN_FILE, INCIDENTS_DIR, STEPS_DIR, VECTORS_FILE, dir_size, open_tantivy};
 use crate::manifest::{IncidentMeta, MANIFEST_FILE, Manifest, vector_key};
 use crate::query::{Analyzed, BOOSTS, Boosts, Highlighter, floor_boundary};
+use crate::rank;
 use crate::schema::{IncidentFields, KEY_FIELD, StepFields};
+use crate::synonyms::{SYNONYMS_FILE, Synonyms};
 use crate::vectors::{Ann, VectorStore, top_n};
 use crate::writer::days_since_epoch;
 
@@ -75,6 +77,24 @@ const ANN_MIN_CANDIDATES: usize = 200;
 pub struct Engine {
     dir: PathBuf,
     current: RwLock<Arc<Snapshot>>,
+    /// The synonym table: built in, the corpus root's `synonyms.toml`, and a file given with
+    /// [`Engine::use_synonyms`].
+    synonyms: RwLock<Arc<Synonyms>>,
+    extra_synonyms: RwLock<Option<PathBuf>>,
+}
+
+/// The built-in table, plus the corpus's own `synonyms.toml` and `extra` when they exist.
+fn load_synonyms(corpus_root: Option<&Path>, extra: Option<&Path>) -> Result<Synonyms> {
+    let mut table = Synonyms::builtin();
+    if let Some(file) = corpus_root.map(|r| r.join(SYNONYMS_FILE))
+        && file.is_file()
+    {
+        table.add_file(&file)?;
+    }
+    if let Some(extra) = extra {
+        table.add_file(extra)?;
+    }
+    Ok(table)
 }
 
 /// Everything one published generation needs to answer queries.
@@ -161,10 +181,32 @@ impl Engine {
     /// Opens the index at `dir` for reading. [`Error::IndexMissing`] when there is none.
     pub fn open(dir: &Path) -> Result<Engine> {
         let snapshot = Snapshot::open_latest(dir)?;
+        let synonyms = load_synonyms(snapshot.corpus_root.as_deref(), None)?;
         Ok(Engine {
             dir: dir.to_owned(),
             current: RwLock::new(Arc::new(snapshot)),
+            synonyms: RwLock::new(Arc::new(synonyms)),
+            extra_synonyms: RwLock::new(None),
         })
+    }
+
+    /// Adds the synonym groups of `file` (TOML, `groups = [["cert", "certificate"], ...]`) to
+    /// the built-in table and the corpus's own `synonyms.toml`.
+    pub fn use_synonyms(&self, file: &Path) -> Result<()> {
+        let table = load_synonyms(self.snapshot().corpus_root.as_deref(), Some(file))?;
+        *self.synonyms.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        *self
+            .extra_synonyms
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(file.to_owned());
+        Ok(())
+    }
+
+    fn synonyms(&self) -> Arc<Synonyms> {
+        self.synonyms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -182,7 +224,14 @@ impl Engine {
     /// Switches to the latest published state. Searches in flight finish on the old one.
     pub fn reload(&self) -> Result<()> {
         let snapshot = Arc::new(Snapshot::open_latest(&self.dir)?);
+        let extra = self
+            .extra_synonyms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let synonyms = load_synonyms(snapshot.corpus_root.as_deref(), extra.as_deref())?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        *self.synonyms.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(synonyms);
         Ok(())
     }
 
@@ -223,20 +272,24 @@ impl Engine {
             s.check_model(embedder)?;
         }
         let query = cut(&request.query, MAX_QUERY_BYTES);
-        let mask = s.compile(&request.filters, None)?;
-        let n = request.rrf.candidates.max(request.k);
-        let analyzed = Analyzed::new(query);
+        let analyzed = Analyzed::new(query, &self.synonyms());
+        let mask = s.require_phrases(&analyzed, s.compile(&request.filters, None)?)?;
+        let n = rank::candidates_needed(request);
         let (lexical, vector) =
             s.retrieve(&analyzed, query, request.mode, n, mask.as_ref(), embedder)?;
         let fused = fuse(&lexical, &vector, &request.rrf);
+        let (chosen, sizes) = rank::select(fused, |c| s.slots[c.slot as usize].incident, request);
         let highlighter = Highlighter::new(&analyzed);
-        let hits = fused
-            .into_iter()
-            .take(request.k)
-            .map(|c| s.hit(&c, &highlighter))
+        let hits = chosen
+            .iter()
+            .map(|c| s.hit(c, &highlighter))
             .collect::<Result<Vec<_>>>()?;
+        let groups = sizes.map(|sizes| rank::groups_of(&hits, &sizes));
+        let match_quality = rank::quality_of_hits(&analyzed, &hits, request.mode != Mode::Lexical);
         Ok(SearchResponse {
             hits,
+            groups,
+            match_quality,
             took_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -298,7 +351,7 @@ impl Engine {
         };
         let mask = s.compile(&request.filters, exclude)?;
         let n = (request.k * 20).clamp(100, 2000);
-        let analyzed = Analyzed::new(&text);
+        let analyzed = Analyzed::new(&text, &self.synonyms());
         let lexical = s.lexical(&analyzed, n, mask.as_ref(), BOOSTS)?;
         // One vector list: each step at its best similarity to any source vector.
         let mut best: HashMap<u32, f32> = HashMap::new();
@@ -348,8 +401,10 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let match_quality = rank::quality_of_similar(&analyzed, &incidents);
         Ok(SimilarResponse {
             incidents,
+            match_quality,
             took_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -517,7 +572,7 @@ impl Engine {
             ident,
             phrase,
         };
-        let hits = s.lexical(&Analyzed::new(query), k, None, boosts)?;
+        let hits = s.lexical(&Analyzed::new(query, &self.synonyms()), k, None, boosts)?;
         hits.into_iter()
             .map(|(slot, _)| {
                 Ok((
@@ -987,6 +1042,32 @@ impl Snapshot {
             })
             .collect();
         Ok(Some(Arc::new(mask)))
+    }
+
+    /// `mask` narrowed to the steps that contain every quoted phrase of the query.
+    fn require_phrases(
+        &self,
+        analyzed: &Analyzed,
+        mask: Option<Arc<Vec<bool>>>,
+    ) -> Result<Option<Arc<Vec<bool>>>> {
+        let Some(query) = analyzed.required_query(&self.fields) else {
+            return Ok(mask);
+        };
+        let searcher = self.reader.searcher();
+        let found = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
+        let mut out = vec![false; self.slots.len()];
+        for addr in found {
+            let keys = searcher
+                .segment_reader(addr.segment_ord)
+                .fast_fields()
+                .u64(KEY_FIELD)?;
+            if let Some(slot) = keys.first(addr.doc_id).and_then(|k| self.store.slot(k))
+                && mask.as_ref().is_none_or(|m| m[slot as usize])
+            {
+                out[slot as usize] = true;
+            }
+        }
+        Ok(Some(Arc::new(out)))
     }
 
     /// Runs the retrievers `mode` asks for; the vector side (query embedding dominates) runs

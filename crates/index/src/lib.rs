@@ -55,14 +55,16 @@ mod manifest;
 #[cfg(feature = "qdrant")]
 pub mod qdrant;
 mod query;
+mod rank;
 mod schema;
+mod synonyms;
 mod vectors;
 mod writer;
 
 pub use api::{
-    Citation, FacetCount, Facets, Filters, Hit, MAX_K, MAX_QUERY_BYTES, Mode, QueryStore, Score,
-    SearchRequest, SearchResponse, SimilarIncident, SimilarRequest, SimilarResponse, SimilarSource,
-    Stats,
+    Citation, FacetCount, Facets, Filters, Hit, HitGroup, MAX_K, MAX_QUERY_BYTES, MatchQuality,
+    Mode, QueryStore, Score, SearchRequest, SearchResponse, SimilarIncident, SimilarRequest,
+    SimilarResponse, SimilarSource, Stats,
 };
 pub use avenues::{
     Avenue, AvenueEvidence, AvenueGroup, AvenuesRequest, AvenuesResponse, CompareRequest,
@@ -73,6 +75,7 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use fusion::FusionOptions;
 pub use manifest::rebuild_reason;
+pub use synonyms::{SYNONYMS_FILE, Synonyms};
 pub use writer::{
     IndexSummary, IndexWriter, NoProgress, Phase, Progress, UpsertOutcome, WriterOptions,
 };

@@ -19,11 +19,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Version of the on-disk layout; a change forces a rebuild into a new generation.
-/// 2: files are keyed, and steps store, the redacted path (indexes of version 1 may hold a
-/// secret from a file name, and a rebuild leaves no segment that still has it).
-/// 3: steps store outcome and heading path, incidents their trigger and remediation class.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// Version of the on-disk layout (and of the analysers, which decide the indexed terms); a
+/// change forces a rebuild into a new generation. 2: files are keyed, and steps store, the
+/// redacted path; 3: steps store outcome and heading path, incidents their trigger and
+/// remediation class; 4: stemmed fields split identifiers at case changes, reduce number
+/// plurals and index status-code classes.
+pub(crate) const FORMAT_VERSION: u32 = 4;
 /// File name of the manifest in the index directory.
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 

@@ -62,7 +62,9 @@ use crate::engine::{
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::query::{Analyzed, BOOSTS, Highlighter};
-use crate::schema::{ident_analyzer, stem_analyzer, terms};
+use crate::rank;
+use crate::schema::{ident_analyzer, stem_index_analyzer, terms};
+use crate::synonyms::{EXPANSION_WEIGHT, Synonyms};
 use crate::writer::{Phase, Progress};
 use crate::{FusionOptions, MAX_QUERY_BYTES};
 
@@ -147,6 +149,7 @@ pub struct QdrantStore {
     options: QdrantOptions,
     model_id: String,
     dimension: usize,
+    synonyms: Synonyms,
 }
 
 impl std::fmt::Debug for QdrantStore {
@@ -204,9 +207,17 @@ impl QdrantStore {
             options,
             model_id: model_id.to_owned(),
             dimension,
+            synonyms: Synonyms::builtin(),
         };
         store.ensure_collection()?;
         Ok(store)
+    }
+
+    /// Replaces the synonym table (the built-in one by default), e.g. with
+    /// [`Synonyms::builtin_and`] of the corpus's `synonyms.toml`.
+    pub fn with_synonyms(mut self, synonyms: Synonyms) -> Self {
+        self.synonyms = synonyms;
+        self
     }
 
     /// The collection name.
@@ -550,7 +561,7 @@ impl QdrantStore {
         let started = Instant::now();
         request.validate()?;
         let query = cut(&request.query, MAX_QUERY_BYTES);
-        let analyzed = Analyzed::new(query);
+        let analyzed = Analyzed::new(query, &self.synonyms);
         let filter = to_filter(&request.filters, None);
         let n = request.rrf.candidates.max(request.k) as u64;
         let (indices, values) = query_sparse(&analyzed);
@@ -563,14 +574,18 @@ impl QdrantStore {
         let name = self.options.collection.clone();
         let params = SearchParamsBuilder::default().exact(self.options.exact);
         let mut builder = QueryPointsBuilder::new(&name)
-            .limit(request.k as u64)
+            .limit(rank::candidates_needed(request) as u64)
             .with_payload(true)
+            .with_vectors(request.mode != Mode::Lexical)
             .filter(filter.clone());
+        let query_vector = dense.clone();
         match (request.mode, dense) {
             (Mode::Lexical, _) => {
                 if indices.is_empty() {
                     return Ok(SearchResponse {
                         hits: Vec::new(),
+                        groups: request.group.then(Vec::new),
+                        match_quality: crate::api::MatchQuality::None,
                         took_ms: started.elapsed().as_millis() as u64,
                     });
                 }
@@ -613,17 +628,41 @@ impl QdrantStore {
         let response = self.call("searching", || self.client.query(request_built.clone()))?;
         let highlighter = Highlighter::new(&analyzed);
         let k = request.rrf.k;
-        let hits = response
+        let ranked: Vec<(u32, Json, f32, Option<f32>)> = response
             .result
             .into_iter()
             .enumerate()
             .map(|(i, p)| {
-                let rank = i as u32 + 1;
+                let similarity = query_vector
+                    .as_deref()
+                    .and_then(|q| dense_of(&p).map(|v| crate::vectors::dot(q, &v)));
+                (
+                    i as u32 + 1,
+                    Json::from(Payload::from(p.payload)),
+                    p.score,
+                    similarity,
+                )
+            })
+            // Quoted phrases are required: checked on each returned step, as the embedded
+            // store's phrase query decides it.
+            .filter(|(_, p, _, _)| {
+                let text = p["text"].as_str().unwrap_or_default();
+                analyzed.satisfies_required(text, &all_text(p))
+            })
+            .collect();
+        let (chosen, sizes) = rank::select(
+            ranked,
+            |(_, p, _, _)| p["incident_id"].as_str().unwrap_or_default().to_owned(),
+            request,
+        );
+        let hits = chosen
+            .into_iter()
+            .map(|(rank, payload, score, similarity)| {
                 let score = match request.mode {
                     Mode::Lexical => Score {
                         fused: request.rrf.lexical_weight / (k + rank as f32),
                         lexical_rank: Some(rank),
-                        lexical_score: Some(p.score),
+                        lexical_score: Some(score),
                         vector_rank: None,
                         vector_similarity: None,
                     },
@@ -632,15 +671,22 @@ impl QdrantStore {
                         lexical_rank: None,
                         lexical_score: None,
                         vector_rank: Some(rank),
-                        vector_similarity: Some(p.score),
+                        vector_similarity: Some(score),
                     },
-                    Mode::Hybrid => fused_only(p.score),
+                    Mode::Hybrid => Score {
+                        vector_similarity: similarity,
+                        ..fused_only(score)
+                    },
                 };
-                to_hit(&Json::from(Payload::from(p.payload)), score, &highlighter)
+                to_hit(&payload, score, &highlighter)
             })
             .collect::<Result<Vec<_>>>()?;
+        let groups = sizes.map(|sizes| rank::groups_of(&hits, &sizes));
+        let match_quality = rank::quality_of_hits(&analyzed, &hits, request.mode != Mode::Lexical);
         Ok(SearchResponse {
             hits,
+            groups,
+            match_quality,
             took_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -699,7 +745,7 @@ impl QdrantStore {
                 (draft.query, draft.vectors, Some(draft.incident_id))
             }
         };
-        let analyzed = Analyzed::new(&text);
+        let analyzed = Analyzed::new(&text, &self.synonyms);
         let filter = to_filter(&request.filters, exclude.as_ref());
         let n = (request.k * 20).clamp(100, 2000) as u64;
         let fusion = FusionOptions::default();
@@ -708,7 +754,9 @@ impl QdrantStore {
         let mut builder = QueryPointsBuilder::new(&name)
             .limit(n)
             .with_payload(true)
+            .with_vectors(true)
             .filter(filter.clone());
+        let sources = vectors.clone();
         let mut weights = Vec::new();
         // Each source vector is its own list; together they weigh what one vector list weighs.
         let share = fusion.vector_weight / vectors.len().max(1) as f32;
@@ -741,25 +789,21 @@ impl QdrantStore {
         let response = self.call("searching", || self.client.query(built.clone()))?;
         // Group the fused step list per incident, best steps first, as the embedded store does
         // (Qdrant's own groups rank an incident by its single best step).
-        let mut groups: Vec<Vec<(Json, f32)>> = Vec::new();
-        let mut group_of: HashMap<String, usize> = HashMap::new();
-        for p in response.result {
-            let payload = Json::from(Payload::from(p.payload));
-            let id = payload["incident_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            match group_of.get(&id) {
-                Some(&g) if groups[g].len() < STEPS_PER_INCIDENT => {
-                    groups[g].push((payload, p.score));
-                }
-                Some(_) => {}
-                None => {
-                    group_of.insert(id, groups.len());
-                    groups.push(vec![(payload, p.score)]);
-                }
-            }
-        }
+        let points = response.result.into_iter().map(|p| {
+            let similarity = dense_of(&p).map(|v| {
+                sources
+                    .iter()
+                    .map(|s| crate::vectors::dot(s, &v))
+                    .fold(f32::MIN, f32::max)
+            });
+            (Json::from(Payload::from(p.payload)), p.score, similarity)
+        });
+        let groups = rank::group_by_incident(
+            points,
+            |(p, _, _)| p["incident_id"].as_str().unwrap_or_default().to_owned(),
+            STEPS_PER_INCIDENT,
+            usize::MAX,
+        );
         let highlighter = Highlighter::new(&analyzed);
         let mut incidents = Vec::new();
         for hits in &groups {
@@ -768,7 +812,13 @@ impl QdrantStore {
             let meta = &payload["incident"];
             let steps = hits
                 .iter()
-                .map(|(p, score)| to_hit(p, fused_only(*score), &highlighter))
+                .map(|(p, score, similarity)| {
+                    let score = Score {
+                        vector_similarity: *similarity,
+                        ..fused_only(*score)
+                    };
+                    to_hit(p, score, &highlighter)
+                })
                 .collect::<Result<Vec<_>>>()?;
             incidents.push(SimilarIncident {
                 incident_id: parse_incident_id(&payload["incident_id"])?,
@@ -789,8 +839,10 @@ impl QdrantStore {
                 .then_with(|| a.incident_id.cmp(&b.incident_id))
         });
         incidents.truncate(request.k);
+        let match_quality = rank::quality_of_similar(&analyzed, &incidents);
         Ok(SimilarResponse {
             incidents,
+            match_quality,
             took_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -888,7 +940,7 @@ fn doc_sparse(title: &str, headings: &[String], text: &str) -> (Vec<u32>, Vec<f3
     let headings = headings.join(" \u{2192} ");
     let all = format!("{title}\n{headings}\n{text}");
     let mut weights: BTreeMap<u32, f32> = BTreeMap::new();
-    let mut stem = stem_analyzer();
+    let mut stem = stem_index_analyzer();
     let mut ident = ident_analyzer();
     let fields: [(&str, f32, f32, u8); 4] = [
         (title, BOOSTS.title, AVG_TITLE, STEM),
@@ -925,6 +977,20 @@ fn query_sparse(analyzed: &Analyzed) -> (Vec<u32>, Vec<f32>) {
         .filter(|t| !analyzed.stems.contains(t))
     {
         weights.insert(term_index(IDENT, t), 1.0);
+    }
+    // Synonyms, down-weighted as in the full-text query; a phrase's words share its weight.
+    for e in &analyzed.expansions {
+        let w = EXPANSION_WEIGHT / e.stems.len().max(1) as f32;
+        for t in &e.stems {
+            weights.entry(term_index(STEM, t)).or_insert(w);
+        }
+        if let [t] = e.idents.as_slice()
+            && !e.stems.contains(t)
+        {
+            weights
+                .entry(term_index(IDENT, t))
+                .or_insert(EXPANSION_WEIGHT);
+        }
     }
     weights.into_iter().unzip()
 }
@@ -1017,6 +1083,28 @@ fn fused_only(fused: f32) -> Score {
     }
 }
 
+/// Title, headings and text of a step payload, as the identifier field holds them.
+fn all_text(p: &Json) -> String {
+    let headings: Vec<&str> = p["headings"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    format!(
+        "{}\n{}\n{}",
+        p["title"].as_str().unwrap_or_default(),
+        headings.join(" \u{2192} "),
+        p["text"].as_str().unwrap_or_default()
+    )
+}
+
+/// The dense vector of a returned point, when it was asked for.
+fn dense_of(p: &qdrant_client::qdrant::ScoredPoint) -> Option<Vec<f32>> {
+    match p.vectors.as_ref()?.get_vector_by_name(DENSE)? {
+        qdrant_client::qdrant::vector_output::Vector::Dense(d) => Some(d.data),
+        _ => None,
+    }
+}
+
 fn to_hit(p: &Json, score: Score, highlighter: &Highlighter) -> Result<Hit> {
     let text = p["text"].as_str().unwrap_or_default().to_owned();
     Ok(Hit {
@@ -1067,7 +1155,7 @@ mod tests {
             .unwrap()];
         // Three occurrences plus the title weigh more than one, but far less than 4x.
         assert!(disk > db1 && disk < 4.0 * db1, "{disk} {db1}");
-        let (qi, qv) = query_sparse(&Analyzed::new("the disk is full"));
+        let (qi, qv) = query_sparse(&Analyzed::plain("the disk is full"));
         assert_eq!(qv, vec![1.0; qi.len()]);
         assert!(qi.contains(&term_index(STEM, "disk")));
     }

@@ -16,6 +16,7 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TextAnalyzer;
 
 use crate::schema::{StepFields, ident_analyzer, stem_analyzer, terms};
+use crate::synonyms::{EXPANSION_WEIGHT, Entry, Synonyms};
 
 /// Most distinct terms taken from one query (longer queries are cut, not refused).
 const MAX_TERMS: usize = 64;
@@ -78,17 +79,37 @@ pub(crate) struct Analyzed {
     pub idents: Vec<String>,
     /// Quoted phrases (each analysed both ways) and the whole query.
     pub phrases: Vec<(Vec<String>, Vec<String>)>,
+    /// Quoted phrases, each analysed both ways: a step must contain every one (as stemmed
+    /// words in order, or as identifiers in order) to match.
+    pub required: Vec<(Vec<String>, Vec<String>)>,
+    /// Synonyms of words and phrases of the query, matched down-weighted.
+    pub expansions: Vec<Entry>,
 }
 
 impl Analyzed {
-    pub fn new(text: &str) -> Analyzed {
+    /// The query without synonym expansion.
+    #[cfg(test)]
+    pub fn plain(text: &str) -> Analyzed {
+        Analyzed::new(text, &Synonyms::default())
+    }
+
+    pub fn new(text: &str, synonyms: &Synonyms) -> Analyzed {
         let mut stem = stem_analyzer();
         let mut ident = ident_analyzer();
+        let (all_stems, all_idents) = (terms(&mut stem, text), terms(&mut ident, text));
         let mut out = Analyzed {
-            stems: content_terms(distinct(terms(&mut stem, text))),
-            idents: content_terms(distinct(terms(&mut ident, text))),
+            stems: content_terms(distinct(all_stems.clone())),
+            idents: content_terms(distinct(all_idents.clone())),
             phrases: Vec::new(),
+            required: Vec::new(),
+            expansions: synonyms.expand(&all_stems, &all_idents),
         };
+        for phrase in quoted(text) {
+            let (st, id) = (terms(&mut stem, phrase), terms(&mut ident, phrase));
+            if !st.is_empty() && !id.is_empty() {
+                out.required.push((st, id));
+            }
+        }
         let mut add_phrase = |s: &str, stem: &mut TextAnalyzer, ident: &mut TextAnalyzer| {
             let (st, id) = (terms(stem, s), terms(ident, s));
             if id.len() >= 2 && id.len() <= MAX_PHRASE_TERMS * 2 {
@@ -134,6 +155,33 @@ impl Analyzed {
         for t in self.idents.iter().filter(|t| !stems.contains(t.as_str())) {
             push(term(f.ident, t), boosts.ident);
         }
+        for e in &self.expansions {
+            let w = EXPANSION_WEIGHT;
+            if let [t] = e.stems.as_slice() {
+                push(term(f.title, t), boosts.title * w);
+                push(term(f.headings, t), boosts.headings * w);
+                push(term(f.text, t), boosts.text * w);
+            } else {
+                let terms = e
+                    .stems
+                    .iter()
+                    .map(|t| Term::from_field_text(f.text, t))
+                    .collect();
+                push(Box::new(PhraseQuery::new(terms)), boosts.text * w);
+            }
+            if let [t] = e.idents.as_slice() {
+                if e.stems.as_slice() != [t.clone()] {
+                    push(term(f.ident, t), boosts.ident * w);
+                }
+            } else if e.idents.len() > 1 {
+                let terms = e
+                    .idents
+                    .iter()
+                    .map(|t| Term::from_field_text(f.ident, t))
+                    .collect();
+                push(Box::new(PhraseQuery::new(terms)), boosts.ident * w);
+            }
+        }
         for (st, id) in &self.phrases {
             if st.len() >= 2 {
                 let terms = st
@@ -148,7 +196,61 @@ impl Analyzed {
                 .collect();
             push(Box::new(PhraseQuery::new(terms)), boosts.phrase);
         }
+        if let Some(required) = self.required_query(f) {
+            // Scored by the other clauses; the quoted phrases only decide what may match.
+            clauses.push((Occur::Must, Box::new(BoostQuery::new(required, 0.0))));
+        }
         Some(Box::new(BooleanQuery::new(clauses)))
+    }
+
+    /// A query matching the steps that contain every quoted phrase (as stemmed words in the
+    /// text or as identifiers anywhere in the step), `None` when nothing is quoted.
+    pub fn required_query(&self, f: &StepFields) -> Option<Box<dyn Query>> {
+        if self.required.is_empty() {
+            return None;
+        }
+        let sequence = |field, words: &[String]| -> Box<dyn Query> {
+            if let [one] = words {
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, one),
+                    IndexRecordOption::Basic,
+                ))
+            } else {
+                Box::new(PhraseQuery::new(
+                    words
+                        .iter()
+                        .map(|t| Term::from_field_text(field, t))
+                        .collect(),
+                ))
+            }
+        };
+        let all = self
+            .required
+            .iter()
+            .map(|(st, id)| -> (Occur, Box<dyn Query>) {
+                let either = BooleanQuery::new(vec![
+                    (Occur::Should, sequence(f.text, st)),
+                    (Occur::Should, sequence(f.ident, id)),
+                ]);
+                (Occur::Must, Box::new(either))
+            })
+            .collect();
+        Some(Box::new(BooleanQuery::new(all)))
+    }
+
+    /// Whether `text` (a step's text, or title, headings and text for identifiers) contains
+    /// every quoted phrase, as [`Analyzed::required_query`] decides it: the check for stores
+    /// that cannot run that query.
+    pub fn satisfies_required(&self, text: &str, all: &str) -> bool {
+        if self.required.is_empty() {
+            return true;
+        }
+        let contains = |seq: &[String], part: &[String]| seq.windows(part.len()).any(|w| w == part);
+        let stems = terms(&mut stem_analyzer(), text);
+        let idents = terms(&mut ident_analyzer(), all);
+        self.required
+            .iter()
+            .all(|(st, id)| contains(&stems, st) || contains(&idents, id))
     }
 }
 
@@ -200,11 +302,63 @@ pub(crate) struct Highlighter {
 /// Longest snippet, in bytes (plus marks and ellipses).
 const SNIPPET_BYTES: usize = 240;
 
+/// Words never highlighted, beyond [`STOP_WORDS`]: common function words, numbers spelt out
+/// and reporting filler, which match everywhere and say nothing about why a step was found.
+const NOT_HIGHLIGHTED: &[&str] = &[
+    "about", "above", "after", "again", "against", "all", "also", "am", "any", "because", "been",
+    "before", "being", "below", "between", "both", "can", "could", "did", "do", "does", "doing",
+    "down", "during", "each", "few", "from", "further", "had", "has", "have", "having", "he",
+    "her", "here", "him", "his", "how", "i", "its", "just", "more", "most", "my", "nor", "now",
+    "off", "once", "one", "only", "other", "our", "out", "over", "own", "same", "she", "should",
+    "so", "some", "than", "them", "those", "through", "too", "two", "under", "until", "up", "very",
+    "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "would", "you",
+    "your", "us", "via", "got", "get", "report", "reports", "reported", "saw", "seen", "see",
+    "started", "start", "three",
+];
+
+/// Whether a term is worth marking in a snippet: not a stop word or filler (in any of its
+/// analysed forms).
+fn highlightable(term: &str) -> bool {
+    static SKIP: LazyLock<HashSet<String>> = LazyLock::new(|| {
+        let mut stem = stem_analyzer();
+        let mut out: HashSet<String> = STOPS.clone();
+        for w in NOT_HIGHLIGHTED {
+            out.insert((*w).to_owned());
+            out.extend(terms(&mut stem, w));
+        }
+        out
+    });
+    !SKIP.contains(term)
+}
+
 impl Highlighter {
+    /// Marks the query's content words and its single-word synonyms; stop words and filler
+    /// never.
     pub fn new(analyzed: &Analyzed) -> Highlighter {
+        let single = |f: fn(&Entry) -> &Vec<String>| {
+            analyzed
+                .expansions
+                .iter()
+                .filter_map(move |e| match f(e).as_slice() {
+                    [t] => Some(t.clone()),
+                    _ => None,
+                })
+        };
         Highlighter {
-            stems: analyzed.stems.iter().cloned().collect(),
-            idents: analyzed.idents.iter().cloned().collect(),
+            stems: analyzed
+                .stems
+                .iter()
+                .cloned()
+                .chain(single(|e| &e.stems))
+                .filter(|t| highlightable(t))
+                .collect(),
+            idents: analyzed
+                .idents
+                .iter()
+                .cloned()
+                .chain(single(|e| &e.idents))
+                .filter(|t| highlightable(t))
+                .collect(),
         }
     }
 
@@ -291,7 +445,7 @@ mod tests {
 
     #[test]
     fn stop_words_leave_the_disjunction_but_not_the_phrase() {
-        let a = Analyzed::new("The disk is full on db1");
+        let a = Analyzed::plain("The disk is full on db1");
         assert_eq!(a.stems, ["disk", "full", "db1"]);
         assert!(!a.idents.iter().any(|t| t.eq_ignore_ascii_case("the")));
         // The whole-query phrase keeps every word, so exact wording still ranks first.
@@ -299,7 +453,7 @@ mod tests {
         assert_eq!(a.phrases[0].0.len(), 6);
         // A query of nothing but stop words still searches for them.
         assert_eq!(
-            Analyzed::new("to be or not").stems,
+            Analyzed::plain("to be or not").stems,
             ["to", "be", "or", "not"]
         );
     }
@@ -325,28 +479,28 @@ mod tests {
             "",
             &"x".repeat(10_000),
         ] {
-            let analyzed = Analyzed::new(q);
+            let analyzed = Analyzed::plain(q);
             let built = analyzed.query(&fields, BOOSTS);
             assert_eq!(built.is_none(), analyzed.is_empty(), "{q:?}");
         }
-        assert!(Analyzed::new("(((").is_empty());
+        assert!(Analyzed::plain("(((").is_empty());
         let long: String = (0..5000).map(|i| format!("w{i} ")).collect();
-        assert_eq!(Analyzed::new(&long).stems.len(), MAX_TERMS);
+        assert_eq!(Analyzed::plain(&long).stems.len(), MAX_TERMS);
     }
 
     #[test]
     fn whole_query_and_quoted_phrases_become_phrase_clauses() {
-        let a = Analyzed::new("no space left on device");
+        let a = Analyzed::plain("no space left on device");
         assert_eq!(a.phrases.len(), 1);
         assert_eq!(a.phrases[0].1, ["no", "space", "left", "on", "device"]);
-        let a = Analyzed::new(r#"disk "no space left" again"#);
+        let a = Analyzed::plain(r#"disk "no space left" again"#);
         assert_eq!(a.phrases.len(), 1);
         assert_eq!(a.phrases[0].1, ["no", "space", "left"]);
     }
 
     #[test]
     fn snippets_mark_matches_and_stay_short() {
-        let h = Highlighter::new(&Analyzed::new("pods OOMKilled"));
+        let h = Highlighter::new(&Analyzed::plain("pods OOMKilled"));
         assert_eq!(
             h.snippet("Two pods were OOMKilled."),
             "Two **pods** were **OOMKilled**."
@@ -361,10 +515,20 @@ mod tests {
         assert!(s.contains("**OOMKilled**"), "{s}");
         assert!(s.len() < SNIPPET_BYTES + 40, "{}", s.len());
         // No match: the start of the text.
-        let h = Highlighter::new(&Analyzed::new("zebra"));
+        let h = Highlighter::new(&Analyzed::plain("zebra"));
         assert!(h.snippet(&long).starts_with("word word"));
+        // Stop words and filler are never marked, even when they are all the query has.
+        let h = Highlighter::new(&Analyzed::plain(
+            "one disk after some reports from the host",
+        ));
+        assert_eq!(
+            h.snippet("One disk filled after reports from the host."),
+            "One **disk** filled after reports from the **host**."
+        );
+        let h = Highlighter::new(&Analyzed::plain("to be or not"));
+        assert_eq!(h.snippet("to be or not"), "to be or not");
         // Multi-byte text near the cut does not panic.
-        let h = Highlighter::new(&Analyzed::new("é"));
+        let h = Highlighter::new(&Analyzed::plain("é"));
         let _ = h.snippet(&"é".repeat(400));
     }
 }

@@ -16,8 +16,7 @@ use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer, Token,
-    TokenStream, Tokenizer,
+    Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 
 /// Stemmed English words.
@@ -151,16 +150,154 @@ impl IncidentFields {
 
 /// Registers the analyzers an index of ours needs (they are not persisted by tantivy).
 pub(crate) fn register_tokenizers(index: &Index) {
-    index.tokenizers().register(STEM, stem_analyzer());
+    index.tokenizers().register(STEM, stem_index_analyzer());
     index.tokenizers().register(IDENT, ident_analyzer());
 }
 
+/// The analyser of stemmed fields as queries see it: words split at case changes
+/// (`CrashLoopBackOff` is `crash loop back off`; the whole identifier is in `ident`), number
+/// plurals reduced (`502s` is `502`), lowercased, English-stemmed.
 pub(crate) fn stem_analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(48))
-        .filter(LowerCaser)
-        .filter(Stemmer::new(Language::English))
-        .build()
+    stem_with(false)
+}
+
+/// The analyser of stemmed fields as documents are indexed: [`stem_analyzer`], and an HTTP
+/// status code also stands for its class at the same position (`502` is also `5xx`), so a
+/// query for `5xx errors` finds `502`, `503` and `504`.
+pub(crate) fn stem_index_analyzer() -> TextAnalyzer {
+    stem_with(true)
+}
+
+fn stem_with(classes: bool) -> TextAnalyzer {
+    TextAnalyzer::builder(OpsTokenizer {
+        classes,
+        tokens: Vec::new(),
+    })
+    .filter(RemoveLongFilter::limit(48))
+    .filter(LowerCaser)
+    .filter(Stemmer::new(Language::English))
+    .build()
+}
+
+/// Splits text into runs of letters and digits (as tantivy's `SimpleTokenizer`), then each run
+/// at case changes (`OOMKilled` -> `OOM`, `Killed`; `HTTPServer` -> `HTTP`, `Server`); a run of
+/// digits followed by a plural `s` becomes the digits. With `classes`, a three-digit number from
+/// 100 to 599 is followed, at the same position, by its class (`5xx`).
+#[derive(Debug, Clone)]
+pub(crate) struct OpsTokenizer {
+    classes: bool,
+    tokens: Vec<Token>,
+}
+
+pub(crate) struct OpsTokenStream<'a> {
+    tokens: &'a mut Vec<Token>,
+    next: usize,
+}
+
+/// Byte ranges of the parts of `run` split at case changes.
+fn case_parts(run: &str) -> Vec<(usize, usize)> {
+    let chars: Vec<(usize, char)> = run.char_indices().collect();
+    let has_lower = chars.iter().any(|(_, c)| c.is_lowercase());
+    let has_upper = chars.iter().skip(1).any(|(_, c)| c.is_uppercase());
+    if !has_lower || !has_upper {
+        return vec![(0, run.len())];
+    }
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for i in 1..chars.len() {
+        let (at, c) = chars[i];
+        let prev = chars[i - 1].1;
+        let next_lower = chars.get(i + 1).is_some_and(|(_, n)| n.is_lowercase());
+        let boundary =
+            c.is_uppercase() && (prev.is_lowercase() || (prev.is_uppercase() && next_lower));
+        if boundary {
+            parts.push((start, at));
+            start = at;
+        }
+    }
+    parts.push((start, run.len()));
+    parts
+}
+
+impl OpsTokenizer {
+    fn push(&mut self, text: &str, from: usize, to: usize, position: usize) {
+        self.tokens.push(Token {
+            offset_from: from,
+            offset_to: to,
+            position,
+            text: text.to_owned(),
+            position_length: 1,
+        });
+    }
+}
+
+impl Tokenizer for OpsTokenizer {
+    type TokenStream<'a> = OpsTokenStream<'a>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> OpsTokenStream<'a> {
+        self.tokens.clear();
+        let mut position = 0usize;
+        let mut start = None;
+        let bytes_end = text.len();
+        let mut runs = Vec::new();
+        for (i, c) in text.char_indices() {
+            match (c.is_alphanumeric(), start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    runs.push((s, i));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            runs.push((s, bytes_end));
+        }
+        for (from, to) in runs {
+            let run = &text[from..to];
+            let digits = run.trim_end_matches(['s', 'S']);
+            let plural =
+                digits.len() + 1 == run.len() && digits.bytes().all(|b| b.is_ascii_digit());
+            let parts = if plural {
+                vec![(0, digits.len())]
+            } else {
+                case_parts(run)
+            };
+            for (a, b) in parts {
+                let part = &run[a..b];
+                let end = if plural { to } else { from + b };
+                self.push(part, from + a, end, position);
+                if self.classes
+                    && part.len() == 3
+                    && part.bytes().all(|b| b.is_ascii_digit())
+                    && (b'1'..=b'5').contains(&part.as_bytes()[0])
+                {
+                    let class = format!("{}xx", &part[..1]);
+                    self.push(&class, from + a, end, position);
+                }
+                position += 1;
+            }
+        }
+        OpsTokenStream {
+            tokens: &mut self.tokens,
+            next: 0,
+        }
+    }
+}
+
+impl TokenStream for OpsTokenStream<'_> {
+    fn advance(&mut self) -> bool {
+        self.next += 1;
+        self.next <= self.tokens.len()
+    }
+
+    fn token(&self) -> &Token {
+        &self.tokens[self.next - 1]
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next - 1]
+    }
 }
 
 pub(crate) fn ident_analyzer() -> TextAnalyzer {
@@ -298,5 +435,50 @@ mod tests {
     #[test]
     fn stem_analyzer_stems_english() {
         check(stem_analyzer, "Certificates expired", &["certif", "expir"]);
+    }
+
+    #[test]
+    fn stem_analyzer_splits_identifiers_and_number_plurals() {
+        check(
+            stem_analyzer,
+            "CrashLoopBackOff crash-loop cert-manager OOMKilled",
+            &[
+                "crash", "loop", "back", "off", "crash", "loop", "cert", "manag", "oom", "kill",
+            ],
+        );
+        check(
+            stem_analyzer,
+            "HTTPServer x509 ipv4",
+            &["http", "server", "x509", "ipv4"],
+        );
+        check(stem_analyzer, "502s and 5xx", &["502", "and", "5xx"]);
+        check(
+            stem_analyzer,
+            "insecure_skip_verify v4.12",
+            &["insecur", "skip", "verifi", "v4", "12"],
+        );
+        check(
+            stem_analyzer,
+            "Ünïcode ДИСК ПолныйДиск",
+            &["ünïcode", "диск", "полный", "диск"],
+        );
+        check(stem_analyzer, "", &[]);
+    }
+
+    #[test]
+    fn indexed_status_codes_also_stand_for_their_class() {
+        check(stem_index_analyzer, "got 502s", &["got", "502", "5xx"]);
+        check(
+            stem_index_analyzer,
+            "port 8080, 404",
+            &["port", "8080", "404", "4xx"],
+        );
+        let mut analyzer = stem_index_analyzer();
+        let mut stream = analyzer.token_stream("a 503 b");
+        let mut positions = Vec::new();
+        while let Some(token) = stream.next() {
+            positions.push(token.position);
+        }
+        assert_eq!(positions, [0, 1, 1, 2]);
     }
 }

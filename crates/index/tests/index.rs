@@ -133,7 +133,10 @@ fn vector_and_hybrid_search_find_paraphrases() {
     for mode in [Mode::Vector, Mode::Hybrid] {
         let r = search(
             &engine,
-            &SearchRequest::new(query).with_mode(mode).with_k(5),
+            &SearchRequest::new(query)
+                .with_mode(mode)
+                .with_k(5)
+                .with_per_incident(0),
         );
         assert_eq!(r.hits.len(), 5);
         assert!(
@@ -787,7 +790,10 @@ fn observable(index: &Path) -> Observed {
         // merge, so scores, not matches, may differ from a fresh build).
         let mut lexical: Vec<String> = search(
             &engine,
-            &SearchRequest::new(q).with_mode(Mode::Lexical).with_k(1000),
+            &SearchRequest::new(q)
+                .with_per_incident(0)
+                .with_mode(Mode::Lexical)
+                .with_k(1000),
         )
         .hits
         .into_iter()
@@ -798,7 +804,10 @@ fn observable(index: &Path) -> Observed {
         // Exact vector search: identical order.
         let vector = search(
             &engine,
-            &SearchRequest::new(q).with_mode(Mode::Vector).with_k(10),
+            &SearchRequest::new(q)
+                .with_per_incident(0)
+                .with_mode(Mode::Vector)
+                .with_k(10),
         );
         results.push(
             vector
@@ -1057,4 +1066,213 @@ fn compare_lists_what_notes_lack_and_flags_ruled_out_hypotheses() {
     let err = precedent_index::compare(&engine, &engine, &CompareRequest::new("ok"), &*embedder())
         .unwrap_err();
     assert!(err.is_user_error(), "{err}");
+fn search_keeps_at_most_per_incident_steps_and_groups_incidents() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let count_max = |r: &precedent_index::SearchResponse| {
+        let mut per: std::collections::HashMap<&str, usize> = Default::default();
+        for h in &r.hits {
+            *per.entry(h.incident_id.as_str()).or_default() += 1;
+        }
+        per.values().copied().max().unwrap_or(0)
+    };
+    for mode in MODES {
+        let unlimited = search(
+            &engine,
+            &SearchRequest::new("disk full no space left")
+                .with_mode(mode)
+                .with_k(20)
+                .with_per_incident(0),
+        );
+        assert!(
+            count_max(&unlimited) > 2,
+            "{mode:?}: the query has dense incidents"
+        );
+        let limited = search(
+            &engine,
+            &SearchRequest::new("disk full no space left")
+                .with_mode(mode)
+                .with_k(20),
+        );
+        assert!(!limited.hits.is_empty());
+        assert!(count_max(&limited) <= 2, "{mode:?}");
+        assert!(limited.groups.is_none());
+        let grouped = search(
+            &engine,
+            &SearchRequest::new("disk full no space left")
+                .with_mode(mode)
+                .with_k(3)
+                .with_group(true)
+                .with_per_incident(3),
+        );
+        let groups = grouped.groups.as_ref().expect("groups");
+        assert_eq!(groups.len(), 3, "{mode:?}");
+        let ids: std::collections::HashSet<_> = groups.iter().map(|g| &g.incident_id).collect();
+        assert_eq!(ids.len(), 3, "distinct incidents");
+        assert!(
+            groups
+                .iter()
+                .all(|g| !g.hits.is_empty() && g.hits.len() <= 3)
+        );
+        assert!(
+            groups
+                .iter()
+                .all(|g| g.hits.iter().all(|h| h.incident_id == g.incident_id))
+        );
+        assert!(groups.windows(2).all(|w| w[0].score >= w[1].score));
+        let flat: usize = groups.iter().map(|g| g.hits.len()).sum();
+        assert_eq!(flat, grouped.hits.len());
+    }
+}
+
+#[test]
+fn ops_wording_meets_its_variants() {
+    let engine = Engine::open(shared_index()).unwrap();
+    // `502s` finds steps that say `502` (and not only the one that says `502s`).
+    let r = search(
+        &engine,
+        &SearchRequest::new("502s")
+            .with_mode(Mode::Lexical)
+            .with_k(20),
+    );
+    assert!(
+        r.hits
+            .iter()
+            .any(|h| h.text.contains("502") && !h.text.contains("502s")),
+        "{:?}",
+        r.hits.iter().map(|h| &h.citation.path).collect::<Vec<_>>()
+    );
+    // `5xx` finds the status codes of its class.
+    let r = search(
+        &engine,
+        &SearchRequest::new("5xx")
+            .with_mode(Mode::Lexical)
+            .with_k(20),
+    );
+    assert!(r.hits.iter().any(|h| h.text.contains("503")));
+    // `crash-loop` finds `CrashLoopBackOff` in a write-up that never says "crash loop".
+    let r = search(
+        &engine,
+        &SearchRequest::new("crash-loop")
+            .with_mode(Mode::Lexical)
+            .with_k(20)
+            .with_per_incident(0),
+    );
+    assert!(
+        r.hits.iter().any(
+            |h| h.citation.path == "k8s-oomkilled-after-limits-change.md"
+                && h.text.contains("CrashLoopBackOff")
+        ),
+        "{:?}",
+        r.hits.iter().map(|h| &h.citation.path).collect::<Vec<_>>()
+    );
+    // A built-in synonym: `out of memory` meets `OOMKilled`.
+    let r = search(
+        &engine,
+        &SearchRequest::new("out of memory").with_mode(Mode::Lexical),
+    );
+    assert!(r.hits.iter().any(|h| h.text.contains("OOMKilled")));
+}
+
+#[test]
+fn a_user_synonym_file_extends_the_table() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let request = SearchRequest::new("frobnicator").with_mode(Mode::Lexical);
+    assert!(search(&engine, &request).hits.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("synonyms.toml");
+    fs::write(&file, "groups = [[\"frobnicator\", \"crontab\"]]\n").unwrap();
+    let engine = Engine::open(shared_index()).unwrap();
+    engine.use_synonyms(&file).unwrap();
+    let r = search(&engine, &request);
+    assert!(!r.hits.is_empty());
+    assert!(
+        r.hits
+            .iter()
+            .all(|h| h.text.to_lowercase().contains("crontab")
+                || h.title.to_lowercase().contains("crontab"))
+    );
+    fs::write(&file, "groups = \"nope\"").unwrap();
+    assert!(engine.use_synonyms(&file).unwrap_err().is_user_error());
+}
+
+#[test]
+fn quoted_phrases_are_required() {
+    let engine = Engine::open(shared_index()).unwrap();
+    for mode in [Mode::Lexical, Mode::Hybrid] {
+        let loose = search(
+            &engine,
+            &SearchRequest::new("no space left disk")
+                .with_mode(mode)
+                .with_k(20),
+        );
+        assert!(
+            loose
+                .hits
+                .iter()
+                .any(|h| !h.text.to_lowercase().contains("no space left")),
+            "{mode:?}: unquoted words match more than the phrase"
+        );
+        let strict = search(
+            &engine,
+            &SearchRequest::new("\"no space left\" disk")
+                .with_mode(mode)
+                .with_k(20),
+        );
+        assert!(!strict.hits.is_empty(), "{mode:?}");
+        assert!(
+            strict
+                .hits
+                .iter()
+                .all(|h| h.text.to_lowercase().contains("no space left")),
+            "{mode:?}: {:?}",
+            strict.hits.iter().map(|h| &h.text).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn match_quality_says_when_there_is_no_close_precedent() {
+    use precedent_index::MatchQuality;
+    let engine = Engine::open(shared_index()).unwrap();
+    for query in [
+        "COBOL batch job abend on the mainframe",
+        "payroll tax withholding for new hires",
+        "recipe for sourdough bread with rye flour",
+    ] {
+        let r = search(&engine, &SearchRequest::new(query));
+        assert_eq!(r.match_quality, MatchQuality::None, "{query}");
+        assert!(!r.hits.is_empty(), "hits are still returned");
+    }
+    // A paraphrase of a sample's root cause.
+    let r = search(
+        &engine,
+        &SearchRequest::new("the container memory limit was set below what the JVM heap needed"),
+    );
+    assert_eq!(r.match_quality, MatchQuality::Strong);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["match_quality"], "strong");
+}
+
+#[test]
+fn snippets_mark_content_words_only() {
+    let engine = Engine::open(shared_index()).unwrap();
+    let r = search(
+        &engine,
+        &SearchRequest::new("disk filled up after one of the log rotations from the host")
+            .with_mode(Mode::Lexical),
+    );
+    assert!(!r.hits.is_empty());
+    assert!(r.hits.iter().any(|h| h.snippet.contains("**")));
+    for h in &r.hits {
+        for stop in [
+            "**after**",
+            "**from**",
+            "**one**",
+            "**the**",
+            "**of**",
+            "**up**",
+        ] {
+            assert!(!h.snippet.to_lowercase().contains(stop), "{}", h.snippet);
+        }
+    }
 }

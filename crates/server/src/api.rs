@@ -25,6 +25,13 @@ pub struct SearchBody {
     /// Restrictions on the steps returned.
     #[serde(default, deserialize_with = "object")]
     pub filters: Filters,
+    /// Most steps of one incident among the hits (default 2; 0 = no limit).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub per_incident: Option<usize>,
+    /// Return incidents with their best steps (`groups`); `k` then counts incidents.
+    #[serde(default)]
+    pub group: bool,
 }
 
 /// `POST /v1/similar`: past incidents similar to free text or to an indexed incident. Exactly

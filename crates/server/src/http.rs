@@ -242,6 +242,17 @@ fn check_text(name: &str, text: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Most steps per incident a request may ask for (0 = no limit).
+pub(crate) fn check_per_incident(per: usize) -> Result<usize, ApiError> {
+    const MAX_PER_INCIDENT: usize = 100;
+    if per > MAX_PER_INCIDENT {
+        return Err(ApiError::bad_request(format!(
+            "per_incident must be between 0 and {MAX_PER_INCIDENT}, got {per}"
+        )));
+    }
+    Ok(per)
+}
+
 /// An exact incident id, for `DELETE`: a destructive call never guesses from a prefix.
 fn parse_incident_id(id: &str) -> Result<IncidentId, ApiError> {
     IncidentId::parse(id).map_err(|_| {
@@ -262,10 +273,14 @@ async fn search(
     let options = state.options();
     check_text("query", &body.query, options.max_query_bytes)?;
     let k = check_k(body.k, options.max_k)?;
-    let request = SearchRequest::new(body.query)
+    let mut request = SearchRequest::new(body.query)
         .with_mode(body.mode)
         .with_k(k)
-        .with_filters(body.filters);
+        .with_filters(body.filters)
+        .with_group(body.group);
+    if let Some(per) = body.per_incident {
+        request = request.with_per_incident(check_per_incident(per)?);
+    }
     Ok(Json(state.search(request).await?).into_response())
 }
 

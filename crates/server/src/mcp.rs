@@ -16,7 +16,7 @@ use precedent_core::{Incident, StepKind};
 use precedent_core::{Card, RemediationClass, TriggerClass};
 use precedent_index::{
     AvenueGroup, AvenuesRequest, AvenuesResponse, CompareRequest, CompareResponse, Facets, Filters,
-    Hit, MAX_NOTES_BYTES, Mode, SearchRequest, SimilarRequest, SimilarSource,
+    Hit, MAX_NOTES_BYTES, MatchQuality, Mode, SearchRequest, SimilarRequest, SimilarSource,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -106,13 +106,20 @@ pub struct SearchIncidentsParams {
     /// `hybrid` (default, best), `lexical` (exact words and identifiers) or `vector` (meaning).
     #[serde(default)]
     pub mode: Option<Mode>,
-    /// Number of steps to return, 1..=50 (default 10).
+    /// Number of steps to return, 1..=50 (default 10); with `group`, number of incidents.
     #[serde(default)]
     #[schemars(range(min = 1, max = 50))]
     pub k: Option<u32>,
     /// Optional restrictions.
     #[serde(default, deserialize_with = "crate::api::object_or_null")]
     pub filters: Option<ToolFilters>,
+    /// Most steps of one incident among the results (default 2; 0 = no limit).
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
+    pub per_incident: Option<u32>,
+    /// Return incidents with their best steps instead of a flat list of steps.
+    #[serde(default)]
+    pub group: Option<bool>,
 }
 
 /// Input of `find_similar_incidents`: exactly one of `text` and `incident_id`.
@@ -275,12 +282,22 @@ impl McpServer {
                 check_text("query", &params.query, self.state.options().max_query_bytes)?;
                 let k = check_k(params.k, 10)?;
                 let filters = to_filters(params.filters)?;
-                let request = SearchRequest::new(params.query)
+                let mut request = SearchRequest::new(params.query)
                     .with_mode(params.mode.unwrap_or_default())
                     .with_k(k)
-                    .with_filters(filters);
+                    .with_filters(filters)
+                    .with_group(params.group.unwrap_or(false));
+                if let Some(per) = params.per_incident {
+                    request =
+                        request.with_per_incident(crate::http::check_per_incident(per as usize)?);
+                }
                 let response = self.state.search(request).await?;
-                Ok(render_hits(&response.hits, response.took_ms, self.budget()))
+                Ok(render_hits(
+                    &response.hits,
+                    response.match_quality,
+                    response.took_ms,
+                    self.budget(),
+                ))
             })
             .await;
         finish(result)
@@ -793,9 +810,26 @@ fn citation(hit: &Hit) -> String {
 }
 
 /// Search hits as text and structured content, each within `budget` bytes.
-fn render_hits(hits: &[Hit], took_ms: u64, budget: usize) -> CallToolResult {
+/// The line that says how close the results are; "no close precedent" when nothing is.
+fn quality_line(quality: MatchQuality) -> String {
+    match quality {
+        MatchQuality::None => {
+            "match_quality=none: no close precedent; the results below share little with the query."
+                .into()
+        }
+        q => format!("match_quality={}", q.as_str()),
+    }
+}
+
+fn render_hits(
+    hits: &[Hit],
+    match_quality: MatchQuality,
+    took_ms: u64,
+    budget: usize,
+) -> CallToolResult {
     let mut out = Budgeted::new(budget);
     out.push_line(PREAMBLE);
+    out.push_line(&quality_line(match_quality));
     out.push_line(&format!("{} matching steps, best first.", hits.len()));
     let mut shown = Vec::new();
     for (rank, hit) in hits.iter().enumerate() {
@@ -829,7 +863,7 @@ fn render_hits(hits: &[Hit], took_ms: u64, budget: usize) -> CallToolResult {
     let structured = fit_structured(
         budget,
         shown,
-        |hits, truncated| json!({ "hits": hits, "took_ms": took_ms, "truncated": truncated || text_truncated }),
+        |hits, truncated| json!({ "hits": hits, "match_quality": match_quality, "took_ms": took_ms, "truncated": truncated || text_truncated }),
         hits.len(),
     );
     tool_result(text, fit_json(structured, budget))
@@ -859,6 +893,7 @@ fn fit_structured<T: Serialize>(
 fn render_similar(response: &precedent_index::SimilarResponse, budget: usize) -> CallToolResult {
     let mut out = Budgeted::new(budget);
     out.push_line(PREAMBLE);
+    out.push_line(&quality_line(response.match_quality));
     out.push_line(&format!(
         "{} similar past incidents, best first, each as its card and best-matching steps.",
         response.incidents.len()
@@ -917,10 +952,11 @@ fn render_similar(response: &precedent_index::SimilarResponse, budget: usize) ->
     let text_truncated = out.truncated;
     let text = out.finish();
     let took_ms = response.took_ms;
+    let match_quality = response.match_quality;
     let structured = fit_structured(
         budget,
         shown,
-        |incidents, truncated| json!({ "incidents": incidents, "took_ms": took_ms, "truncated": truncated || text_truncated }),
+        |incidents, truncated| json!({ "incidents": incidents, "match_quality": match_quality, "took_ms": took_ms, "truncated": truncated || text_truncated }),
         response.incidents.len(),
     );
     tool_result(text, fit_json(structured, budget))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::NaiveDate;
 use precedent_core::{Embedder, IncidentId, RemediationClass, StepKind, TriggerClass};
-use precedent_embed::{BertEmbedder, EmbedderOptions, resolve_model_dir};
+use precedent_embed::{BertEmbedder, EmbedderOptions, Precision, resolve_model_dir};
 use precedent_index::dates::{DateEdge, parse_date, today};
 #[cfg(feature = "qdrant")]
 pub use precedent_index::qdrant::QdrantStore;
@@ -84,13 +84,32 @@ pub struct ModelArgs {
     /// Sentence-transformers model directory [default: the cache filled by scripts/fetch-model].
     #[arg(long, env = "PRECEDENT_MODEL_DIR", value_name = "PATH")]
     pub model_dir: Option<PathBuf>,
+    /// Number format of the model's products: auto (bf16 where the CPU has AMX, else f32), f32
+    /// or bf16. Part of the model id: an index built with one is rebuilt by `index` and refused
+    /// by searches with the other.
+    #[arg(
+        long,
+        env = "PRECEDENT_PRECISION",
+        default_value = "auto",
+        value_name = "auto|f32|bf16",
+        value_parser = parse_precision
+    )]
+    pub precision: Precision,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?}: use auto, f32 or bf16"))
 }
 
 impl ModelArgs {
     /// Loads the model (about a second for all-MiniLM-L6-v2).
     pub fn load(&self) -> anyhow::Result<Arc<dyn Embedder>> {
         let dir = resolve_model_dir(self.model_dir.as_deref())?;
-        let embedder = BertEmbedder::load(&dir, EmbedderOptions::default())
+        let options = EmbedderOptions {
+            precision: self.precision,
+            ..EmbedderOptions::default()
+        };
+        let embedder = BertEmbedder::load(&dir, options)
             .with_context(|| format!("cannot load the embedding model from {}", dir.display()))?;
         Ok(Arc::new(embedder))
     }
@@ -126,8 +145,9 @@ pub fn explain(err: anyhow::Error, model: &ModelArgs, index: &IndexArgs) -> anyh
         |d| d.display().to_string(),
     );
     let hint = format!(
-        "either pass --model-dir with the model the index was built with ({index_model}), or \
-         re-index with this one: `precedent index DIR --index {} --model-dir {given}` (a full \
+        "either pass --model-dir and --precision for the model the index was built with \
+         ({index_model}; a `+bf16` suffix means --precision bf16, none f32), or re-index \
+         with this one: `precedent index DIR --index {} --model-dir {given}` (a full \
          rebuild); `--mode lexical` needs no model",
         index.index.display()
     );

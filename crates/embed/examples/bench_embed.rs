@@ -4,6 +4,7 @@
 //! cargo run --release -p precedent-embed --example bench_embed -- [options]
 //!   --model-dir DIR        model directory (default: $PRECEDENT_MODEL_DIR, then the cache)
 //!   --backend B            native (default) or candle
+//!   --precision P          f32 (default), bf16, bf16-avx512 or auto (native backend)
 //!   --batch-size N         texts per forward pass (default: the library's)
 //!   --threads N            worker threads (default: the library's)
 //!   --steps N              ~100-word steps to embed (default 10000)
@@ -20,7 +21,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use precedent_core::Embedder;
-use precedent_embed::{Backend, BertEmbedder, EmbedderOptions, resolve_model_dir};
+use precedent_embed::{Backend, BertEmbedder, EmbedderOptions, Precision, resolve_model_dir};
 
 /// Best of 30 float32 1536x1536 products, in GFLOP/s; one line so that it can be printed as a
 /// shell command.
@@ -66,6 +67,11 @@ fn parse_args() -> Result<Args, String> {
                     "candle" => Backend::Candle,
                     other => return Err(format!("unknown backend {other}")),
                 }
+            }
+            "--precision" => {
+                let v = value()?;
+                args.options.precision =
+                    Precision::parse(&v).ok_or_else(|| format!("unknown precision {v}"))?;
             }
             "--batch-size" => args.options.batch_size = number(value()?)?,
             "--threads" => args.options.threads = Some(number(value()?)?),
@@ -217,8 +223,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         load_time.as_secs_f64() * 1e3
     );
     println!(
-        "backend: {:?}, batch size {}, {} threads, element-wise kernels {}",
+        "backend: {:?}, {:?}, batch size {}, {} threads, kernels {}",
         model.backend(),
+        model.precision(),
         model.batch_size(),
         model.threads(),
         model.cpu_kernels()

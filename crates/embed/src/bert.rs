@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use precedent_core::{BoxError, Embedder};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+use crate::bf16::Kernel as Bf16Kernel;
 use crate::config::{self, BertConfig, Pooling};
 use crate::error::{Error, Result};
 use crate::native::{NativeBert, Seq};
@@ -26,6 +27,69 @@ pub enum Backend {
     Candle,
 }
 
+/// Number format of the encoder's linear layers (the products that hold nearly all its work).
+///
+/// bf16 vectors are not the f32 ones (cosine about 0.9999 to them, not 1), so the precision is
+/// part of the [model id](precedent_core::Embedder::model_id): `name@hash` for f32,
+/// `name@hash+bf16` for bf16 (either bf16 kernel), and an index built with one is rebuilt or
+/// refused when opened with the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// The fastest precision whose accuracy holds on this CPU: bf16 on AMX where the CPU and
+    /// the OS have it, else f32. AVX-512 BF16 without AMX is not picked: on two cores it did
+    /// not beat the f32 kernels by enough to be worth the different vectors.
+    Auto,
+    /// f32 everywhere: the reference, and the same on every CPU.
+    #[default]
+    F32,
+    /// Weights rounded to bf16 at load, activations per product, sums in f32, on the fastest
+    /// bf16 kernel of this CPU (AMX tiles, else AVX-512 BF16); an error where it has neither.
+    /// Attention, softmax, layer norms and activations stay f32.
+    Bf16,
+    /// As [`Bf16`](Self::Bf16) on the AVX-512 BF16 kernel even where AMX is present: for
+    /// comparing the kernels. Same model id as `Bf16`.
+    Bf16Avx512,
+}
+
+impl Precision {
+    /// Parses `auto`, `f32`, `bf16` or `bf16-avx512`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "f32" => Some(Self::F32),
+            "bf16" => Some(Self::Bf16),
+            "bf16-avx512" => Some(Self::Bf16Avx512),
+            _ => None,
+        }
+    }
+
+    /// The kernel this precision runs the linear layers on here: `Ok(None)` for f32, an error
+    /// when the CPU cannot run it.
+    fn kernel(self) -> Result<Option<Bf16Kernel>> {
+        let available = Bf16Kernel::available();
+        match self {
+            Precision::F32 => Ok(None),
+            Precision::Auto => Ok(available
+                .contains(&Bf16Kernel::Amx)
+                .then_some(Bf16Kernel::Amx)),
+            Precision::Bf16 => Bf16Kernel::detect().map(Some).ok_or_else(|| {
+                Error::InvalidOption(
+                    "precision bf16 needs a CPU with AMX-BF16 or AVX-512 BF16; use f32 or auto"
+                        .into(),
+                )
+            }),
+            Precision::Bf16Avx512 => available
+                .contains(&Bf16Kernel::Avx512)
+                .then_some(Some(Bf16Kernel::Avx512))
+                .ok_or_else(|| {
+                    Error::InvalidOption(
+                        "precision bf16-avx512 needs a CPU with AVX-512 BF16".into(),
+                    )
+                }),
+        }
+    }
+}
+
 /// How a [`BertEmbedder`] runs. `Default` suits a two-core machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbedderOptions {
@@ -40,6 +104,8 @@ pub struct EmbedderOptions {
     pub threads: Option<usize>,
     /// The transformer implementation.
     pub backend: Backend,
+    /// Number format of the linear layers (native backend only; the candle backend is f32).
+    pub precision: Precision,
 }
 
 impl Default for EmbedderOptions {
@@ -49,6 +115,7 @@ impl Default for EmbedderOptions {
             max_seq_len: None,
             threads: None,
             backend: Backend::default(),
+            precision: Precision::default(),
         }
     }
 }
@@ -79,6 +146,7 @@ pub struct BertEmbedder {
     batch_size: usize,
     threads: usize,
     backend: Backend,
+    kernel: Option<Bf16Kernel>,
     tokenizer: Tokenizer,
     engine: Engine,
     pool: rayon::ThreadPool,
@@ -95,6 +163,7 @@ impl fmt::Debug for BertEmbedder {
             .field("batch_size", &self.batch_size)
             .field("threads", &self.threads)
             .field("backend", &self.backend)
+            .field("kernels", &self.cpu_kernels())
             .finish_non_exhaustive()
     }
 }
@@ -114,6 +183,15 @@ impl BertEmbedder {
             Some(0) => return Err(Error::InvalidOption("threads must be at least 1".into())),
             Some(n) => n,
             None => candle_core::utils::get_num_threads().max(1),
+        };
+        let kernel = match (options.backend, options.precision) {
+            (Backend::Candle, Precision::F32 | Precision::Auto) => None,
+            (Backend::Candle, _) => {
+                return Err(Error::InvalidOption(
+                    "the candle backend runs in f32 only".into(),
+                ));
+            }
+            (Backend::Native, precision) => precision.kernel()?,
         };
         config::check_dir(dir)?;
 
@@ -138,7 +216,7 @@ impl BertEmbedder {
 
         let weights_path = dir.join(config::WEIGHTS);
         let weights_bytes = config::read(&weights_path)?;
-        let model_id = model_id(
+        let mut model_id = model_id(
             &config_bytes,
             &[
                 &config_bytes,
@@ -148,10 +226,15 @@ impl BertEmbedder {
                 max_seq_len.to_string().as_bytes(),
             ],
         );
+        if kernel.is_some() {
+            model_id.push_str(BF16_SUFFIX);
+        }
         let weights = Weights::parse(&weights_path, &weights_bytes, &config)?;
         drop(weights_bytes);
         let engine = match options.backend {
-            Backend::Native => Engine::Native(Box::new(NativeBert::load(&weights, &config)?)),
+            Backend::Native => {
+                Engine::Native(Box::new(NativeBert::load(&weights, &config, kernel)?))
+            }
             Backend::Candle => {
                 Engine::Candle(Box::new(CandleBert::load(weights.into_tensors(), &config)?))
             }
@@ -169,6 +252,7 @@ impl BertEmbedder {
             batch_size: options.batch_size,
             threads,
             backend: options.backend,
+            kernel,
             tokenizer,
             engine,
             pool,
@@ -276,9 +360,30 @@ impl BertEmbedder {
         &self.dir
     }
 
-    /// Instruction set of the CPU kernels: `"avx512"`, `"avx2+fma"` or `"baseline"`.
-    pub fn cpu_kernels(&self) -> &'static str {
-        crate::kernels::isa_name()
+    /// Instruction set of the element-wise kernels (`"avx512"`, `"avx2+fma"` or `"baseline"`),
+    /// followed by the bf16 kernel of the linear layers when there is one (`"avx512+amx-bf16"`,
+    /// `"avx512+avx512-bf16"`).
+    pub fn cpu_kernels(&self) -> String {
+        match self.kernel {
+            Some(k) => format!("{}+{}", crate::kernels::isa_name(), k.name()),
+            None => crate::kernels::isa_name().to_owned(),
+        }
+    }
+
+    /// The precision the linear layers run in: [`Precision::F32`] or [`Precision::Bf16`]
+    /// (what [`Precision::Auto`] resolved to; `Bf16Avx512` reports as `Bf16`).
+    pub fn precision(&self) -> Precision {
+        if self.kernel.is_some() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// Names of the bf16 kernels this CPU can run, fastest first (`"amx-bf16"`,
+    /// `"avx512-bf16"`); empty where [`Precision::Bf16`] is unavailable.
+    pub fn bf16_kernels_available() -> Vec<&'static str> {
+        Bf16Kernel::available().iter().map(|k| k.name()).collect()
     }
 
     fn tokenize(&self, texts: &[&str]) -> Result<Vec<tokenizers::Encoding>> {
@@ -374,6 +479,9 @@ fn load_tokenizer(
     tokenizer.with_padding(None);
     Ok(tokenizer)
 }
+
+/// Appended to the model id of an embedder whose linear layers run in bf16.
+const BF16_SUFFIX: &str = "+bf16";
 
 /// Models known by the hash of their content, named as people know them.
 const KNOWN_MODELS: &[(&str, &str)] = &[(DEFAULT_MODEL_HASH, crate::resolve::DEFAULT_MODEL_NAME)];

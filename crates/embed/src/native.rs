@@ -19,6 +19,7 @@
 
 use rayon::prelude::*;
 
+use crate::bf16;
 use crate::config::{Activation, BertConfig, Pooling};
 use crate::error::Result;
 use crate::kernels::{self, View, ViewMut};
@@ -36,19 +37,35 @@ struct Norm {
     beta: Vec<f32>,
 }
 
+/// The weight of a linear layer, `[in, out]` (transposed from the checkpoint's `[out, in]`),
+/// in the precision the encoder runs its products in.
+enum Linear {
+    F32 { w: Vec<f32>, out: usize },
+    Bf16(bf16::Packed),
+}
+
+impl Linear {
+    fn new(w: Vec<f32>, inp: usize, out: usize, kernel: Option<bf16::Kernel>) -> Self {
+        match kernel {
+            Some(_) => Linear::Bf16(bf16::Packed::new(&w, inp, out)),
+            None => Linear::F32 { w, out },
+        }
+    }
+}
+
 struct Layer {
-    /// `[hidden, 3 * hidden]`: query, key and value weights side by side, transposed.
-    qkv_w: Vec<f32>,
+    /// `[hidden, 3 * hidden]`: query, key and value weights side by side.
+    qkv_w: Linear,
     qkv_b: Vec<f32>,
-    /// `[hidden, hidden]`, transposed.
-    out_w: Vec<f32>,
+    /// `[hidden, hidden]`.
+    out_w: Linear,
     out_b: Vec<f32>,
     attn_norm: Norm,
-    /// `[hidden, intermediate]`, transposed.
-    up_w: Vec<f32>,
+    /// `[hidden, intermediate]`.
+    up_w: Linear,
     up_b: Vec<f32>,
-    /// `[intermediate, hidden]`, transposed.
-    down_w: Vec<f32>,
+    /// `[intermediate, hidden]`.
+    down_w: Linear,
     down_b: Vec<f32>,
     out_norm: Norm,
 }
@@ -65,6 +82,8 @@ pub(crate) struct NativeBert {
     token_type: Vec<f32>,
     emb_norm: Norm,
     layers: Vec<Layer>,
+    /// The bf16 kernel of the linear layers; `None`: f32 with gemm.
+    kernel: Option<bf16::Kernel>,
 }
 
 /// Most rows per block. Rows are the unit of work outside attention: one core takes a block
@@ -83,7 +102,13 @@ const SPLIT_ROWS: usize = 96;
 const FFN_CHUNK: usize = 384;
 
 impl NativeBert {
-    pub fn load(weights: &Weights<'_>, c: &BertConfig) -> Result<Self> {
+    /// Loads the encoder; with `kernel`, the linear layers' weights are rounded to bf16 and
+    /// their products run on that kernel (attention and everything else stays f32).
+    pub fn load(
+        weights: &Weights<'_>,
+        c: &BertConfig,
+        kernel: Option<bf16::Kernel>,
+    ) -> Result<Self> {
         let (h, f) = (c.hidden_size, c.intermediate_size);
         let norm = |p: &str| -> Result<Norm> {
             Ok(Norm {
@@ -107,15 +132,19 @@ impl NativeBert {
             for part in ["query", "key", "value"] {
                 qkv_b.extend(weights.vec(&format!("{p}.attention.self.{part}.bias"), &[h])?);
             }
+            let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
+                let w = weights.transposed(&format!("{p}.{name}"), out, inp)?;
+                Ok(Linear::new(w, inp, out, kernel))
+            };
             layers.push(Layer {
-                qkv_w,
+                qkv_w: Linear::new(qkv_w, h, 3 * h, kernel),
                 qkv_b,
-                out_w: weights.transposed(&format!("{p}.attention.output.dense.weight"), h, h)?,
+                out_w: linear("attention.output.dense.weight", h, h)?,
                 out_b: weights.vec(&format!("{p}.attention.output.dense.bias"), &[h])?,
                 attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                up_w: weights.transposed(&format!("{p}.intermediate.dense.weight"), f, h)?,
+                up_w: linear("intermediate.dense.weight", f, h)?,
                 up_b: weights.vec(&format!("{p}.intermediate.dense.bias"), &[f])?,
-                down_w: weights.transposed(&format!("{p}.output.dense.weight"), h, f)?,
+                down_w: linear("output.dense.weight", h, f)?,
                 down_b: weights.vec(&format!("{p}.output.dense.bias"), &[h])?,
                 out_norm: norm(&format!("{p}.output.LayerNorm"))?,
             });
@@ -138,6 +167,7 @@ impl NativeBert {
             )?,
             emb_norm: norm("embeddings.LayerNorm")?,
             layers,
+            kernel,
         })
     }
 
@@ -236,15 +266,44 @@ impl NativeBert {
     /// when the rows are in cache anyway.
     fn project_qkv(&self, layer: &Layer, x: &[f32], qkv: &mut [f32], parts: usize) {
         let h = self.hidden;
-        let rows = x.len() / h;
-        kernels::matmul(
-            ViewMut::dense(qkv, rows, 3 * h),
-            false,
-            View::dense(x, rows, h),
-            View::dense(&layer.qkv_w, h, 3 * h),
-            1.0,
-            parts,
-        );
+        self.linear(qkv, false, x, &layer.qkv_w, (0, h), (0, 3 * h), parts);
+    }
+
+    /// `dst = (accumulate ? dst : 0) + a · w[k0..k0 + k, n0..n0 + n]`, `a` and `dst` dense
+    /// row-major, in the encoder's precision.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        dst: &mut [f32],
+        accumulate: bool,
+        a: &[f32],
+        w: &Linear,
+        (k0, k): (usize, usize),
+        (n0, n): (usize, usize),
+        parts: usize,
+    ) {
+        let rows = a.len() / k;
+        match (w, self.kernel) {
+            (Linear::Bf16(packed), Some(kernel)) => {
+                bf16::matmul(kernel, dst, accumulate, a, packed.view(k0, k, n0, n), parts);
+            }
+            (Linear::F32 { w, out }, _) => kernels::matmul(
+                ViewMut::dense(dst, rows, n),
+                accumulate,
+                View::dense(a, rows, k),
+                View {
+                    data: w,
+                    offset: k0 * out + n0,
+                    rows: k,
+                    cols: n,
+                    rs: *out,
+                    cs: 1,
+                },
+                1.0,
+                parts,
+            ),
+            (Linear::Bf16(_), None) => unreachable!("bf16 weights are packed only with a kernel"),
+        }
     }
 
     /// The rest of a layer after attention, for one block of rows, in place in `x`:
@@ -264,14 +323,7 @@ impl NativeBert {
         let (h, f) = (self.hidden, self.intermediate);
         let rows = x.len() / h;
         let attn = &mut scratch.attn[..rows * h];
-        kernels::matmul(
-            ViewMut::dense(attn, rows, h),
-            false,
-            View::dense(ctx, rows, h),
-            View::dense(&layer.out_w, h, h),
-            1.0,
-            parts,
-        );
+        self.linear(attn, false, ctx, &layer.out_w, (0, h), (0, h), parts);
         let norm = &layer.attn_norm;
         kernels::layer_norm_rows(
             attn,
@@ -286,28 +338,23 @@ impl NativeBert {
         for start in (0..f).step_by(chunk) {
             let width = chunk.min(f - start);
             let inter = &mut scratch.inter[..rows * width];
-            kernels::matmul(
-                ViewMut::dense(inter, rows, width),
+            self.linear(
+                inter,
                 false,
-                View::dense(attn, rows, h),
-                View {
-                    data: &layer.up_w,
-                    offset: start,
-                    rows: h,
-                    cols: width,
-                    rs: f,
-                    cs: 1,
-                },
-                1.0,
+                attn,
+                &layer.up_w,
+                (0, h),
+                (start, width),
                 parts,
             );
             self.activate(inter, &layer.up_b[start..start + width]);
-            kernels::matmul(
-                ViewMut::dense(x, rows, h),
+            self.linear(
+                x,
                 start > 0,
-                View::dense(inter, rows, width),
-                View::dense(&layer.down_w[start * h..(start + width) * h], width, h),
-                1.0,
+                inter,
+                &layer.down_w,
+                (start, width),
+                (0, h),
                 parts,
             );
         }

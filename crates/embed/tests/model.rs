@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use precedent_core::{BoxError, Embedder};
 use precedent_embed::{
-    Backend, BertEmbedder, CachedEmbedder, EmbedderOptions, Error, Pooling, resolve_model_dir,
+    Backend, BertEmbedder, CachedEmbedder, EmbedderOptions, Error, Pooling, Precision,
+    resolve_model_dir,
 };
 
 fn model_dir() -> PathBuf {
@@ -724,4 +725,106 @@ fn model_id_comes_from_content_not_folder() {
     let elsewhere = BertEmbedder::load(copy.path(), EmbedderOptions::default()).unwrap();
     assert!(!copy.path().ends_with("all-MiniLM-L6-v2"));
     assert_eq!(elsewhere.model_id(), native().model_id());
+}
+
+/// bf16 against the f32 reference, for each bf16 kernel this CPU has: the vectors of the
+/// tests' texts (every length, the empty text, one past the token limit), in one batch and one
+/// at a time, keep a cosine of at
+/// least 0.999, and the model id says bf16.
+#[test]
+fn bf16_matches_f32_on_every_kernel_this_cpu_has() {
+    let available = BertEmbedder::bf16_kernels_available();
+    for (precision, kernel) in [
+        (Precision::Bf16, available.first().copied()),
+        (
+            Precision::Bf16Avx512,
+            available.contains(&"avx512-bf16").then_some("avx512-bf16"),
+        ),
+    ] {
+        let Some(kernel) = kernel else {
+            eprintln!(
+                "skipped {precision:?}: this CPU has no {precision:?} kernel (has {available:?})"
+            );
+            let err = BertEmbedder::load(
+                &model_dir(),
+                EmbedderOptions {
+                    precision,
+                    ..EmbedderOptions::default()
+                },
+            )
+            .unwrap_err();
+            assert!(matches!(err, Error::InvalidOption(_)), "{err}");
+            continue;
+        };
+        let m = load(
+            &model_dir(),
+            EmbedderOptions {
+                precision,
+                ..EmbedderOptions::default()
+            },
+        );
+        assert_eq!(m.precision(), Precision::Bf16);
+        assert!(m.cpu_kernels().ends_with(kernel), "{}", m.cpu_kernels());
+        assert_eq!(m.model_id(), format!("{}+bf16", native().model_id()));
+        let mut texts = mixed_texts();
+        texts.extend(
+            [
+                "The weather is lovely today.",
+                "It's so sunny outside!",
+                "He drove to the stadium.",
+            ]
+            .map(String::from),
+        );
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let want = native().embed_texts(&texts).unwrap();
+        // One batch, one by one, and a single query (the column-split path).
+        let got = m.embed_texts(&texts).unwrap();
+        let mut min = f32::INFINITY;
+        for (i, (text, (g, w))) in texts.iter().zip(got.iter().zip(&want)).enumerate() {
+            let one = m.embed_texts(&[text]).unwrap().remove(0);
+            let c = cosine(g, w).min(cosine(&one, w));
+            assert!(c >= 0.999, "{kernel} text {i}: cosine {c} to f32");
+            min = min.min(c);
+        }
+        assert!(min.is_finite());
+        eprintln!(
+            "{kernel}: min cosine to f32 {min:.6} over {} texts",
+            texts.len()
+        );
+    }
+}
+
+#[test]
+fn precision_is_part_of_the_options() {
+    assert_eq!(EmbedderOptions::default().precision, Precision::F32);
+    for (s, p) in [
+        ("auto", Precision::Auto),
+        ("f32", Precision::F32),
+        ("bf16", Precision::Bf16),
+        ("bf16-avx512", Precision::Bf16Avx512),
+    ] {
+        assert_eq!(Precision::parse(s), Some(p));
+    }
+    assert_eq!(Precision::parse("int8"), None);
+    let auto = load(
+        &model_dir(),
+        EmbedderOptions {
+            precision: Precision::Auto,
+            ..EmbedderOptions::default()
+        },
+    );
+    // Auto is bf16 exactly where AMX is there.
+    let amx = BertEmbedder::bf16_kernels_available().contains(&"amx-bf16");
+    assert_eq!(auto.precision() == Precision::Bf16, amx);
+    assert_eq!(auto.model_id().ends_with("+bf16"), amx);
+    let err = BertEmbedder::load(
+        &model_dir(),
+        EmbedderOptions {
+            backend: Backend::Candle,
+            precision: Precision::Bf16,
+            ..EmbedderOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidOption(_)), "{err}");
 }

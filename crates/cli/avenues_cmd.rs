@@ -118,7 +118,9 @@ fn print_avenues(p: &mut Printer, avenues: &[Avenue]) -> std::io::Result<()> {
         p.line(&format!("    {}", p.dim(&avenue.counts.describe())))?;
         for e in &avenue.evidence {
             let cite = citation(&e.citation.path, e.citation.line_start, e.citation.line_end);
-            let date = e.date.map_or_else(|| "undated".into(), |d| d.start.to_string());
+            let date = e
+                .date
+                .map_or_else(|| "undated".into(), |d| d.start.to_string());
             let kind = kind_label(e.kind, e.outcome);
             let lead = format!("      {}  {} ", p.path(&cite), p.kind(&format!("[{kind}]")));
             let width = 6 + cite.chars().count() + 2 + kind.chars().count() + 3;
@@ -215,7 +217,10 @@ pub fn compare(args: CompareArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
             "{:>2}. {}  {}",
             i + 1,
             p.title(&inc.title),
-            p.dim(&format!("({date}, {}, {})", inc.trigger_class, inc.incident_id))
+            p.dim(&format!(
+                "({date}, {}, {})",
+                inc.trigger_class, inc.incident_id
+            ))
         ))?;
     }
     let sections: [(&str, &[NoteMatch]); 3] = [
@@ -253,9 +258,9 @@ pub fn compare(args: CompareArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
     }
     p.line("")?;
     if response.not_in_notes.is_empty() {
-        p.line(&p.heading(
-            "Your notes already cover what these incidents checked, tried and fixed",
-        ))?;
+        p.line(
+            &p.heading("Your notes already cover what these incidents checked, tried and fixed"),
+        )?;
     } else {
         p.line(&p.heading("Not in your notes yet"))?;
         print_avenues(&mut p, &response.not_in_notes)?;

@@ -4,7 +4,8 @@
 
 use chrono::NaiveDate;
 use precedent_core::{
-    Card, DateRange, Embedder, IncidentId, Outcome, RemediationClass, StepId, StepKind, TriggerClass,
+    Card, DateRange, Embedder, IncidentId, Outcome, RemediationClass, StepId, StepKind,
+    TriggerClass,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

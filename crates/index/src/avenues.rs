@@ -390,10 +390,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Words too common in write-ups to say what an avenue is about.
 const STOP_WORDS: &[&str] = &[
     "the", "and", "for", "was", "were", "that", "this", "with", "from", "had", "has", "have",
-    "not", "but", "all", "our", "its", "into", "then", "than", "which", "when", "after",
-    "before", "about", "again", "also", "been", "being", "did", "does", "they", "them", "their",
-    "there", "some", "more", "most", "other", "only", "over", "such", "what", "while", "utc",
-    "because", "would", "could", "should", "any", "are", "can", "out", "off", "one", "two",
+    "not", "but", "all", "our", "its", "into", "then", "than", "which", "when", "after", "before",
+    "about", "again", "also", "been", "being", "did", "does", "they", "them", "their", "there",
+    "some", "more", "most", "other", "only", "over", "such", "what", "while", "utc", "because",
+    "would", "could", "should", "any", "are", "can", "out", "off", "one", "two",
 ];
 
 /// Lowercased content words of a text, crudely stemmed (`restarted`, `restarting` and

@@ -393,7 +393,10 @@ impl Engine {
                     date: info.meta.date,
                     severity: info.meta.severity.clone(),
                     services: info.meta.services.clone(),
-                    card: s.incident(&info.meta.id)?.map(|i| i.card).unwrap_or_default(),
+                    card: s
+                        .incident(&info.meta.id)?
+                        .map(|i| i.card)
+                        .unwrap_or_default(),
                     steps: steps
                         .iter()
                         .map(|c| s.hit(c, &highlighter))
@@ -754,7 +757,9 @@ impl Snapshot {
         let mut triggers: BTreeMap<&str, u64> = BTreeMap::new();
         let mut remediations: BTreeMap<&str, u64> = BTreeMap::new();
         for info in &s.incidents {
-            *triggers.entry(info.meta.trigger_class.as_str()).or_default() += 1;
+            *triggers
+                .entry(info.meta.trigger_class.as_str())
+                .or_default() += 1;
             *remediations
                 .entry(info.meta.remediation_class.as_str())
                 .or_default() += 1;

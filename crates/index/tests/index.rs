@@ -908,7 +908,10 @@ fn hits_carry_outcome_date_services_and_heading_path() {
             .iter()
             .any(|h| h.outcome == Some(precedent_core::Outcome::DidNotHelp)),
         "some restart did not help: {:?}",
-        r.hits.iter().map(|h| (&h.text, h.outcome)).collect::<Vec<_>>()
+        r.hits
+            .iter()
+            .map(|h| (&h.text, h.outcome))
+            .collect::<Vec<_>>()
     );
     let similar = engine
         .similar(
@@ -975,7 +978,10 @@ fn avenues_group_by_outcome_merge_across_incidents_and_diversify() {
         per_incident.values().all(|&n| n <= cap),
         "{per_incident:?} (cap {cap})"
     );
-    assert!(r.distinct_incidents >= 3 && r.distinct_trigger_classes >= 2, "{r:?}");
+    assert!(
+        r.distinct_incidents >= 3 && r.distinct_trigger_classes >= 2,
+        "{r:?}"
+    );
     // Every avenue cites real lines.
     for a in &r.avenues {
         assert!(!a.evidence.is_empty());
@@ -994,7 +1000,11 @@ fn avenues_group_by_outcome_merge_across_incidents_and_diversify() {
     )
     .unwrap();
     assert!(!only.avenues.is_empty());
-    assert!(only.avenues.iter().all(|a| a.group == AvenueGroup::DidNotHelp));
+    assert!(
+        only.avenues
+            .iter()
+            .all(|a| a.group == AvenueGroup::DidNotHelp)
+    );
 
     // Filters restrict the incidents avenues come from.
     let since = NaiveDate::from_ymd_opt(2023, 9, 1).unwrap();
@@ -1020,8 +1030,8 @@ fn avenues_group_by_outcome_merge_across_incidents_and_diversify() {
             .all(|e| e.date.is_some_and(|d| d.start >= since)),
         "{filtered:#?}"
     );
-    let err = precedent_index::avenues(&engine, &engine, &AvenuesRequest::new(" "), &*model)
-        .unwrap_err();
+    let err =
+        precedent_index::avenues(&engine, &engine, &AvenuesRequest::new(" "), &*model).unwrap_err();
     assert!(err.is_user_error());
 }
 
@@ -1057,15 +1067,19 @@ fn compare_lists_what_notes_lack_and_flags_ruled_out_hypotheses() {
     );
     // What the notes already say is not listed as missing.
     assert!(
-        !r.not_in_notes
-            .iter()
-            .any(|a| a.text.to_lowercase().contains("restarted the ingress controller pods")),
+        !r.not_in_notes.iter().any(|a| a
+            .text
+            .to_lowercase()
+            .contains("restarted the ingress controller pods")),
         "{:#?}",
         r.not_in_notes
     );
     let err = precedent_index::compare(&engine, &engine, &CompareRequest::new("ok"), &*embedder())
         .unwrap_err();
     assert!(err.is_user_error(), "{err}");
+}
+
+#[test]
 fn search_keeps_at_most_per_incident_steps_and_groups_incidents() {
     let engine = Engine::open(shared_index()).unwrap();
     let count_max = |r: &precedent_index::SearchResponse| {

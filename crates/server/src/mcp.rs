@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use precedent_core::{Incident, StepKind};
 use precedent_core::{Card, RemediationClass, TriggerClass};
+use precedent_core::{Incident, StepKind};
 use precedent_index::{
     AvenueGroup, AvenuesRequest, AvenuesResponse, CompareRequest, CompareResponse, Facets, Filters,
     Hit, MAX_NOTES_BYTES, MatchQuality, Mode, SearchRequest, SimilarRequest, SimilarSource,
@@ -848,14 +848,16 @@ fn render_hits(
         }
         let source = citation(hit);
         let id = hit.incident_id.to_string();
-        let Some(kept) = out.push_envelope(
-            &source,
-            &[("incident_id", &id), ("title", &hit.title), ("kind", kind)],
-            &hit.text,
-        ) else {
+        if out
+            .push_envelope(
+                &source,
+                &[("incident_id", &id), ("title", &hit.title), ("kind", kind)],
+                &hit.text,
+            )
+            .is_none()
+        {
             break;
-        };
-        let _ = kept;
+        }
         shown.push(hit_ref(hit));
     }
     let text_truncated = out.truncated;
@@ -1060,7 +1062,9 @@ const KEY_KINDS: [StepKind; 4] = [
 
 /// Bytes a step takes in the text: its envelope and header.
 fn step_cost(step: &precedent_core::Step) -> usize {
-    escape_envelope(&step.text).len() + 120 + step.heading_path.iter().map(|h| h.len() + 3).sum::<usize>()
+    escape_envelope(&step.text).len()
+        + 120
+        + step.heading_path.iter().map(|h| h.len() + 3).sum::<usize>()
 }
 
 /// Which of `candidates` (indexes into the steps, in order) fit in `room` bytes: the key
@@ -1343,9 +1347,18 @@ fn render_compare(response: &CompareResponse, budget: usize) -> CallToolResult {
         out.push_envelope(&id, &[("field", "title")], &inc.title);
     }
     let sections = [
-        ("Your notes suspect what was ruled out before", &response.ruled_out_before),
-        ("Your notes match a confirmed past cause", &response.matches_confirmed_cause),
-        ("Your notes mention what did not help before", &response.did_not_help_before),
+        (
+            "Your notes suspect what was ruled out before",
+            &response.ruled_out_before,
+        ),
+        (
+            "Your notes match a confirmed past cause",
+            &response.matches_confirmed_cause,
+        ),
+        (
+            "Your notes mention what did not help before",
+            &response.did_not_help_before,
+        ),
     ];
     for (title, matches) in sections {
         if matches.is_empty() {
@@ -1392,9 +1405,7 @@ fn render_compare(response: &CompareResponse, budget: usize) -> CallToolResult {
             break;
         }
     }
-    let reference = |m: &precedent_index::NoteMatch| {
-        json!({ "note_line": m.note_line, "similarity": m.similarity, "incident_id": m.past.incident_id, "step_id": m.past.step_id, "citation": m.past.citation })
-    };
+    let reference = |m: &precedent_index::NoteMatch| json!({ "note_line": m.note_line, "similarity": m.similarity, "incident_id": m.past.incident_id, "step_id": m.past.step_id, "citation": m.past.citation });
     let value = json!({
         "incidents": response.incidents.iter().map(|i| json!({"incident_id": i.incident_id, "score": i.score, "trigger_class": i.trigger_class})).collect::<Vec<_>>(),
         "ruled_out_before": response.ruled_out_before.iter().map(reference).collect::<Vec<_>>(),

@@ -1330,7 +1330,10 @@ async fn avenues_and_compare_routes_answer_with_citations() {
     assert_eq!(status, 200, "{body}");
     let avenues = body["avenues"].as_array().unwrap();
     assert!(!avenues.is_empty(), "{body}");
-    assert!(avenues.iter().all(|a| a["group"] == "did_not_help"), "{body}");
+    assert!(
+        avenues.iter().all(|a| a["group"] == "did_not_help"),
+        "{body}"
+    );
 
     let notes = "Storefront returns 502 Bad Gateway from the ingress.\n- suspect a DNS problem\n";
     let (status, body) = json(
@@ -1344,7 +1347,12 @@ async fn avenues_and_compare_routes_answer_with_citations() {
     assert_eq!(status, 200, "{body}");
     let incidents = body["incidents"].as_array().unwrap();
     assert!(!incidents.is_empty() && incidents.len() <= 3, "{body}");
-    assert!(body["not_in_notes"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
+    assert!(
+        body["not_in_notes"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{body}"
+    );
 
     // Bad requests are 4xx with a JSON error naming the problem.
     for (route, bad) in [

@@ -191,7 +191,8 @@ async fn tools_and_resources_over_streamable_http() {
     assert!(avenues[0]["evidence"][0]["citation"]["path"].is_string());
 
     // compare_investigation: what the notes lack, and the ruled-out hypothesis.
-    let notes = "Storefront returns 502 Bad Gateway from the ingress.\n- we think it is a DNS problem\n";
+    let notes =
+        "Storefront returns 502 Bad Gateway from the ingress.\n- we think it is a DNS problem\n";
     let result = call(&client, "compare_investigation", json!({"notes": notes})).await;
     assert_eq!(result.is_error, Some(false));
     let text = text_of(&result);

@@ -715,12 +715,31 @@ fn serve_says_serving_only_once_it_serves() {
 #[test]
 fn avenues_and_compare_answer_what_was_tried_before() {
     let s = shared();
-    let out = on_index(&["avenues", "storefront", "502", "Bad", "Gateway", "from", "the", "ingress"])
-        .stdout();
+    let out = on_index(&[
+        "avenues",
+        "storefront",
+        "502",
+        "Bad",
+        "Gateway",
+        "from",
+        "the",
+        "ingress",
+    ])
+    .stdout();
     assert!(out.contains("Restored service"), "{out}");
     assert!(out.contains("Did not help"), "{out}");
     assert!(out.contains(".md:"), "citations: {out}");
-    let json = on_index(&["avenues", "--json", "--outcome", "ruled_out", "502s", "from", "the", "ingress"]).json();
+    let json = on_index(&[
+        "avenues",
+        "--json",
+        "--outcome",
+        "ruled_out",
+        "502s",
+        "from",
+        "the",
+        "ingress",
+    ])
+    .json();
     let avenues = json["avenues"].as_array().unwrap();
     assert!(!avenues.is_empty(), "{json}");
     assert!(avenues.iter().all(|a| a["group"] == "ruled_out"), "{json}");

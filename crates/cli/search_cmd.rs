@@ -237,7 +237,7 @@ pub fn kind_label(kind: StepKind, outcome: Option<Outcome>) -> String {
 
 /// The card of a similar incident, a line per field that has something to say.
 pub fn print_card(p: &mut Printer, card: &Card, indent: &str) -> std::io::Result<()> {
-    let mut field = |p: &mut Printer, label: &str, item: &CardItem| {
+    let field = |p: &mut Printer, label: &str, item: &CardItem| {
         let lead = format!("{indent}{} ", p.heading(&format!("{label}:")));
         let width = indent.len() + label.len() + 2;
         let text = format!("{} (line {})", item.text, item.line_start);

@@ -827,7 +827,13 @@ pub fn compare(
                 .enumerate()
                 .map(|(u, v)| (u, dot(v, &c.vector)))
                 .filter(|&(u, sim)| same_thing(sim, &note_words[u], &c.words))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
+                // A line that shares the step's words beats one that only shares its
+                // incident's title (which is in every stored vector of that incident).
+                .max_by(|a, b| {
+                    let key =
+                        |&(u, sim): &(usize, f32)| sim + 0.25 * overlap(&note_words[u], &c.words);
+                    key(a).total_cmp(&key(b))
+                })
         })
         .collect();
 

@@ -39,6 +39,8 @@ const NEAR_THING: f32 = 0.45;
 const MAX_SOURCE_INCIDENTS: usize = 50;
 /// Most evidence entries shown per avenue.
 const MAX_EVIDENCE: usize = 5;
+/// Most past steps a comparison embeds to match the notes against.
+const MAX_COMPARED_STEPS: usize = 256;
 /// Most note units (lines, list items, sentences) a comparison embeds.
 const MAX_NOTE_UNITS: usize = 64;
 /// Longest notes accepted, in bytes.
@@ -425,6 +427,34 @@ fn overlap(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f32 {
     a.intersection(b).count() as f32 / small as f32
 }
 
+/// A timeline row's text without its leading time ("2023-11-02 18:50 | ", "14:02 "), which
+/// says when, not what.
+fn without_time(text: &str) -> &str {
+    let head = &text[..text.len().min(24)];
+    match head.find('|') {
+        Some(bar)
+            if head[..bar]
+                .trim()
+                .chars()
+                .all(|c| c.is_ascii_digit() || " -:T.Z".contains(c)) =>
+        {
+            text[bar + 1..].trim()
+        }
+        _ => text,
+    }
+}
+
+/// The first clause of a step ("Suspected DNS" of "Suspected DNS; resolution was correct"),
+/// or the whole text when it has one clause.
+fn lead_clause(text: &str) -> &str {
+    let cut = [";", ", so ", " - ", " but ", ": ", ". "]
+        .iter()
+        .filter_map(|sep| text.find(sep))
+        .filter(|&at| at >= 8)
+        .min();
+    cut.map_or(text, |at| text[..at].trim())
+}
+
 /// Whether a note (its vector and words) says what a past step says.
 fn same_thing(similarity: f32, note: &BTreeSet<String>, past: &BTreeSet<String>) -> bool {
     similarity >= SAME_THING || (similarity >= NEAR_THING && overlap(note, past) > 0.0)
@@ -749,6 +779,16 @@ struct NoteUnit {
 
 /// Splits notes into units worth comparing: non-empty lines of at least three words, long
 /// lines split at sentence ends; headings, fences and table rules are skipped.
+/// `text` without an ordered-list marker ("3. ", "12) "); a leading time such as "14:02" stays.
+fn strip_list_marker(text: &str) -> &str {
+    let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let rest = &text[digits..];
+    match rest.strip_prefix(['.', ')']) {
+        Some(after) if digits > 0 && (after.is_empty() || after.starts_with(' ')) => after.trim(),
+        _ => text.trim(),
+    }
+}
+
 fn note_units(notes: &str) -> Vec<NoteUnit> {
     let mut out = Vec::new();
     let mut in_fence = false;
@@ -758,14 +798,14 @@ fn note_units(notes: &str) -> Vec<NoteUnit> {
             in_fence = !in_fence;
             continue;
         }
+        if in_fence {
+            continue;
+        }
         if trimmed.starts_with('#') || trimmed.starts_with("---") || trimmed.starts_with("|-") {
             continue;
         }
-        let text = trimmed
-            .trim_start_matches(['-', '*', '+', '>', ' '])
-            .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == ')')
-            .trim();
-        let pieces: Vec<&str> = if text.len() > 240 {
+        let text = strip_list_marker(trimmed.trim_start_matches(['-', '*', '+', '>', ' ']));
+        let pieces: Vec<&str> = if text.len() > 160 {
             text.split_inclusive(". ").collect()
         } else {
             vec![text]
@@ -816,19 +856,67 @@ pub fn compare(
     let texts: Vec<&str> = units.iter().map(|u| u.text.as_str()).collect();
     let note_vectors = embedder.embed(&texts).map_err(Error::Embed)?;
     let cands = candidates(engine, &sources);
+    // Notes are matched against each past step's own words. The stored vectors carry the
+    // incident's title (for retrieval), so every step of a resembling incident would look
+    // like any note line that names the same service or symptom. A step is read whole and by
+    // its lead clause ("Suspected DNS" of "Suspected DNS; resolution was correct, DNS ruled
+    // out"), since a note line usually states only the hypothesis or the action.
+    let matchable: Vec<usize> = (0..cands.len())
+        .filter(|&i| cands[i].group != AvenueGroup::Tried)
+        .take(MAX_COMPARED_STEPS)
+        .collect();
+    let mut step_texts: Vec<&str> = Vec::with_capacity(matchable.len() * 2);
+    for &i in &matchable {
+        let whole = without_time(&cands[i].step.text);
+        step_texts.push(whole);
+        step_texts.push(lead_clause(whole));
+    }
+    // What the resembling incidents saw (symptoms, impact, summary): a note line closer to
+    // one of these than to any past hypothesis or action is an observation, not a verdict.
+    let observed: Vec<&str> = sources
+        .iter()
+        .flat_map(|s| &s.incident.steps)
+        .filter(|step| {
+            matches!(
+                step.kind,
+                StepKind::Detection | StepKind::Impact | StepKind::Summary
+            )
+        })
+        .map(|step| without_time(&step.text))
+        .take(MAX_COMPARED_STEPS / 4)
+        .collect();
+    step_texts.extend(&observed);
+    let embedded = embedder.embed(&step_texts).map_err(Error::Embed)?;
+    let (pairs, observed_vectors) = embedded.split_at(matchable.len() * 2);
+    let mut step_vectors: Vec<Option<&[Vec<f32>]>> = vec![None; cands.len()];
+    for (&i, pair) in matchable.iter().zip(pairs.chunks(2)) {
+        step_vectors[i] = Some(pair);
+    }
+    let observation: Vec<f32> = note_vectors
+        .iter()
+        .map(|v| {
+            observed_vectors
+                .iter()
+                .map(|o| dot(v, o))
+                .fold(f32::MIN, f32::max)
+        })
+        .collect();
 
     let note_words: Vec<BTreeSet<String>> = units.iter().map(|u| content_words(&u.text)).collect();
     // The line of the notes that says what each past avenue says, if any, with its similarity.
     let nearest: Vec<Option<(usize, f32)>> = cands
         .iter()
-        .map(|c| {
+        .zip(&step_vectors)
+        .map(|(c, vectors)| {
+            let vectors = (*vectors)?;
             note_vectors
                 .iter()
                 .enumerate()
-                .map(|(u, v)| (u, dot(v, &c.vector)))
+                .map(|(u, v)| {
+                    let sim = vectors.iter().map(|s| dot(v, s)).fold(f32::MIN, f32::max);
+                    (u, sim)
+                })
                 .filter(|&(u, sim)| same_thing(sim, &note_words[u], &c.words))
-                // A line that shares the step's words beats one that only shares its
-                // incident's title (which is in every stored vector of that incident).
                 .max_by(|a, b| {
                     let key =
                         |&(u, sim): &(usize, f32)| sim + 0.25 * overlap(&note_words[u], &c.words);
@@ -840,7 +928,7 @@ pub fn compare(
     let relevance = relevance(&cands, None);
     // Not yet in the notes: candidates no note line comes close to.
     let missing: Vec<usize> = (0..cands.len())
-        .filter(|&i| nearest[i].is_none() && cands[i].group != AvenueGroup::Tried)
+        .filter(|&i| nearest[i].is_none() && step_vectors[i].is_some())
         .collect();
     let sub: Vec<Candidate> = missing
         .iter()
@@ -875,6 +963,38 @@ pub fn compare(
             *e = (sim, i);
         }
     }
+    // A note line is either something done or something suspected, whichever kind of past
+    // step it resembles most: "restarted the ingress pods" that met a failed restart is not
+    // also reported as matching a confirmed cause that mentions the ingress pods.
+    let mut as_action: HashMap<u32, f32> = HashMap::new();
+    let mut as_hypothesis: HashMap<u32, f32> = HashMap::new();
+    for (&(line, group), &(sim, _)) in &best {
+        let side = match group {
+            AvenueGroup::RuledOut | AvenueGroup::ConfirmedCause => &mut as_hypothesis,
+            _ => &mut as_action,
+        };
+        let e = side.entry(line).or_insert(sim);
+        *e = e.max(sim);
+    }
+    let observed_at: HashMap<u32, f32> = units
+        .iter()
+        .zip(&observation)
+        .map(|(u, &sim)| (u.line, sim))
+        .fold(HashMap::new(), |mut m, (line, sim)| {
+            let e = m.entry(line).or_insert(sim);
+            *e = e.max(sim);
+            m
+        });
+    best.retain(|&(line, group), _| {
+        let action = as_action.get(&line).copied().unwrap_or(f32::MIN);
+        let hypothesis = as_hypothesis.get(&line).copied().unwrap_or(f32::MIN);
+        let observed = observed_at.get(&line).copied().unwrap_or(f32::MIN);
+        let mine = match group {
+            AvenueGroup::RuledOut | AvenueGroup::ConfirmedCause => hypothesis,
+            _ => action,
+        };
+        mine >= action.max(hypothesis) && mine >= observed
+    });
     let mut matches: Vec<((u32, AvenueGroup), (f32, usize))> = best.into_iter().collect();
     matches.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(&b.0)));
     let mut ruled_out_before = Vec::new();

@@ -897,14 +897,14 @@ fn render_similar(response: &precedent_index::SimilarResponse, budget: usize) ->
     out.push_line(PREAMBLE);
     out.push_line(&quality_line(response.match_quality));
     out.push_line(&format!(
-        "{} similar past incidents, best first, each as its card and best-matching steps.",
+        "{} similar past incidents, best first, each as its card and best-matching step.",
         response.incidents.len()
     ));
     let mut shown = Vec::new();
     for (rank, incident) in response.incidents.iter().enumerate() {
         let card = &incident.card;
         let header = format!(
-            "{}. score={:.4} date={} trigger_class={} remediation_class={}{}",
+            "{}. score={:.3} date={} trigger={} remediation={}{}",
             rank + 1,
             incident.score,
             date_of(incident.date.as_ref()),
@@ -923,17 +923,19 @@ fn render_similar(response: &precedent_index::SimilarResponse, budget: usize) ->
             &[],
         );
         body.push('\n');
-        body.push_str(&card_lines(card));
-        // The best steps, each cut to a line or two: the card says the rest.
-        for hit in incident.steps.iter().take(2) {
+        // Five cards must fit in a few kilobytes: each field cut to a line, one item per
+        // list; get_incident gives the whole card.
+        body.push_str(&card_lines_within(card, 80, 1));
+        // The best-matching step, cut to a line, unless the card already shows it.
+        let in_card = |hit: &&Hit| card_step_ids(card).any(|id| *id == hit.step_id);
+        for hit in incident.steps.iter().take(1).filter(|h| !in_card(h)) {
             let _ = write!(
                 body,
-                "\nmatched {}{} (lines {}-{}): {}",
+                "\nmatched {}{} {}: {}",
                 hit.kind,
                 outcome_attr(hit.outcome),
-                hit.citation.line_start,
-                hit.citation.line_end,
-                short_text(&hit.text, 200)
+                lines_label(hit.citation.line_start, hit.citation.line_end),
+                short_text(&hit.text, 80)
             );
         }
         if out
@@ -944,11 +946,11 @@ fn render_similar(response: &precedent_index::SimilarResponse, budget: usize) ->
         }
         shown.push(json!({
             "incident_id": incident.incident_id,
-            "score": incident.score,
-            "date": incident.date,
+            "score": (f64::from(incident.score) * 1e3).round() / 1e3,
+            "date": incident.date.map(|d| d.start),
             "trigger_class": card.trigger_class,
             "remediation_class": card.remediation_class,
-            "steps": incident.steps.iter().take(2).map(hit_ref).collect::<Vec<_>>(),
+            "steps": incident.steps.iter().take(1).map(step_ref).collect::<Vec<_>>(),
         }));
     }
     let text_truncated = out.truncated;
@@ -975,6 +977,34 @@ fn hit_ref(hit: &Hit) -> Value {
         "score": hit.score.fused,
         "citation": hit.citation,
     })
+}
+
+/// A hit inside an incident's entry: the incident is already named there, and its text is in
+/// the enveloped text.
+fn step_ref(hit: &Hit) -> Value {
+    let mut value = json!({
+        "kind": hit.kind,
+        "line_start": hit.citation.line_start,
+        "line_end": hit.citation.line_end,
+    });
+    if let Some(outcome) = hit
+        .outcome
+        .filter(|&o| o != precedent_core::Outcome::Unknown)
+    {
+        value["outcome"] = json!(outcome);
+    }
+    value
+}
+
+/// The steps a card cites.
+fn card_step_ids(card: &Card) -> impl Iterator<Item = &precedent_core::StepId> {
+    [&card.summary, &card.trigger, &card.root_cause]
+        .into_iter()
+        .flatten()
+        .chain(card.restored_by.iter().take(1))
+        .chain(card.did_not_help.iter().take(1))
+        .chain(card.ruled_out.iter().take(1))
+        .map(|item| &item.step_id)
 }
 
 fn date_of(date: Option<&precedent_core::DateRange>) -> String {
@@ -1013,14 +1043,28 @@ fn short_text(text: &str, max: usize) -> String {
 
 /// A card as `field: text (lines a-b)` lines, for the body of an envelope.
 fn card_lines(card: &Card) -> String {
+    card_lines_within(card, 240, 2)
+}
+
+/// `(lines a-b)`, or `(line a)`.
+fn lines_label(start: u32, end: u32) -> String {
+    if start == end {
+        format!("(line {start})")
+    } else {
+        format!("(lines {start}-{end})")
+    }
+}
+
+/// A card with each field cut to about `width` bytes and at most `per_list` items of each
+/// list (restored by, did not help, ruled out).
+fn card_lines_within(card: &Card, width: usize, per_list: usize) -> String {
     let mut text = String::new();
     let mut item = |label: &str, item: &precedent_core::CardItem| {
         let _ = writeln!(
             text,
-            "{label}: {} (lines {}-{})",
-            short_text(&item.text, 240),
-            item.line_start,
-            item.line_end
+            "{label}: {} {}",
+            short_text(&item.text, width),
+            lines_label(item.line_start, item.line_end)
         );
     };
     if let Some(i) = &card.summary {
@@ -1029,16 +1073,18 @@ fn card_lines(card: &Card) -> String {
     if let Some(i) = &card.trigger {
         item("trigger", i);
     }
-    if let Some(i) = &card.root_cause {
+    if let Some(i) = &card.root_cause
+        && card.trigger.as_ref().is_none_or(|t| t.step_id != i.step_id)
+    {
         item("root cause", i);
     }
-    for i in card.restored_by.iter().take(2) {
+    for i in card.restored_by.iter().take(per_list) {
         item("restored by", i);
     }
-    for i in card.did_not_help.iter().take(2) {
+    for i in card.did_not_help.iter().take(per_list) {
         item("did not help", i);
     }
-    for i in card.ruled_out.iter().take(2) {
+    for i in card.ruled_out.iter().take(per_list) {
         item("ruled out", i);
     }
     text.pop();
@@ -1234,7 +1280,18 @@ fn compact_facets(facets: &Facets) -> Value {
             .collect();
         json!({ "top": values, "distinct": list.len() })
     };
+    let lists = [
+        &facets.kinds,
+        &facets.services,
+        &facets.severities,
+        &facets.tags,
+        &facets.trigger_classes,
+        &facets.remediation_classes,
+    ];
+    // Only the top values are listed: say so when a list had more.
+    let truncated = lists.iter().any(|l| l.len() > TOP);
     json!({
+        "truncated": truncated,
         "incidents": facets.incidents,
         "steps": facets.steps,
         "date_min": facets.date_min,

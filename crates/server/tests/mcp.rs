@@ -349,7 +349,7 @@ async fn tools_over_an_in_process_pipe() {
     });
     let client = ClientConfig::default().serve(client_io).await.unwrap();
     let tools = client.list_all_tools().await.unwrap();
-    assert_eq!(tools.len(), 4);
+    assert_eq!(tools.len(), 6);
     let result = call(&client, "search_incidents", json!({"query": "OOMKilled", "mode": "lexical", "k": 2, "filters": {"kinds": ["detection", "investigation", "root_cause", "action", "mitigation", "timeline_event", "summary", "impact", "lesson", "follow_up", "other"]}})).await;
     assert_eq!(result.is_error, Some(false), "{}", text_of(&result));
     assert_enveloped(&text_of(&result));

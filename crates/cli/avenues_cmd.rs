@@ -28,8 +28,8 @@ pub struct AvenuesArgs {
     #[arg(short, default_value_t = 10)]
     k: usize,
     /// How many resembling past incidents to draw avenues from (1-50).
-    #[arg(long, default_value_t = 10, value_name = "N")]
-    incidents: usize,
+    #[arg(long = "incidents", default_value_t = 10, value_name = "N")]
+    incident_pool: usize,
     /// Keep one group: restored_service (or helped), did_not_help, ruled_out,
     /// confirmed_cause, tried.
     #[arg(long, value_name = "OUTCOME")]
@@ -70,7 +70,7 @@ pub fn avenues(args: AvenuesArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
     let request = AvenuesRequest {
         query: args.query.join(" "),
         k: args.k,
-        incidents: args.incidents,
+        incidents: args.incident_pool,
         filters: args.filters.to_filters(Some(&engine))?,
         outcome: args.outcome,
     };

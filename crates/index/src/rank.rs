@@ -47,11 +47,8 @@ pub(crate) fn group_by_incident<T, K: Eq + Hash>(
     for item in items {
         let key = incident(&item);
         match index.get(&key) {
-            Some(&g) => {
-                if per == 0 || groups[g].len() < per {
-                    groups[g].push(item);
-                }
-            }
+            Some(&g) if per == 0 || groups[g].len() < per => groups[g].push(item),
+            Some(_) => {}
             None if groups.len() < k => {
                 index.insert(key, groups.len());
                 groups.push(vec![item]);

@@ -6,14 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use precedent_index::{
-    Avenue, AvenueGroup, AvenuesRequest, CompareRequest, MAX_NOTES_BYTES, NoteMatch, QueryStore,
+    Avenue, AvenueGroup, AvenuesRequest, CompareRequest, MAX_NOTES_BYTES, MatchQuality, NoteMatch,
+    QueryStore,
 };
 
 use crate::common::{
     FilterArgs, IndexArgs, ModelArgs, StoreArgs, StoreKind, explain, open, print_json,
 };
 use crate::output::{ColorWhen, Printer, citation};
-use crate::search_cmd::kind_label;
+use crate::search_cmd::{NO_CLOSE_PRECEDENT, kind_label};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -84,6 +85,9 @@ pub fn avenues(args: AvenuesArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
         eprintln!("no avenues: no resembling incident records a hypothesis, action or mitigation");
     } else {
         let mut p = Printer::stdout(color);
+        if response.match_quality == MatchQuality::None {
+            p.line(&p.dim(NO_CLOSE_PRECEDENT))?;
+        }
         print_avenues(&mut p, &response.avenues)?;
         p.line(&p.dim(&format!(
             "({} avenues from {} incidents, {} trigger classes; {} resembling incidents read; {} ms)",
@@ -208,6 +212,9 @@ pub fn compare(args: CompareArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::from(1));
     }
     let mut p = Printer::stdout(color);
+    if response.match_quality == MatchQuality::None {
+        p.line(&p.dim(NO_CLOSE_PRECEDENT))?;
+    }
     p.line(&p.heading("Compared with"))?;
     for (i, inc) in response.incidents.iter().enumerate() {
         let date = inc

@@ -184,7 +184,7 @@ pub fn shown_path(path: &str, root: Option<&Path>) -> String {
 }
 
 /// Said when match quality is `none`.
-const NO_CLOSE_PRECEDENT: &str =
+pub(crate) const NO_CLOSE_PRECEDENT: &str =
     "no close precedent: nothing below matches the query closely (match quality: none)";
 
 /// Prints a hit; `rank` 0 prints it as a step of a group, without a number.

@@ -22,7 +22,9 @@ use precedent_core::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Citation, Filters, QueryStore, SimilarRequest, SimilarSource, validate_k};
+use crate::api::{
+    Citation, Filters, MatchQuality, QueryStore, SimilarRequest, SimilarSource, validate_k,
+};
 use crate::engine::{Engine, cut};
 use crate::error::{Error, Result};
 
@@ -39,8 +41,8 @@ const NEAR_THING: f32 = 0.45;
 const MAX_SOURCE_INCIDENTS: usize = 50;
 /// Most evidence entries shown per avenue.
 const MAX_EVIDENCE: usize = 5;
-/// Most past steps a comparison embeds to match the notes against.
-const MAX_COMPARED_STEPS: usize = 256;
+/// Most candidate steps an avenue list or a comparison embeds.
+const MAX_CANDIDATES: usize = 256;
 /// Most note units (lines, list items, sentences) a comparison embeds.
 const MAX_NOTE_UNITS: usize = 64;
 /// Longest notes accepted, in bytes.
@@ -297,6 +299,9 @@ pub struct AvenuesResponse {
     pub distinct_incidents: u32,
     /// Distinct trigger classes among the avenues' incidents.
     pub distinct_trigger_classes: u32,
+    /// How closely the resembling incidents match the situation: `none` means no close
+    /// precedent, and the avenues are a long shot.
+    pub match_quality: MatchQuality,
     /// Time spent, in milliseconds.
     pub took_ms: u64,
 }
@@ -319,7 +324,8 @@ struct Source {
     weight: f32,
 }
 
-/// The incidents resembling `source`, best first, with the full parse of each.
+/// The incidents resembling `source`, best first, with the full parse of each, and how
+/// closely the best of them matches.
 fn sources(
     store: &dyn QueryStore,
     engine: &Engine,
@@ -327,7 +333,7 @@ fn sources(
     n: usize,
     filters: &Filters,
     embedder: &dyn Embedder,
-) -> Result<Vec<Source>> {
+) -> Result<(Vec<Source>, MatchQuality)> {
     let filters = Filters {
         kinds: Vec::new(),
         ..filters.clone()
@@ -354,13 +360,16 @@ fn sources(
             });
         }
     }
-    Ok(out)
+    Ok((out, similar.match_quality))
 }
 
-/// The steps of `sources` that are avenues, with their stored vectors.
-fn candidates(engine: &Engine, sources: &[Source]) -> Vec<Candidate> {
+/// The steps of `sources` that are avenues (at most [`MAX_CANDIDATES`], best incidents
+/// first), each embedded on its own text. Not the stored vectors: those carry the incident's
+/// title (for retrieval), so two incidents' "restarted the ingress pods" would look apart and
+/// every step of one incident alike.
+fn candidates(sources: &[Source], embedder: &dyn Embedder) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
-    for (i, source) in sources.iter().enumerate() {
+    'sources: for (i, source) in sources.iter().enumerate() {
         let root_cause = source.incident.card.root_cause.as_ref().map(|c| &c.step_id);
         for step in &source.incident.steps {
             let group = if Some(&step.id) == root_cause {
@@ -369,20 +378,25 @@ fn candidates(engine: &Engine, sources: &[Source]) -> Vec<Candidate> {
                 AvenueGroup::of(step)
             };
             let Some(group) = group else { continue };
-            let Some(vector) = engine.step_vector(&step.id) else {
-                continue;
-            };
+            if out.len() == MAX_CANDIDATES {
+                break 'sources;
+            }
             out.push(Candidate {
                 incident: i,
                 words: content_words(&step.text),
                 step: step.clone(),
                 group,
-                vector,
+                vector: Vec::new(),
                 weight: source.weight,
             });
         }
     }
-    out
+    let texts: Vec<&str> = out.iter().map(|c| without_time(&c.step.text)).collect();
+    let vectors = embedder.embed(&texts).map_err(Error::Embed)?;
+    for (c, v) in out.iter_mut().zip(vectors) {
+        c.vector = v;
+    }
+    Ok(out)
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -549,7 +563,7 @@ fn avenue(cluster: &[usize], cands: &[Candidate], sources: &[Source], score: f32
         .collect();
     Avenue {
         group,
-        text: short(&cands[cluster[0]].step.text),
+        text: short(without_time(&cands[cluster[0]].step.text)),
         counts,
         incidents: incidents.len() as u32,
         score,
@@ -642,7 +656,7 @@ pub fn avenues(
     let started = Instant::now();
     request.validate()?;
     let query = request.query.trim();
-    let sources = sources(
+    let (sources, match_quality) = sources(
         store,
         engine,
         SimilarSource::Text(query.to_owned()),
@@ -650,7 +664,7 @@ pub fn avenues(
         &request.filters,
         embedder,
     )?;
-    let mut cands = candidates(engine, &sources);
+    let mut cands = candidates(&sources, embedder)?;
     if let Some(group) = request.outcome {
         cands.retain(|c| c.group == group);
     }
@@ -676,6 +690,7 @@ pub fn avenues(
         incidents_considered: sources.len() as u32,
         distinct_incidents,
         distinct_trigger_classes,
+        match_quality,
         took_ms: started.elapsed().as_millis() as u64,
     })
 }
@@ -766,6 +781,8 @@ pub struct CompareResponse {
     pub matches_confirmed_cause: Vec<NoteMatch>,
     /// Lines of the notes that match something that did not help before.
     pub did_not_help_before: Vec<NoteMatch>,
+    /// How closely the past incidents match the notes (`none`: no close precedent).
+    pub match_quality: MatchQuality,
     /// Time spent, in milliseconds.
     pub took_ms: u64,
 }
@@ -845,7 +862,7 @@ pub fn compare(
             "the notes have no line of three words or more to compare",
         ));
     }
-    let sources = sources(
+    let (sources, match_quality) = sources(
         store,
         engine,
         SimilarSource::Text(request.notes.clone()),
@@ -855,22 +872,17 @@ pub fn compare(
     )?;
     let texts: Vec<&str> = units.iter().map(|u| u.text.as_str()).collect();
     let note_vectors = embedder.embed(&texts).map_err(Error::Embed)?;
-    let cands = candidates(engine, &sources);
-    // Notes are matched against each past step's own words. The stored vectors carry the
-    // incident's title (for retrieval), so every step of a resembling incident would look
-    // like any note line that names the same service or symptom. A step is read whole and by
-    // its lead clause ("Suspected DNS" of "Suspected DNS; resolution was correct, DNS ruled
-    // out"), since a note line usually states only the hypothesis or the action.
+    let cands = candidates(&sources, embedder)?;
+    // A step is read whole (its candidate vector) and by its lead clause ("Suspected DNS" of
+    // "Suspected DNS; resolution was correct, DNS ruled out"), since a note line usually
+    // states only the hypothesis or the action.
     let matchable: Vec<usize> = (0..cands.len())
         .filter(|&i| cands[i].group != AvenueGroup::Tried)
-        .take(MAX_COMPARED_STEPS)
         .collect();
-    let mut step_texts: Vec<&str> = Vec::with_capacity(matchable.len() * 2);
-    for &i in &matchable {
-        let whole = without_time(&cands[i].step.text);
-        step_texts.push(whole);
-        step_texts.push(lead_clause(whole));
-    }
+    let mut step_texts: Vec<&str> = matchable
+        .iter()
+        .map(|&i| lead_clause(without_time(&cands[i].step.text)))
+        .collect();
     // What the resembling incidents saw (symptoms, impact, summary): a note line closer to
     // one of these than to any past hypothesis or action is an observation, not a verdict.
     let observed: Vec<&str> = sources
@@ -883,14 +895,14 @@ pub fn compare(
             )
         })
         .map(|step| without_time(&step.text))
-        .take(MAX_COMPARED_STEPS / 4)
+        .take(MAX_CANDIDATES / 4)
         .collect();
     step_texts.extend(&observed);
     let embedded = embedder.embed(&step_texts).map_err(Error::Embed)?;
-    let (pairs, observed_vectors) = embedded.split_at(matchable.len() * 2);
-    let mut step_vectors: Vec<Option<&[Vec<f32>]>> = vec![None; cands.len()];
-    for (&i, pair) in matchable.iter().zip(pairs.chunks(2)) {
-        step_vectors[i] = Some(pair);
+    let (leads, observed_vectors) = embedded.split_at(matchable.len());
+    let mut step_vectors: Vec<Option<[&[f32]; 2]>> = vec![None; cands.len()];
+    for (&i, lead) in matchable.iter().zip(leads) {
+        step_vectors[i] = Some([&cands[i].vector, lead]);
     }
     let observation: Vec<f32> = note_vectors
         .iter()
@@ -1034,6 +1046,7 @@ pub fn compare(
         ruled_out_before,
         matches_confirmed_cause,
         did_not_help_before,
+        match_quality,
         took_ms: started.elapsed().as_millis() as u64,
     })
 }

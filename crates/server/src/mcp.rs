@@ -1308,6 +1308,7 @@ fn compact_facets(facets: &Facets) -> Value {
 fn render_avenues(response: &AvenuesResponse, budget: usize) -> CallToolResult {
     let mut out = Budgeted::new(budget);
     out.push_line(PREAMBLE);
+    out.push_line(&quality_line(response.match_quality));
     out.push_line(&format!(
         "{} avenues from {} past incidents ({} trigger classes), grouped by outcome.",
         response.avenues.len(),
@@ -1379,7 +1380,7 @@ fn render_avenues(response: &AvenuesResponse, budget: usize) -> CallToolResult {
     let structured = fit_structured(
         budget,
         shown,
-        |avenues, truncated| json!({ "avenues": avenues, "distinct_incidents": distinct, "took_ms": took_ms, "truncated": truncated || text_truncated }),
+        |avenues, truncated| json!({ "avenues": avenues, "distinct_incidents": distinct, "match_quality": response.match_quality, "took_ms": took_ms, "truncated": truncated || text_truncated }),
         response.avenues.len(),
     );
     tool_result(text, fit_json(structured, budget))
@@ -1388,6 +1389,7 @@ fn render_avenues(response: &AvenuesResponse, budget: usize) -> CallToolResult {
 fn render_compare(response: &CompareResponse, budget: usize) -> CallToolResult {
     let mut out = Budgeted::new(budget);
     out.push_line(PREAMBLE);
+    out.push_line(&quality_line(response.match_quality));
     out.push_line(&format!(
         "Compared with {} similar past incidents.",
         response.incidents.len()
@@ -1469,6 +1471,7 @@ fn render_compare(response: &CompareResponse, budget: usize) -> CallToolResult {
         "matches_confirmed_cause": response.matches_confirmed_cause.iter().map(reference).collect::<Vec<_>>(),
         "did_not_help_before": response.did_not_help_before.iter().map(reference).collect::<Vec<_>>(),
         "not_in_notes": response.not_in_notes.iter().map(|a| json!({"group": a.group, "counts": a.counts, "evidence": a.evidence.iter().map(|e| json!({"incident_id": e.incident_id, "step_id": e.step_id, "citation": e.citation})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        "match_quality": response.match_quality,
         "took_ms": response.took_ms,
         "truncated": out.truncated,
     });

@@ -441,21 +441,34 @@ fn overlap(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f32 {
     a.intersection(b).count() as f32 / small as f32
 }
 
-/// A timeline row's text without its leading time ("2023-11-02 18:50 | ", "14:02 "), which
-/// says when, not what.
+/// A timeline row's text without its leading time ("2023-11-02 18:50 | ", "06:48 UTC: ",
+/// "14:02 "), which says when, not what.
 fn without_time(text: &str) -> &str {
-    let head = &text[..text.len().min(24)];
-    match head.find('|') {
-        Some(bar)
-            if head[..bar]
-                .trim()
+    let is_time = |token: &str| {
+        let digits = token.chars().filter(char::is_ascii_digit).count();
+        digits >= 2
+            && token.contains([':', '-'])
+            && token
                 .chars()
-                .all(|c| c.is_ascii_digit() || " -:T.Z".contains(c)) =>
-        {
-            text[bar + 1..].trim()
+                .all(|c| c.is_ascii_digit() || "-:T.Z/".contains(c))
+    };
+    let mut rest = text.trim_start();
+    let mut stripped = false;
+    for _ in 0..3 {
+        let token_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let token = rest[..token_end].trim_end_matches([':', ',']);
+        let zone = matches!(token, "UTC" | "GMT" | "Z");
+        if !(is_time(token) || (stripped && zone)) {
+            break;
         }
-        _ => text,
+        rest = rest[token_end..].trim_start();
+        stripped = true;
     }
+    if !stripped {
+        return text;
+    }
+    let rest = rest.trim_start_matches([' ', ':', '-', '|', '\u{2013}', '\u{2014}']);
+    if rest.is_empty() { text } else { rest }
 }
 
 /// The first clause of a step ("Suspected DNS" of "Suspected DNS; resolution was correct"),
@@ -628,7 +641,14 @@ fn relevance(cands: &[Candidate], query: Option<&[f32]>) -> Vec<f32> {
         .iter()
         .map(|c| {
             let closeness = query.map_or(0.0, |q| dot(q, &c.vector).max(0.0));
-            c.weight * (0.6 + 0.4 * closeness)
+            // What was tried with no stated result tells less than what helped, failed or
+            // was ruled out: it fills the list only after those.
+            let informative = if c.group == AvenueGroup::Tried {
+                0.6
+            } else {
+                1.0
+            };
+            informative * c.weight * (0.6 + 0.4 * closeness)
         })
         .collect()
 }
@@ -1093,6 +1113,24 @@ mod tests {
         assert!(!texts.iter().any(|t| t.contains("kubectl")), "{texts:?}");
         assert!(texts.len() >= 3, "{texts:?}");
         assert!(units[1..].iter().all(|u| u.line == 8));
+    }
+
+    #[test]
+    fn times_are_not_what_a_step_says() {
+        for (text, expected) in [
+            ("2023-11-02 18:50 | Suspected DNS", "Suspected DNS"),
+            (
+                "06:48 UTC: restarting had no effect",
+                "restarting had no effect",
+            ),
+            ("14:02 restarted the pods", "restarted the pods"),
+            ("2021-03-04T14:02Z - failover", "failover"),
+            ("Restarted at 14:02", "Restarted at 14:02"),
+            ("502 errors from the ingress", "502 errors from the ingress"),
+            ("14:02", "14:02"),
+        ] {
+            assert_eq!(without_time(text), expected, "{text}");
+        }
     }
 
     #[test]

@@ -1,23 +1,113 @@
 //! Parity of the Qdrant store with the embedded one, and convergence after kills, against a
-//! real Qdrant server named by `PRECEDENT_QDRANT_URL` (its gRPC URL, e.g.
-//! `http://127.0.0.1:6334`). Without it the tests print a notice and pass.
+//! real Qdrant server: the one named by `PRECEDENT_QDRANT_URL` (its gRPC URL, e.g.
+//! `http://127.0.0.1:6334`, REST on the port before it), or else one each test starts from
+//! `../shared/bin/qdrant` (or `$PRECEDENT_QDRANT_BIN`) on free loopback ports with its
+//! storage in a temp dir. A test fails when neither is there: it never skips.
 
 mod util;
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use util::{Dir, TestCommand, samples};
 
-fn qdrant_url() -> Option<String> {
-    let url = std::env::var("PRECEDENT_QDRANT_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("PRECEDENT_QDRANT_URL is not set: Qdrant parity tests skipped");
+/// A Qdrant server for one test: started here and killed on drop, or an outside one.
+struct Qdrant {
+    /// gRPC URL, what `--qdrant-url` takes.
+    url: String,
+    /// REST URL, for readiness and clean-up.
+    rest: String,
+    child: Option<Child>,
+    _dir: Option<Dir>,
+}
+
+impl Drop for Qdrant {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
-    url
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn qdrant() -> Qdrant {
+    if let Some(url) = std::env::var("PRECEDENT_QDRANT_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        let port: u16 = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap();
+        let rest = format!("http://127.0.0.1:{}", port - 1);
+        return Qdrant {
+            url,
+            rest,
+            child: None,
+            _dir: None,
+        };
+    }
+    let bin = std::env::var_os("PRECEDENT_QDRANT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bin/qdrant"));
+    assert!(
+        bin.exists(),
+        "no Qdrant server: {} is missing; set PRECEDENT_QDRANT_BIN or PRECEDENT_QDRANT_URL",
+        bin.display()
+    );
+    let dir = Dir::new();
+    let (http, grpc) = (free_port(), free_port());
+    let config = dir.create(
+        "config.yaml",
+        format!(
+            "storage:\n  storage_path: {root}/storage\n  snapshots_path: {root}/snapshots\n\
+             service:\n  host: 127.0.0.1\n  http_port: {http}\n  grpc_port: {grpc}\n\
+             telemetry_disabled: true\n",
+            root = dir.join("").display()
+        ),
+    );
+    let log_path = dir.join("qdrant.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(&bin)
+        .arg("--config-path")
+        .arg(&config)
+        .current_dir(dir.join(""))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let server = Qdrant {
+        url: format!("http://127.0.0.1:{grpc}"),
+        rest: format!("http://127.0.0.1:{http}"),
+        child: Some(child),
+        _dir: Some(dir),
+    };
+    // Ready when /readyz answers 200; the first start unpacks the binary (a few seconds).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", &format!("{}/readyz", server.rest)])
+            .status()
+            .unwrap();
+        if status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Qdrant did not get ready in 120 s: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server
 }
 
 fn collection(tag: &str) -> String {
@@ -47,11 +137,15 @@ fn run(args: &[String]) -> serde_json::Value {
     TestCommand::new(&refs).json()
 }
 
-fn drop_collection(url: &str, name: &str) {
-    // Best effort, over the REST port next to the gRPC one.
-    let rest = url.replace(":6334", ":6333");
+fn drop_collection(server: &Qdrant, name: &str) {
+    // Best effort, over REST.
     let _ = Command::new("curl")
-        .args(["-s", "-X", "DELETE", &format!("{rest}/collections/{name}")])
+        .args([
+            "-s",
+            "-X",
+            "DELETE",
+            &format!("{}/collections/{name}", server.rest),
+        ])
         .stdout(Stdio::null())
         .status();
 }
@@ -95,7 +189,8 @@ fn overlap(a: &[String], b: &[String]) -> f64 {
 
 #[test]
 fn qdrant_store_agrees_with_the_embedded_store() {
-    let Some(url) = qdrant_url() else { return };
+    let server = qdrant();
+    let url = server.url.clone();
     let dir = Dir::new();
     let index = dir.join("index");
     let name = collection("parity");
@@ -162,14 +257,15 @@ fn qdrant_store_agrees_with_the_embedded_store() {
     serve_answers_from_qdrant(&index, &q);
     let (hybrid, similar) = (hybrid / n as f64, similar / n as f64);
     eprintln!("mean overlap@10 over {n} queries: hybrid search {hybrid:.3}, similar {similar:.3}");
-    drop_collection(&url, &name);
+    drop_collection(&server, &name);
     assert!(hybrid >= 0.8, "hybrid overlap@10 {hybrid:.3} < 0.8");
     assert!(similar >= 0.8, "similar overlap@10 {similar:.3} < 0.8");
 }
 
 #[test]
 fn killed_qdrant_runs_converge() {
-    let Some(url) = qdrant_url() else { return };
+    let server = qdrant();
+    let url = server.url.clone();
     let dir = Dir::new();
     let corpus = dir.copy_samples("corpus");
     let index = dir.join("index");
@@ -241,7 +337,7 @@ fn killed_qdrant_runs_converge() {
         let remote: HashSet<String> = step_ids(&run(&a)).into_iter().collect();
         assert_eq!(embedded, remote, "{query}");
     }
-    drop_collection(&url, &name);
+    drop_collection(&server, &name);
 }
 
 /// `precedent serve --store qdrant` answers `/v1/search` as `precedent search --store qdrant`.

@@ -425,16 +425,8 @@ impl McpServer {
         let result = self
             .limited(async {
                 check_text("query", &params.query, self.state.options().max_query_bytes)?;
-                let k = match params.k {
-                    Some(k) if !(1..=30).contains(&k) => {
-                        return Err(ApiError::bad_request(format!(
-                            "k must be between 1 and 30, got {k}"
-                        )));
-                    }
-                    k => k.unwrap_or(10) as usize,
-                };
                 let mut request = AvenuesRequest::new(params.query);
-                request.k = k;
+                request.k = check_k_within(params.k, 10, 30)?;
                 request.outcome = params.outcome;
                 request.filters = to_filters(params.filters)?;
                 let response = self.state.avenues(request).await?;
@@ -463,14 +455,7 @@ impl McpServer {
             .limited(async {
                 check_text("notes", &params.notes, MAX_NOTES_BYTES)?;
                 let mut request = CompareRequest::new(params.notes);
-                request.k = match params.k {
-                    Some(k) if !(1..=10).contains(&k) => {
-                        return Err(ApiError::bad_request(format!(
-                            "k must be between 1 and 10, got {k}"
-                        )));
-                    }
-                    k => k.map_or(request.k, |k| k as usize),
-                };
+                request.k = check_k_within(params.k, request.k, 10)?;
                 request.filters = to_filters(params.filters)?;
                 let response = self.state.compare(request).await?;
                 Ok(render_compare(&response, self.budget()))
@@ -619,11 +604,16 @@ fn mcp_error(err: ApiError) -> ErrorData {
 }
 
 fn check_k(k: Option<u32>, default: usize) -> Result<usize, ApiError> {
+    check_k_within(k, default, MCP_MAX_K)
+}
+
+/// `k`, or `default` when absent; an error naming the range when outside `1..=max`.
+fn check_k_within(k: Option<u32>, default: usize, max: u32) -> Result<usize, ApiError> {
     match k {
         None => Ok(default),
-        Some(k) if (1..=MCP_MAX_K).contains(&k) => Ok(k as usize),
+        Some(k) if (1..=max).contains(&k) => Ok(k as usize),
         Some(k) => Err(ApiError::bad_request(format!(
-            "k must be between 1 and {MCP_MAX_K}, got {k}"
+            "k must be between 1 and {max}, got {k}"
         ))),
     }
 }

@@ -396,7 +396,7 @@ impl McpServer {
                 out.push_envelope(
                     "facets",
                     &[],
-                    &serde_json::to_string_pretty(&value).unwrap_or_default(),
+                    &serde_json::to_string(&value).unwrap_or_default(),
                 );
                 Ok(tool_result(out.finish(), value))
             })
@@ -1033,7 +1033,7 @@ fn short_text(text: &str, max: usize) -> String {
 
 /// A card as `field: text (lines a-b)` lines, for the body of an envelope.
 fn card_lines(card: &Card) -> String {
-    card_lines_within(card, 240, 2)
+    card_lines_within(card, 200, 2)
 }
 
 /// `(lines a-b)`, or `(line a)`.

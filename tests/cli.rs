@@ -1027,3 +1027,34 @@ fn serve_takes_connection_limits_from_flags_then_env() {
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }
+
+/// With `--precision auto`, the model follows the index: an index embedded in f32 answers a
+/// hybrid search where auto alone would pick bf16 (CPUs with AMX), and `index` updates it in
+/// place instead of re-embedding everything.
+#[test]
+fn auto_precision_follows_the_index() {
+    let dir = Dir::new();
+    let corpus = dir.create(
+        "c/2022-05-01-disk-full.md",
+        "# Disk full on the primary\n\n## Timeline\n\n- 10:00 alerts: no space left on device\n- 10:05 deleted old WAL segments, helped\n",
+    );
+    let corpus = corpus.parent().unwrap().to_owned();
+    let idx = dir.join("idx");
+    let index = |precision: &str| {
+        TestCommand::new(&["index", "--json", "--index"])
+            .arg(&idx)
+            .arg(&corpus)
+            .env("PRECEDENT_PRECISION", precision)
+            .json()
+    };
+    let first = index("f32");
+    assert!(first["steps_total"].as_u64().unwrap() >= 2, "{first}");
+    let again = index("auto");
+    assert_eq!(again["rebuilt"], false, "auto kept the f32 index: {again}");
+    let hits = TestCommand::new(&["search", "--json", "--mode", "hybrid", "--index"])
+        .arg(&idx)
+        .arg("disk full")
+        .env("PRECEDENT_PRECISION", "auto")
+        .json();
+    assert!(!hits["hits"].as_array().unwrap().is_empty(), "{hits}");
+}

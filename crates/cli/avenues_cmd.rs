@@ -65,7 +65,7 @@ fn stores(
 pub fn avenues(args: AvenuesArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
     let embedder = args
         .model
-        .load()
+        .load_for(&args.index.index)
         .context("avenues needs the embedding model")?;
     let (engine, remote) = stores(&args.store, &args.index, embedder.as_ref())?;
     let request = AvenuesRequest {
@@ -187,7 +187,7 @@ pub fn compare(args: CompareArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
     let notes = read_notes(&args.file)?;
     let embedder = args
         .model
-        .load()
+        .load_for(&args.index.index)
         .context("compare needs the embedding model")?;
     let (engine, remote) = stores(&args.store, &args.index, embedder.as_ref())?;
     let request = CompareRequest {

@@ -84,9 +84,9 @@ pub struct ModelArgs {
     /// Sentence-transformers model directory [default: the cache filled by scripts/fetch-model].
     #[arg(long, env = "PRECEDENT_MODEL_DIR", value_name = "PATH")]
     pub model_dir: Option<PathBuf>,
-    /// Number format of the model's products: auto (bf16 where the CPU has AMX, else f32), f32
-    /// or bf16. Part of the model id: an index built with one is rebuilt by `index` and refused
-    /// by searches with the other.
+    /// Number format of the model's products: auto (an existing index's own; for a new one
+    /// bf16 where the CPU has AMX, else f32), f32 or bf16. Part of the model id: an index built
+    /// with one is rebuilt by `index` and refused by searches with the other.
     #[arg(
         long,
         env = "PRECEDENT_PRECISION",
@@ -104,9 +104,25 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
 impl ModelArgs {
     /// Loads the model (about a second for all-MiniLM-L6-v2).
     pub fn load(&self) -> anyhow::Result<Arc<dyn Embedder>> {
+        self.load_with(self.precision)
+    }
+
+    /// Loads the model for the index at `index`: with `--precision auto`, in the precision the
+    /// index was built with, so an index built on a machine without AMX (f32) still answers on
+    /// one with it, and `index` updates it in place instead of re-embedding everything.
+    pub fn load_for(&self, index: &std::path::Path) -> anyhow::Result<Arc<dyn Embedder>> {
+        let precision = match (self.precision, precedent_index::index_model_id(index)) {
+            (Precision::Auto, Some(id)) if id.ends_with("+bf16") => Precision::Bf16,
+            (Precision::Auto, Some(_)) => Precision::F32,
+            (precision, _) => precision,
+        };
+        self.load_with(precision)
+    }
+
+    fn load_with(&self, precision: Precision) -> anyhow::Result<Arc<dyn Embedder>> {
         let dir = resolve_model_dir(self.model_dir.as_deref())?;
         let options = EmbedderOptions {
-            precision: self.precision,
+            precision,
             ..EmbedderOptions::default()
         };
         let embedder = BertEmbedder::load(&dir, options)

@@ -34,7 +34,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let queries = eval::load_queries(&args.queries)?;
     let engine = open(&args.index)?;
-    let embedder = args.model.load()?;
+    let embedder = args.model.load_for(&args.index.index)?;
     let modes = if args.modes.is_empty() {
         vec![Mode::Lexical, Mode::Vector, Mode::Hybrid]
     } else {

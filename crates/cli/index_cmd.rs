@@ -74,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.dir.is_dir() {
         anyhow::bail!("{} is not a directory", args.dir.display());
     }
-    let embedder = args.model.load()?;
+    let embedder = args.model.load_for(&args.index.index)?;
     let qdrant = match args.store.store {
         StoreKind::Qdrant => Some(args.store.qdrant(embedder.as_ref())?),
         StoreKind::Embedded => None,

@@ -59,9 +59,13 @@ pub struct SearchArgs {
 }
 
 /// The model, or a reason it is needed when it cannot be found.
-fn load_model(model: &ModelArgs, what: &str) -> anyhow::Result<Arc<dyn Embedder>> {
+fn load_model(
+    model: &ModelArgs,
+    index: &IndexArgs,
+    what: &str,
+) -> anyhow::Result<Arc<dyn Embedder>> {
     model
-        .load()
+        .load_for(&index.index)
         .with_context(|| format!("{what} needs the embedding model (`--mode lexical` does not)"))
 }
 
@@ -80,7 +84,7 @@ pub fn search(args: SearchArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
             }
             let embedder: Arc<dyn Embedder> = match args.mode {
                 Mode::Lexical => Arc::new(NoModel),
-                _ => load_model(&args.model, "hybrid and vector search")?,
+                _ => load_model(&args.model, &args.index, "hybrid and vector search")?,
             };
             request = request.with_filters(args.filters.to_filters(Some(&engine))?);
             let response = engine
@@ -89,7 +93,7 @@ pub fn search(args: SearchArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
             (response, engine.corpus_root())
         }
         StoreKind::Qdrant => {
-            let embedder = load_model(&args.model, "search in Qdrant")?;
+            let embedder = load_model(&args.model, &args.index, "search in Qdrant")?;
             request = request.with_filters(args.filters.to_filters(None)?);
             let root = recorded_root(&args.index);
             let response = args
@@ -389,7 +393,7 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
             // An indexed incident's own vectors are the query: no model needed.
             let embedder: Arc<dyn Embedder> = match request.source {
                 SimilarSource::Incident(_) => Arc::new(NoModel),
-                _ => load_model(&args.model, "similar to a text or file")?,
+                _ => load_model(&args.model, &args.index, "similar to a text or file")?,
             };
             let response = engine
                 .similar(&request, embedder.as_ref())
@@ -397,7 +401,7 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
             (response, engine.corpus_root())
         }
         StoreKind::Qdrant => {
-            let embedder = load_model(&args.model, "similar in Qdrant")?;
+            let embedder = load_model(&args.model, &args.index, "similar in Qdrant")?;
             let request = SimilarRequest {
                 source: similar_source(&args, None)?,
                 k: args.k,

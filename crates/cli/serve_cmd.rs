@@ -138,7 +138,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let engine = Arc::new(open(&args.index)?);
-    let embedder = args.model.load()?;
+    let embedder = args.model.load_for(&args.index.index)?;
     let mut options = ServerOptions::new(args.addr, &args.index.index);
     options.token = read_token(args.token_file.as_ref())?;
     options.allow_writes = args.allow_writes;
@@ -198,7 +198,7 @@ pub fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let engine = Arc::new(open(&args.index)?);
-    let embedder = args.model.load()?;
+    let embedder = args.model.load_for(&args.index.index)?;
     let mut options = ServerOptions {
         index_dir: args.index.index.clone(),
         ..ServerOptions::default()

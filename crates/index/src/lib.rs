@@ -74,7 +74,7 @@ pub use avenues::{
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use fusion::FusionOptions;
-pub use manifest::rebuild_reason;
+pub use manifest::{index_model_id, rebuild_reason};
 pub use synonyms::{SYNONYMS_FILE, Synonyms};
 pub use writer::{
     IndexSummary, IndexWriter, NoProgress, Phase, Progress, UpsertOutcome, WriterOptions,

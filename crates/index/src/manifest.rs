@@ -163,6 +163,12 @@ impl Manifest {
     }
 }
 
+/// The id of the embedding model the index at `index_dir` was built with; `None` when there
+/// is no index there (or its manifest cannot be read: opening it will say why).
+pub fn index_model_id(index_dir: &Path) -> Option<String> {
+    Manifest::load(index_dir).ok().flatten().map(|m| m.model_id)
+}
+
 /// Why indexing the index at `index_dir` with `embedder` will rebuild it from scratch (model,
 /// chunker or format changed); `None` when it will update in place or there is no index yet.
 pub fn rebuild_reason(

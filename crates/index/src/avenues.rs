@@ -899,7 +899,16 @@ pub fn compare(
     let matchable: Vec<usize> = (0..cands.len())
         .filter(|&i| cands[i].group != AvenueGroup::Tried)
         .collect();
-    let mut step_texts: Vec<&str> = matchable
+    // Only leads that differ from the whole text are embedded: the whole is already.
+    let with_lead: Vec<usize> = matchable
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let whole = without_time(&cands[i].step.text);
+            lead_clause(whole).len() < whole.len()
+        })
+        .collect();
+    let mut step_texts: Vec<&str> = with_lead
         .iter()
         .map(|&i| lead_clause(without_time(&cands[i].step.text)))
         .collect();
@@ -919,9 +928,12 @@ pub fn compare(
         .collect();
     step_texts.extend(&observed);
     let embedded = embedder.embed(&step_texts).map_err(Error::Embed)?;
-    let (leads, observed_vectors) = embedded.split_at(matchable.len());
+    let (leads, observed_vectors) = embedded.split_at(with_lead.len());
     let mut step_vectors: Vec<Option<[&[f32]; 2]>> = vec![None; cands.len()];
-    for (&i, lead) in matchable.iter().zip(leads) {
+    for &i in &matchable {
+        step_vectors[i] = Some([&cands[i].vector, &cands[i].vector]);
+    }
+    for (&i, lead) in with_lead.iter().zip(leads) {
         step_vectors[i] = Some([&cands[i].vector, lead]);
     }
     let observation: Vec<f32> = note_vectors

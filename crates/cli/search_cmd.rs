@@ -219,13 +219,17 @@ fn print_hit(p: &mut Printer, rank: usize, hit: &Hit, root: Option<&Path>) -> st
         (Some(r), Some(v)) => format!("vector #{r} ({v:.3})"),
         _ => "vector -".into(),
     };
+    let whole = match s.incident_rank {
+        Some(r) => format!(" · write-up #{r}"),
+        None => String::new(),
+    };
     let date = hit
         .date
         .map_or_else(|| "undated".to_owned(), |d| d.start.to_string());
     p.line(&format!(
         "    {}",
         p.dim(&format!(
-            "{date} · fused {:.4} · {lexical} · {vector}",
+            "{date} · fused {:.4} · {lexical} · {vector}{whole}",
             s.fused
         ))
     ))

@@ -251,7 +251,7 @@ pub struct Citation {
 
 /// How a hit was ranked. Ranks are 1-based; a field is `null` when that retriever did not
 /// return the step (or did not run).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Score {
     /// Reciprocal-rank fusion score: the sum over retrievers of `weight / (k + rank)`.
     pub fused: f32,
@@ -263,6 +263,12 @@ pub struct Score {
     pub vector_rank: Option<u32>,
     /// Cosine similarity between the query and the step.
     pub vector_similarity: Option<f32>,
+    /// Rank of the step's incident in the incident-level BM25 leg (the whole write-up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_rank: Option<u32>,
+    /// BM25 score of the step's incident as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_score: Option<f32>,
 }
 
 /// One step returned by a search.
@@ -502,8 +508,7 @@ mod tests {
                 fused: 0.1,
                 lexical_rank: Some(1),
                 lexical_score: Some(3.5),
-                vector_rank: None,
-                vector_similarity: None,
+                ..Score::default()
             },
             citation: Citation {
                 path: "a/b.md".into(),

@@ -23,7 +23,7 @@ use crate::layout::{ANN_FILE, INCIDENTS_DIR, STEPS_DIR, VECTORS_FILE, dir_size, 
 use crate::manifest::{IncidentMeta, MANIFEST_FILE, Manifest, vector_key};
 use crate::query::{Analyzed, BOOSTS, Boosts, Highlighter, floor_boundary};
 use crate::rank;
-use crate::schema::{IncidentFields, KEY_FIELD, StepFields};
+use crate::schema::{IncidentFields, KEY_FIELD, StepFields, incident_key};
 use crate::synonyms::{SYNONYMS_FILE, Synonyms};
 use crate::vectors::{Ann, VectorStore, top_n};
 use crate::writer::days_since_epoch;
@@ -116,6 +116,8 @@ struct Snapshot {
     docs: Vec<DocAddress>,
     incidents: Vec<IncidentInfo>,
     incident_index: HashMap<IncidentId, u32>,
+    /// Incident document key ([`incident_key`]) -> index into `incidents`.
+    incident_keys: HashMap<u64, u32>,
     corpus_root: Option<PathBuf>,
 }
 
@@ -277,7 +279,13 @@ impl Engine {
         let n = rank::candidates_needed(request);
         let (lexical, vector) =
             s.retrieve(&analyzed, query, request.mode, n, mask.as_ref(), embedder)?;
-        let fused = fuse(&lexical, &vector, &request.rrf);
+        let mut fused = fuse(&lexical, &vector, &request.rrf);
+        if request.mode != Mode::Vector && request.rrf.incident_weight > 0.0 {
+            let incidents = s.incident_leg(&analyzed, n)?;
+            add_incident_leg(&mut fused, &incidents, &request.rrf, |slot| {
+                s.slots[slot as usize].incident
+            });
+        }
         let (chosen, sizes) = rank::select(fused, |c| s.slots[c.slot as usize].incident, request);
         let highlighter = Highlighter::new(&analyzed);
         let hits = chosen
@@ -364,7 +372,6 @@ impl Engine {
         let mut vector: Vec<(u32, f32)> = best.into_iter().collect();
         top_n(&mut vector, n);
         let fused = fuse(&lexical, &vector, &FusionOptions::default());
-
         let mut per_incident: BTreeMap<u32, Vec<Candidate>> = BTreeMap::new();
         for c in fused {
             let list = per_incident
@@ -374,9 +381,19 @@ impl Engine {
                 list.push(c);
             }
         }
+        // The incident-level leg: the source against each write-up's whole text, weighed as
+        // the steps' sum is (up to STEPS_PER_INCIDENT step scores).
+        let options = FusionOptions::default();
+        let leg_weight = options.incident_weight * STEPS_PER_INCIDENT as f32;
+        let whole = s.incident_leg(&analyzed, n)?;
         let mut ranked: Vec<(u32, f32, Vec<Candidate>)> = per_incident
             .into_iter()
-            .map(|(idx, steps)| (idx, steps.iter().map(|c| c.fused).sum(), steps))
+            .map(|(idx, steps)| {
+                let leg = whole
+                    .get(&idx)
+                    .map_or(0.0, |&(rank, _)| leg_weight / (options.k + rank as f32));
+                (idx, steps.iter().map(|c| c.fused).sum::<f32>() + leg, steps)
+            })
             .collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.truncate(request.k);
@@ -628,6 +645,31 @@ struct Candidate {
     fused: f32,
     lexical: Option<(u32, f32)>,
     vector: Option<(u32, f32)>,
+    /// Rank and BM25 score of the step's incident in the incident-level leg.
+    incident: Option<(u32, f32)>,
+}
+
+/// Adds the incident-level leg to fused step candidates: each step gains
+/// `incident_weight / (k + rank of its incident)`, so a step of a write-up that matches as a
+/// whole rises above an equally ranked step of one that matches in a single line. The leg only
+/// re-weighs steps the step legs found; it brings in none of its own.
+fn add_incident_leg(
+    fused: &mut [Candidate],
+    incidents: &HashMap<u32, (u32, f32)>,
+    options: &FusionOptions,
+    incident_of: impl Fn(u32) -> u32,
+) {
+    if incidents.is_empty() {
+        return;
+    }
+    for c in fused.iter_mut() {
+        if let Some(&(rank, score)) = incidents.get(&incident_of(c.slot)) {
+            c.fused += options.incident_weight / (options.k + rank as f32);
+            c.incident = Some((rank, score));
+        }
+    }
+    // Stable: equal scores keep the order the step legs gave them.
+    fused.sort_by(|a, b| b.fused.total_cmp(&a.fused));
 }
 
 fn fuse(lexical: &[(u32, f32)], vector: &[(u32, f32)], options: &FusionOptions) -> Vec<Candidate> {
@@ -648,6 +690,7 @@ fn fuse(lexical: &[(u32, f32)], vector: &[(u32, f32)], options: &FusionOptions) 
         fused: f.score,
         lexical: f.ranks[0].map(|r| (r, lex_score[&f.item])),
         vector: f.ranks[1].map(|r| (r, vec_score[&f.item])),
+        incident: None,
     })
     .collect()
 }
@@ -866,6 +909,7 @@ impl Snapshot {
         let mut slots: Vec<Option<SlotInfo>> = vec![None; total];
         let mut incidents = Vec::with_capacity(manifest.files.len());
         let mut incident_index = HashMap::with_capacity(manifest.files.len());
+        let mut incident_keys = HashMap::with_capacity(manifest.files.len());
         for (path, entry) in &manifest.files {
             let idx = incidents.len() as u32;
             let mut info = IncidentInfo {
@@ -902,6 +946,7 @@ impl Snapshot {
                 });
                 info.slots.push(slot);
             }
+            incident_keys.insert(incident_key(entry.incident.id.as_str()), idx);
             incident_index.insert(entry.incident.id.clone(), idx);
             incidents.push(info);
         }
@@ -959,6 +1004,7 @@ impl Snapshot {
             docs,
             incidents,
             incident_index,
+            incident_keys,
         })
     }
 
@@ -1055,7 +1101,7 @@ impl Snapshot {
         analyzed: &Analyzed,
         mask: Option<Arc<Vec<bool>>>,
     ) -> Result<Option<Arc<Vec<bool>>>> {
-        let Some(query) = analyzed.required_query(&self.fields) else {
+        let Some(query) = analyzed.required_query(self.fields.text_fields()) else {
             return Ok(mask);
         };
         let searcher = self.reader.searcher();
@@ -1125,7 +1171,7 @@ impl Snapshot {
         mask: Option<&Arc<Vec<bool>>>,
         boosts: Boosts,
     ) -> Result<Vec<(u32, f32)>> {
-        let Some(query) = analyzed.query(&self.fields, boosts) else {
+        let Some(query) = analyzed.query(self.fields.text_fields(), boosts) else {
             return Ok(Vec::new());
         };
         let searcher: Searcher = self.reader.searcher();
@@ -1164,6 +1210,40 @@ impl Snapshot {
                 .slot(key)
                 .ok_or_else(|| Error::Corrupt(format!("phantom step document {key:016x}")))?;
             out.push((slot, score));
+        }
+        Ok(out)
+    }
+
+    /// The incident-level leg: BM25 over each write-up's whole text (title, headings, every
+    /// step), best first, as incident index -> (rank from 1, score). Ranked over all
+    /// incidents: filters apply to the steps it re-weighs.
+    fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<HashMap<u32, (u32, f32)>> {
+        let Some(query) = analyzed.query(self.incident_fields.text_fields(), BOOSTS) else {
+            return Ok(HashMap::new());
+        };
+        let searcher: Searcher = self.incidents_reader.searcher();
+        let found: Vec<(f32, DocAddress)> =
+            searcher.search(&query, &TopDocs::with_limit(n).order_by_score())?;
+        let mut columns: HashMap<u32, tantivy::columnar::Column<u64>> = HashMap::new();
+        let mut out = HashMap::with_capacity(found.len());
+        for (position, (score, addr)) in found.into_iter().enumerate() {
+            let column = match columns.entry(addr.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    searcher
+                        .segment_reader(addr.segment_ord)
+                        .fast_fields()
+                        .u64(KEY_FIELD)?,
+                ),
+            };
+            let key = column
+                .first(addr.doc_id)
+                .ok_or_else(|| Error::Corrupt("incident document without key".into()))?;
+            let &idx = self
+                .incident_keys
+                .get(&key)
+                .ok_or_else(|| Error::Corrupt(format!("phantom incident document {key:016x}")))?;
+            out.entry(idx).or_insert((position as u32 + 1, score));
         }
         Ok(out)
     }
@@ -1234,6 +1314,8 @@ impl Snapshot {
                 lexical_score: c.lexical.map(|x| x.1),
                 vector_rank: c.vector.map(|x| x.0),
                 vector_similarity: c.vector.map(|x| x.1),
+                incident_rank: c.incident.map(|x| x.0),
+                incident_score: c.incident.map(|x| x.1),
             },
             citation: Citation {
                 path: stored_str(&doc, f.path).to_owned(),
@@ -1241,5 +1323,37 @@ impl Snapshot {
                 line_end: stored_u64(&doc, f.line_end) as u32,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(slot: u32, fused: f32) -> Candidate {
+        Candidate {
+            slot,
+            fused,
+            lexical: None,
+            vector: None,
+            incident: None,
+        }
+    }
+
+    #[test]
+    fn the_incident_leg_lifts_steps_of_ranked_write_ups_only() {
+        // Slots 0 and 1 belong to incident 10, slot 2 to incident 20 (unranked by the leg).
+        let incident_of = |slot: u32| if slot < 2 { 10 } else { 20 };
+        let mut fused = vec![candidate(2, 0.03), candidate(0, 0.02), candidate(1, 0.01)];
+        let legs = HashMap::from([(10, (1, 7.5))]);
+        let options = FusionOptions::default();
+        add_incident_leg(&mut fused, &legs, &options, incident_of);
+        let order: Vec<u32> = fused.iter().map(|c| c.slot).collect();
+        assert_eq!(order, [0, 1, 2]);
+        assert_eq!(fused[0].incident, Some((1, 7.5)));
+        assert_eq!(fused[2].incident, None);
+        let gain = options.incident_weight / (options.k + 1.0);
+        assert!((fused[0].fused - (0.02 + gain)).abs() < 1e-6);
+        assert!((fused[2].fused - 0.03).abs() < 1e-6);
     }
 }

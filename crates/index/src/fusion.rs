@@ -23,6 +23,9 @@ pub struct FusionOptions {
     pub lexical_weight: f32,
     /// Weight of the vector ranking.
     pub vector_weight: f32,
+    /// Weight of the incident-level ranking (BM25 over each write-up's whole text), added to
+    /// every step of a ranked incident in lexical and hybrid mode; 0 turns the leg off.
+    pub incident_weight: f32,
     /// How many candidates each retriever contributes before fusion (at least `k` of the
     /// request is used).
     pub candidates: usize,
@@ -34,6 +37,7 @@ impl Default for FusionOptions {
             k: 60.0,
             lexical_weight: 1.0,
             vector_weight: 1.0,
+            incident_weight: 1.5,
             candidates: 100,
         }
     }
@@ -48,7 +52,10 @@ impl FusionOptions {
                 self.k
             )));
         }
-        if !finite_non_negative(self.lexical_weight) || !finite_non_negative(self.vector_weight) {
+        if !finite_non_negative(self.lexical_weight)
+            || !finite_non_negative(self.vector_weight)
+            || !finite_non_negative(self.incident_weight)
+        {
             return Err(Error::invalid(
                 "rrf weights must be finite and non-negative",
             ));

@@ -23,8 +23,9 @@ use crate::error::{Error, Result};
 /// change forces a rebuild into a new generation. 2: files are keyed, and steps store, the
 /// redacted path; 3: steps store outcome and heading path, incidents their trigger and
 /// remediation class; 4: stemmed fields split identifiers at case changes, reduce number
-/// plurals and index status-code classes.
-pub(crate) const FORMAT_VERSION: u32 = 4;
+/// plurals and index status-code classes; 5: incident documents hold the whole text, for the
+/// incident-level leg.
+pub(crate) const FORMAT_VERSION: u32 = 5;
 /// File name of the manifest in the index directory.
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 

@@ -663,8 +663,7 @@ impl QdrantStore {
                         fused: request.rrf.lexical_weight / (k + rank as f32),
                         lexical_rank: Some(rank),
                         lexical_score: Some(score),
-                        vector_rank: None,
-                        vector_similarity: None,
+                        ..Score::default()
                     },
                     Mode::Vector => Score {
                         fused: request.rrf.vector_weight / (k + rank as f32),
@@ -672,6 +671,7 @@ impl QdrantStore {
                         lexical_score: None,
                         vector_rank: Some(rank),
                         vector_similarity: Some(score),
+                        ..Score::default()
                     },
                     Mode::Hybrid => Score {
                         vector_similarity: similarity,
@@ -1076,10 +1076,7 @@ fn parse_incident_id(v: &Json) -> Result<IncidentId> {
 fn fused_only(fused: f32) -> Score {
     Score {
         fused,
-        lexical_rank: None,
-        lexical_score: None,
-        vector_rank: None,
-        vector_similarity: None,
+        ..Score::default()
     }
 }
 

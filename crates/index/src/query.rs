@@ -15,7 +15,7 @@ use tantivy::query::{BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, TermQu
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TextAnalyzer;
 
-use crate::schema::{StepFields, ident_analyzer, stem_analyzer, terms};
+use crate::schema::{TextFields, ident_analyzer, stem_analyzer, terms};
 use crate::synonyms::{EXPANSION_WEIGHT, Entry, Synonyms};
 
 /// Most distinct terms taken from one query (longer queries are cut, not refused).
@@ -130,7 +130,7 @@ impl Analyzed {
     }
 
     /// The BM25 query, `None` when the text has no terms.
-    pub fn query(&self, f: &StepFields, boosts: Boosts) -> Option<Box<dyn Query>> {
+    pub fn query(&self, f: TextFields, boosts: Boosts) -> Option<Box<dyn Query>> {
         if self.is_empty() {
             return None;
         }
@@ -205,7 +205,7 @@ impl Analyzed {
 
     /// A query matching the steps that contain every quoted phrase (as stemmed words in the
     /// text or as identifiers anywhere in the step), `None` when nothing is quoted.
-    pub fn required_query(&self, f: &StepFields) -> Option<Box<dyn Query>> {
+    pub fn required_query(&self, f: TextFields) -> Option<Box<dyn Query>> {
         if self.required.is_empty() {
             return None;
         }
@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn weird_queries_analyse_without_panicking() {
-        let (_, fields) = StepFields::schema();
+        let (_, fields) = crate::schema::StepFields::schema();
         for q in [
             "\"",
             "-",
@@ -480,7 +480,7 @@ mod tests {
             &"x".repeat(10_000),
         ] {
             let analyzed = Analyzed::plain(q);
-            let built = analyzed.query(&fields, BOOSTS);
+            let built = analyzed.query(fields.text_fields(), BOOSTS);
             assert_eq!(built.is_none(), analyzed.is_empty(), "{q:?}");
         }
         assert!(Analyzed::plain("(((").is_empty());

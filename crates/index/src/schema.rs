@@ -1,7 +1,8 @@
 //! Tantivy schemas and analyzers.
 //!
 //! Two indexes live in each data directory: `steps/` (one document per step, what search ranks)
-//! and `incidents/` (one document per incident: its full parse as JSON, for `incident(id)`).
+//! and `incidents/` (one document per incident: its full parse as JSON, for `incident(id)`, and
+//! its whole text, analysed as steps are, for the incident-level leg of a search).
 //!
 //! Step documents are analysed two ways:
 //! - `title`, `headings` and `text` with [`STEM`]: words, lowercased, English-stemmed, so
@@ -51,6 +52,26 @@ pub(crate) struct StepFields {
 }
 
 pub(crate) const KEY_FIELD: &str = "key";
+
+/// The searchable text fields of a document, step or incident: what a BM25 query runs over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TextFields {
+    pub title: Field,
+    pub headings: Field,
+    pub text: Field,
+    pub ident: Field,
+}
+
+impl StepFields {
+    pub fn text_fields(&self) -> TextFields {
+        TextFields {
+            title: self.title,
+            headings: self.headings,
+            text: self.text,
+            ident: self.ident,
+        }
+    }
+}
 
 impl StepFields {
     pub fn schema() -> (Schema, StepFields) {
@@ -121,20 +142,43 @@ impl StepFields {
     }
 }
 
-/// Fields of an incident document.
+/// Fields of an incident document: the parse, and the whole write-up's text for the
+/// incident-level BM25 leg (a step's rank draws on its incident's evidence).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IncidentFields {
     pub incident_id: Field,
+    /// Hash of the incident id (fast): joins a hit to the snapshot's incident list without
+    /// reading the stored document.
+    pub key: Field,
     /// The whole [`precedent_core::Incident`] as JSON.
     pub json: Field,
+    pub title: Field,
+    /// Every heading of the write-up.
+    pub headings: Field,
+    /// Every step's text.
+    pub text: Field,
+    /// Title, headings and text again, as identifiers.
+    pub ident: Field,
 }
 
 impl IncidentFields {
     pub fn schema() -> (Schema, IncidentFields) {
         let mut b = Schema::builder();
+        let indexed = |tokenizer: &str| {
+            TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(tokenizer)
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            )
+        };
         let fields = IncidentFields {
             incident_id: b.add_text_field("incident_id", STRING | STORED),
+            key: b.add_u64_field(KEY_FIELD, INDEXED | FAST),
             json: b.add_text_field("json", STORED),
+            title: b.add_text_field("title", indexed(STEM)),
+            headings: b.add_text_field("headings", indexed(STEM)),
+            text: b.add_text_field("text", indexed(STEM)),
+            ident: b.add_text_field("ident", indexed(IDENT)),
         };
         (b.build(), fields)
     }
@@ -143,9 +187,29 @@ impl IncidentFields {
         let s = index.schema();
         Ok(IncidentFields {
             incident_id: s.get_field("incident_id")?,
+            key: s.get_field(KEY_FIELD)?,
             json: s.get_field("json")?,
+            title: s.get_field("title")?,
+            headings: s.get_field("headings")?,
+            text: s.get_field("text")?,
+            ident: s.get_field("ident")?,
         })
     }
+
+    pub fn text_fields(&self) -> TextFields {
+        TextFields {
+            title: self.title,
+            headings: self.headings,
+            text: self.text,
+            ident: self.ident,
+        }
+    }
+}
+
+/// The `key` of an incident document: the first 8 bytes of the BLAKE3 hash of its id.
+pub(crate) fn incident_key(id: &str) -> u64 {
+    let hash = blake3::hash(id.as_bytes());
+    u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 /// Registers the analyzers an index of ours needs (they are not persisted by tantivy).

@@ -21,7 +21,7 @@ use crate::manifest::{
     FORMAT_VERSION, FileEntry, IncidentMeta, Manifest, StepEntry, VectorsInfo, sync_dir, text_hash,
     vector_key,
 };
-use crate::schema::{IncidentFields, StepFields};
+use crate::schema::{IncidentFields, StepFields, incident_key};
 use crate::vectors::{Ann, VectorStore};
 
 /// A timestamp closer than this to the scan is not trusted (a same-size rewrite within the
@@ -923,6 +923,27 @@ impl IndexWriter {
         for incident in incidents {
             let mut doc = TantivyDocument::default();
             doc.add_text(f.incident_id, incident.id.as_str());
+            doc.add_u64(f.key, incident_key(incident.id.as_str()));
+            // The whole write-up for the incident-level leg: each heading once, every step.
+            let mut headings: Vec<&str> = Vec::new();
+            for step in &incident.steps {
+                for h in &step.heading_path {
+                    if !headings.contains(&h.as_str()) {
+                        headings.push(h);
+                    }
+                }
+            }
+            let headings = headings.join("\n");
+            let text = incident
+                .steps
+                .iter()
+                .map(|s| s.text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            doc.add_text(f.title, &incident.title);
+            doc.add_text(f.headings, &headings);
+            doc.add_text(f.ident, format!("{}\n{headings}\n{text}", incident.title));
+            doc.add_text(f.text, text);
             let json = serde_json::to_string(incident).map_err(|e| {
                 Error::Corrupt(format!("cannot serialise incident {}: {e}", incident.id))
             })?;

@@ -1290,3 +1290,46 @@ fn snippets_mark_content_words_only() {
         }
     }
 }
+
+#[test]
+fn the_incident_leg_ranks_whole_write_ups() {
+    let engine = Engine::open(shared_index()).unwrap();
+    // Three words from three different steps of one write-up: no step has them all, the
+    // write-up as a whole does.
+    let query = "logrotate promotion truncate";
+    for mode in [Mode::Lexical, Mode::Hybrid] {
+        let r = search(&engine, &SearchRequest::new(query).with_mode(mode));
+        assert!(!r.hits.is_empty(), "{mode:?}");
+        let top = &r.hits[0];
+        assert_eq!(
+            top.citation.path, "2022-03-14-disk-full-debug-logs.md",
+            "{mode:?}"
+        );
+        assert_eq!(
+            top.score.incident_rank,
+            Some(1),
+            "{mode:?}: {:?}",
+            top.score
+        );
+        assert!(top.score.incident_score.is_some_and(|s| s > 0.0));
+        // The leg adds its share to the fused score.
+        let lone = top
+            .score
+            .lexical_rank
+            .map_or(0.0, |r| 1.0 / (60.0 + r as f32))
+            + top
+                .score
+                .vector_rank
+                .map_or(0.0, |r| 1.0 / (60.0 + r as f32));
+        assert!(top.score.fused > lone + 1.0 / 62.0, "{:?}", top.score);
+    }
+    // Turned off, no hit carries an incident rank; vector mode never runs it.
+    let mut off = SearchRequest::new(query).with_mode(Mode::Lexical);
+    off.rrf.incident_weight = 0.0;
+    let r = search(&engine, &off);
+    assert!(!r.hits.is_empty());
+    assert!(r.hits.iter().all(|h| h.score.incident_rank.is_none()));
+    let r = search(&engine, &SearchRequest::new(query).with_mode(Mode::Vector));
+    assert!(!r.hits.is_empty());
+    assert!(r.hits.iter().all(|h| h.score.incident_rank.is_none()));
+}

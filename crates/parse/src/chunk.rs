@@ -3,7 +3,7 @@
 
 use precedent_core::{At, Outcome, StepKind};
 
-use crate::assemble::{Assembled, Block};
+use crate::assemble::{Assembled, Block, Section};
 use crate::classify::{self, HeadingKind};
 use crate::leaf::line_at;
 
@@ -142,7 +142,10 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
                 merged.push(tiny);
             }
         }
-        if !piece.timeline && piece.words() < options.min_words && !piece.boiler {
+        // A status marker ("Incident declared") stays a step of its own, whatever its size:
+        // joined to the alert quoted under it, it would read as the alert.
+        let marker = piece.words() < options.min_words && classify::is_status_marker(&piece.text);
+        if !piece.timeline && piece.words() < options.min_words && !piece.boiler && !marker {
             if let Some(last) = merged.last_mut()
                 && last.section == piece.section
                 && !last.timeline
@@ -188,7 +191,7 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
             });
         }
     }
-    read_sequence(&mut chunks);
+    read_sequence(&mut chunks, &sections);
     chunks
 }
 
@@ -246,8 +249,21 @@ fn settle(kind: StepKind, outcome: Option<Outcome>, text: &str) -> (StepKind, Op
 /// Reads steps in order, as a responder reads a timeline: rows before anything was noticed
 /// that make a change are the trigger, and an action takes the verdict of the rows after it
 /// ("10:49 attempt at running the rollover script" / "10:51 attempt fails").
-fn read_sequence(chunks: &mut [Chunk]) {
+fn read_sequence(chunks: &mut [Chunk], sections: &[Section]) {
     use StepKind::*;
+    // Two steps read in sequence: one section, or two timestamped sections side by side
+    // ("### 12:49 PM" then "### 1:06 PM" under one timeline).
+    let together = |a: usize, b: usize| {
+        a == b || {
+            let (x, y) = (&sections[a], &sections[b]);
+            x.at.is_some()
+                && y.at.is_some()
+                && x.heading_path.len() == y.heading_path.len()
+                && x.heading_path.len() >= 2
+                && x.heading_path[..x.heading_path.len() - 1]
+                    == y.heading_path[..y.heading_path.len() - 1]
+        }
+    };
     // Triggers: change rows of a timeline before its first symptom.
     let mut noticed = false;
     let mut responded = false;
@@ -292,10 +308,20 @@ fn read_sequence(chunks: &mut [Chunk]) {
         if chunks[i].kind == Mitigation && !chunks[i].row {
             continue;
         }
+        // A mitigation that says itself that service came back keeps its word.
+        if chunks[i].kind == Mitigation
+            && classify::outcome(Mitigation, &chunks[i].text) == Some(Outcome::Helped)
+        {
+            continue;
+        }
         let mut verdict = None;
         for j in i + 1..chunks.len().min(i + 4) {
             let next = &chunks[j];
-            if next.section != chunks[i].section {
+            // The next timestamped section answers only with its first step, and only the
+            // last step of this one.
+            let adjacent = next.section == chunks[i].section
+                || (j == i + 1 && together(chunks[i].section, next.section));
+            if !adjacent {
                 break;
             }
             let anaphoric = next.row || classify::refers_back(&next.text);
@@ -318,6 +344,27 @@ fn read_sequence(chunks: &mut [Chunk]) {
         };
         chunks[i].kind = kind;
         chunks[i].outcome = Some(outcome);
+    }
+    // A hypothesis answered by the next paragraph ("... suggests the master's ssh access" /
+    // "This is verified not to be the case").
+    for i in 0..chunks.len().saturating_sub(1) {
+        if chunks[i].kind != Investigation
+            || matches!(
+                chunks[i].outcome,
+                Some(Outcome::RuledOut | Outcome::Confirmed)
+            )
+        {
+            continue;
+        }
+        let next = &chunks[i + 1];
+        if !together(chunks[i].section, next.section) || !classify::refers_back(&next.text) {
+            continue;
+        }
+        if let Some(found @ (Outcome::RuledOut | Outcome::Confirmed)) =
+            classify::outcome(Investigation, &next.text)
+        {
+            chunks[i].outcome = Some(found);
+        }
     }
     // A timeline with no mitigation: its last action that did not fail is what ended it.
     let rows = || chunks.iter().filter(|c| c.row);

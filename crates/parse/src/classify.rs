@@ -162,7 +162,7 @@ static CUES: LazyLock<Vec<(StepKind, f32, Regex)>> = LazyLock::new(|| {
         cue(
             Mitigation,
             1.5,
-            r"\b(?:roll(?:ed|ing|s)? ?back|rollbacks?|revert(?:ed|ing|s)?|restored|restores|recovered|mitigated|mitigate[sd]?|resolved|resolves|back to normal|returned to normal|returns to normal|back online|fully operational|service (?:was|is) (?:restored|back)|recovery (?:was )?complete|failed over|fail(?:ed)? ?over to|workaround|error rates? (?:dropped|recovered|returned)|fixed|fix (?:was )?(?:deployed|applied|rolled out)|this resolved|which resolved|resolving|stabili[sz]ed|changed back|set back|back to (?:the )?(?:previous|last known good|old)|(?:^|\| )(?:recovery|resolution|mitigation|fix):)\b",
+            r"\b(?:roll(?:ed|ing|s)? ?back|rollbacks?|revert(?:ed|ing|s)?|restored|restores|recovered|mitigated|mitigate[sd]?|resolved|resolves|back to normal|returned to normal|returns to normal|back online|fully operational|service (?:was|is) (?:restored|back)|recovery (?:was )?complete|failed over|fail(?:ed)? ?over to|workaround|error rates? (?:dropped|recovered|returned)|fixed|fix (?:was )?(?:deployed|applied|rolled out)|this resolved|which resolved|resolving|stabili[sz]ed|changed back|set back|back to (?:the )?(?:previous|last known good|old)|(?:^|\| )(?:recovery|resolution|mitigation|fix):|^(?:the )?(?:recovery|resolution|remediation|mitigation|restoration)(?: efforts?)? (?:involved|included|includes|required|consisted|entailed))\b",
         ),
         cue(
             Action,
@@ -173,6 +173,13 @@ static CUES: LazyLock<Vec<(StepKind, f32, Regex)>> = LazyLock::new(|| {
             Investigation,
             1.2,
             r"\b(?:suspect\w*|hypothes\w*|investigat\w*|look(?:s|ed|ing)? (?:at|into)|check(?:s|ed|ing)?|noticed|found|discover\w*|reveal\w*|figured out|turned out|appear(?:s|ed) to|seem(?:s|ed) to|we thought|might be|could be|ruled out|rule out|debug\w*|logs? (?:from [\w-]+ )?(?:\w+ )?show(?:ed|s|n)?|dug into|digging|traced|narrowed|confirm(?:ed|s)?|identified|determined|realiz\w*|realis\w*|points? out|pointed out|culprit|red herring|theory|examin\w*|inspect\w*|verif(?:y|ied|ies)|profil\w*|conclu\w+|diagnos\w*|observ\w*|it is noted|noted that|analys\w*|analyz\w*|ssh(?:ed)? (?:in)?to|explanation|findings?|chas(?:e|ed|ing)|suggest(?:s|ed|ing)?|(?:which )?means that|indicat(?:es|ed|ing) that|we (?:now )?know|review(?:ed|ing|s)?|attempted to ssh|tries logging)\b",
+        ),
+        // An attempt to log in or connect is a check of the system, however it is worded
+        // ("Attempted to SSH into the node, but it was unresponsive").
+        cue(
+            Investigation,
+            1.6,
+            r"\b(?:attempt(?:ed|s|ing)?|tri(?:ed|es)|trying) (?:to )?(?:ssh|log(?:ging)? ?in(?:to)?|login|connect(?:ing)? to|access|reach|curl|ping)\b",
         ),
         cue(
             Detection,
@@ -221,8 +228,53 @@ pub(crate) fn wording_kind(text: &str, allowed: &[StepKind]) -> Option<StepKind>
     {
         return Some(StepKind::Mitigation);
     }
+    // Likewise a row whose later sentence acts on what the first found ("Giovanni realizes
+    // the database could be the root issue. Restarts the database.").
+    // The act leads its sentence: "Restarts the database", "Removed the Ingress object".
+    if kind == StepKind::Investigation && allowed == TIMELINE_KINDS {
+        let acted = later_sentences(text)
+            .filter(|sentence| {
+                CUES.iter().any(|(k, _, r)| {
+                    matches!(k, StepKind::Action | StepKind::Mitigation)
+                        && r.find(sentence).is_some_and(|m| m.start() < 24)
+                })
+            })
+            .filter_map(|sentence| best_cue(sentence, allowed))
+            .find(|k| matches!(k, StepKind::Action | StepKind::Mitigation));
+        if acted.is_some() {
+            return acted;
+        }
+    }
     Some(kind)
 }
+
+/// The sentences of `text` after its first that tell of something done then, not of an
+/// earlier change ("DockerHub password was changed as part of ...").
+fn later_sentences(text: &str) -> impl Iterator<Item = &str> {
+    let mut starts = vec![0];
+    let bytes = text.as_bytes();
+    for i in 0..bytes.len() {
+        // Not after an initial ("M.A. suspects", "N. S. realises").
+        let initial = i >= 1
+            && bytes[i - 1].is_ascii_uppercase()
+            && (i < 2 || !bytes[i - 2].is_ascii_alphanumeric());
+        let end = matches!(bytes[i], b'.' | b'!' | b'?')
+            && !initial
+            && bytes.get(i + 1).is_some_and(|b| b.is_ascii_whitespace())
+            || bytes[i] == b'\n';
+        if end {
+            starts.push(i + 1);
+        }
+    }
+    starts.push(text.len());
+    let pieces: Vec<&str> = starts.windows(2).map(|w| text[w[0]..w[1]].trim()).collect();
+    pieces
+        .into_iter()
+        .skip(1)
+        .filter(|s| s.split_whitespace().count() >= 2 && !EARLIER.is_match(s))
+}
+
+static EARLIER: LazyLock<Regex> = LazyLock::new(|| regex(r"(?i)\b(?:was|were|had been|had)\b"));
 
 fn best_cue(text: &str, allowed: &[StepKind]) -> Option<StepKind> {
     let mut best: Option<(StepKind, f32)> = None;
@@ -477,7 +529,7 @@ static AFTER_FAIL: LazyLock<Regex> = LazyLock::new(|| {
 
 static AFTER_OK: LazyLock<Regex> = LazyLock::new(|| {
     regex(
-        r"(?i)\b(?:recover(?:ed|s|ing)|restored|back to normal|returns? to normal|returned to normal|resolved|mitigated|subsided|stabili[sz]ed|healthy again|working again|up again|errors? (?:rates? )?(?:dropped|fell|stopped|disappeared)|no longer (?:seeing|see|failing|erroring)|RECOVERY|(?:incident|issue) (?:is |was )?(?:closed|over)|(?:verified|fully) operational|all clear)\b",
+        r"(?i)\b(?:recover(?:ed|s|ing)|restored|back to normal|returns? to normal|returned to normal|(?:went|came|got|dropped|fell) (?:back )?(?:down )?to normal(?: levels)?|resolved|mitigated|subsided|stabili[sz]ed|healthy again|working again|up again|errors? (?:rates? )?(?:dropped|fell|stopped|disappeared)|no longer (?:seeing|see|failing|erroring)|RECOVERY|(?:incident|issue) (?:is |was )?(?:closed|over)|(?:verified|fully) operational|all clear)\b",
     )
 });
 
@@ -529,7 +581,7 @@ static OUTCOME_CUES: LazyLock<[(Outcome, Regex); 4]> = LazyLock::new(|| {
         (
             Outcome::Helped,
             regex(
-                r"(?i)\b(?:fixed|fixes|this fixed|which fixed|resolved (?:it|the|this)|which resolved|this resolved|resolves|(?:that|this|which) (?:helped|worked|did the trick|solved)|helped|restored|recovered|mitigated|back to normal|returned to normal|returns? to normal|quickly return|error rates? (?:dropped|fell|recovered)|succeeded|successful(?:ly)?|(?:started|began) (?:to )?(?:recover|work)|brought (?:it|\w+) back|cleared (?:up|the)|improv(?:ed|es|ement)|subsided|stabili[sz]ed|is complete|completed?|works? again|working again|healthy again|(?:;|, but|but) [a-z][a-z \-]{2,60} did\.?$)",
+                r"(?i)\b(?:fixed|fixes|this fixed|which fixed|resolved (?:it|the|this)|which resolved|this resolved|resolves|(?:that|this|which) (?:helped|worked|did the trick|solved)|helped|restored|recovered|mitigated|back to normal|returned to normal|returns? to normal|(?:went|came|got|dropped|fell) (?:back )?(?:down )?to normal(?: levels)?|quickly return|error rates? (?:dropped|fell|recovered)|succeeded|successful(?:ly)?|(?:started|began) (?:to )?(?:recover|work)|brought (?:it|\w+) back|cleared (?:up|the)|improv(?:ed|es|ement)|subsided|stabili[sz]ed|is complete|completed?|works? again|working again|healthy again|(?:;|, but|but) [a-z][a-z \-]{2,60} did\.?$)",
             ),
         ),
     ]

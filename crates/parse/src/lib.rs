@@ -409,6 +409,7 @@ fn cut(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use precedent_core::Outcome;
 
     #[test]
     fn skips_what_it_cannot_read() {
@@ -458,6 +459,45 @@ mod tests {
         check("Priority: p2", Some("P2"));
         check("We moved p1 of the database.", None);
         check("several incidents", None);
+    }
+
+    #[test]
+    fn timestamped_sections_read_in_sequence() {
+        let text = "# Hub down\n\n## Timeline\n\n### 12:42 PM\nIncident declared\n> Description: \
+            An uptime check on the hub is failing since 12:41 and the alert policy fired.\n\n\
+            ### 1:29 PM\nEngineer attempts hub pod restarts.\n\n### 1:35 PM\n\
+            Restarting the hub pods is not having the intended effect.\n\n### 1:40 PM\n\
+            Attempted to SSH into the node, but it was unresponsive.\n\n### 1:50 PM\n\
+            Engineer realizes the proxy could be the root issue. Restarts the proxy pod.\n\n\
+            ## Resolution\n\nRemediation involved moving the proxy to a new node pool.\n";
+        let parsed = parse("hub.md", text.as_bytes(), &ParseOptions::default());
+        let incident = parsed.incident.expect("parsed");
+        let step = |needle: &str| {
+            incident
+                .steps
+                .iter()
+                .find(|s| s.text.contains(needle))
+                .unwrap_or_else(|| panic!("no step with {needle:?}: {:#?}", incident.steps))
+        };
+        // The marker stays apart from the alert quoted under it.
+        assert_eq!(step("Incident declared").kind, StepKind::TimelineEvent);
+        assert!(!step("Incident declared").text.contains("uptime"));
+        // The verdict comes from the next timestamped section.
+        let restart = step("attempts hub pod restarts");
+        assert_eq!(
+            (restart.kind, restart.outcome),
+            (StepKind::Action, Some(Outcome::DidNotHelp))
+        );
+        assert_eq!(step("SSH into the node").kind, StepKind::Investigation);
+        assert!(matches!(
+            step("Restarts the proxy pod").kind,
+            StepKind::Action | StepKind::Mitigation
+        ));
+        let remediation = step("Remediation involved");
+        assert_eq!(
+            (remediation.kind, remediation.outcome),
+            (StepKind::Mitigation, Some(Outcome::Helped))
+        );
     }
 
     #[test]

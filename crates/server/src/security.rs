@@ -141,7 +141,15 @@ fn admit(state: &AppState, request: &Request<Body>) -> Result<(), ApiError> {
 /// Runs the request under a concurrency permit and the time limit.
 async fn run(state: &AppState, request: Request<Body>, next: Next) -> Response {
     let shared = &state.inner;
-    let Ok(_permit) = shared.permits.clone().try_acquire_owned() else {
+    // Probes and scrapes answer from memory and must work when the server is saturated:
+    // that is when the orchestrator and Prometheus most need them.
+    let probe =
+        *request.method() == Method::GET && matches!(request.uri().path(), "/healthz" | "/metrics");
+    let permit = shared.permits.clone().try_acquire_owned();
+    let Ok(_permit) = permit
+        .map(Some)
+        .or_else(|e| if probe { Ok(None) } else { Err(e) })
+    else {
         shared.metrics.record_overload();
         return ApiError::new(
             ErrorCode::Overloaded,

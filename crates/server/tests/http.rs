@@ -634,6 +634,11 @@ async fn saturated_server_answers_503_with_retry_after() {
     let refused = refused.expect("the server never reported saturation");
     assert_eq!(refused.headers()["retry-after"], "1");
     expect_error(refused, 503, "overloaded").await;
+    // Probes and scrapes still answer while it is saturated.
+    for path in ["/healthz", "/metrics"] {
+        let response = server.client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
 
     // Completing the held request frees the permit.
     held.write_all(b": \"disk\"}").await.unwrap();

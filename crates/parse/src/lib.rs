@@ -48,7 +48,7 @@ pub use front_matter::FrontMatter;
 pub use redact::redact_name;
 
 /// Version of the chunking rules; the index rebuilds when it changes.
-pub const CHUNKER_VERSION: u32 = 2;
+pub const CHUNKER_VERSION: u32 = 3;
 
 /// Files larger than this are skipped by default.
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;

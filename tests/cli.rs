@@ -164,6 +164,32 @@ fn embed_reads_json_lines() {
 }
 
 #[test]
+fn embed_answers_each_batch_before_stdin_closes() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_precedent"))
+        .args(["embed", "--batch", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // One text at a time over an open pipe: each answer arrives while stdin stays open (a
+    // buffering binary would block here, and the test with it, instead of passing).
+    for text in ["\"disk full on the workers\"", "\"pods OOMKilled\""] {
+        writeln!(stdin, "{text}").unwrap();
+        stdin.flush().unwrap();
+        let line = lines.next().expect("an answer").unwrap();
+        let vector: Vec<f32> = serde_json::from_str(&line).unwrap();
+        assert_eq!(vector.len(), 384);
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
 fn eval_scores_a_judged_set() {
     let dir = Dir::new();
     let corpus = dir.copy_samples("corpus");

@@ -102,11 +102,6 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
 }
 
 impl ModelArgs {
-    /// Loads the model (about a second for all-MiniLM-L6-v2).
-    pub fn load(&self) -> anyhow::Result<Arc<dyn Embedder>> {
-        self.load_with(self.precision)
-    }
-
     /// Loads the model for the index at `index`: with `--precision auto`, in the precision the
     /// index was built with, so an index built on a machine without AMX (f32) still answers on
     /// one with it, and `index` updates it in place instead of re-embedding everything.

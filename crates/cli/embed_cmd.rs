@@ -5,19 +5,23 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::common::ModelArgs;
+use crate::common::{IndexArgs, ModelArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    /// With `--precision auto`, vectors come in the precision of this index's model, so they
+    /// compare with what it holds (no index there: the machine's default).
+    #[command(flatten)]
+    index: IndexArgs,
     /// Texts embedded per model call.
     #[arg(long, default_value_t = 32)]
     batch: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let embedder = args.model.load()?;
+    let embedder = args.model.load_for(&args.index.index)?;
     let stdin = std::io::stdin().lock();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut batch: Vec<String> = Vec::with_capacity(args.batch.max(1));
@@ -34,6 +38,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::to_writer(&mut *out, &vector)?;
             writeln!(out)?;
         }
+        // Each batch is answered before the next is read: a caller can keep one process open
+        // and send one text at a time (`--batch 1`).
+        out.flush()?;
         batch.clear();
         Ok(())
     };

@@ -241,6 +241,7 @@ impl Analyzed {
     /// Whether `text` (a step's text, or title, headings and text for identifiers) contains
     /// every quoted phrase, as [`Analyzed::required_query`] decides it: the check for stores
     /// that cannot run that query.
+    #[cfg(feature = "qdrant")]
     pub fn satisfies_required(&self, text: &str, all: &str) -> bool {
         if self.required.is_empty() {
             return true;

@@ -672,6 +672,32 @@ fn add_incident_leg(
     fused.sort_by(|a, b| b.fused.total_cmp(&a.fused));
 }
 
+/// The `key` fast field of each found document (step or incident), in order.
+fn doc_keys(
+    searcher: &Searcher,
+    found: Vec<(f32, DocAddress)>,
+    what: &str,
+) -> Result<Vec<(f32, u64)>> {
+    let mut columns: HashMap<u32, tantivy::columnar::Column<u64>> = HashMap::new();
+    let mut out = Vec::with_capacity(found.len());
+    for (score, addr) in found {
+        let column = match columns.entry(addr.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                searcher
+                    .segment_reader(addr.segment_ord)
+                    .fast_fields()
+                    .u64(KEY_FIELD)?,
+            ),
+        };
+        let key = column
+            .first(addr.doc_id)
+            .ok_or_else(|| Error::Corrupt(format!("{what} document without key")))?;
+        out.push((score, key));
+    }
+    Ok(out)
+}
+
 fn fuse(lexical: &[(u32, f32)], vector: &[(u32, f32)], options: &FusionOptions) -> Vec<Candidate> {
     let lex_slots: Vec<u32> = lexical.iter().map(|x| x.0).collect();
     let vec_slots: Vec<u32> = vector.iter().map(|x| x.0).collect();
@@ -1190,21 +1216,8 @@ impl Snapshot {
                 )?
             }
         };
-        let mut columns: HashMap<u32, tantivy::columnar::Column<u64>> = HashMap::new();
         let mut out = Vec::with_capacity(found.len());
-        for (score, addr) in found {
-            let column = match columns.entry(addr.segment_ord) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    searcher
-                        .segment_reader(addr.segment_ord)
-                        .fast_fields()
-                        .u64(KEY_FIELD)?,
-                ),
-            };
-            let key = column
-                .first(addr.doc_id)
-                .ok_or_else(|| Error::Corrupt("step document without key".into()))?;
+        for (score, key) in doc_keys(&searcher, found, "step")? {
             let slot = self
                 .store
                 .slot(key)
@@ -1218,9 +1231,8 @@ impl Snapshot {
     /// step), best first, as incident index -> (rank from 1, score). Ranked over all
     /// incidents: filters apply to the steps it re-weighs.
     fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<HashMap<u32, (u32, f32)>> {
-        // Words only: phrase clauses over whole write-ups walk long position lists (lexical
-        // p99 at 100k steps rose from 3.6 to 11.8 ms with them) and the step legs score
-        // phrases already.
+        // Words only: phrase clauses over whole write-ups walk long position lists, and the
+        // step legs score phrases already.
         let boosts = Boosts {
             phrase: 0.0,
             ..BOOSTS
@@ -1231,21 +1243,11 @@ impl Snapshot {
         let searcher: Searcher = self.incidents_reader.searcher();
         let found: Vec<(f32, DocAddress)> =
             searcher.search(&query, &TopDocs::with_limit(n).order_by_score())?;
-        let mut columns: HashMap<u32, tantivy::columnar::Column<u64>> = HashMap::new();
         let mut out = HashMap::with_capacity(found.len());
-        for (position, (score, addr)) in found.into_iter().enumerate() {
-            let column = match columns.entry(addr.segment_ord) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    searcher
-                        .segment_reader(addr.segment_ord)
-                        .fast_fields()
-                        .u64(KEY_FIELD)?,
-                ),
-            };
-            let key = column
-                .first(addr.doc_id)
-                .ok_or_else(|| Error::Corrupt("incident document without key".into()))?;
+        for (position, (score, key)) in doc_keys(&searcher, found, "incident")?
+            .into_iter()
+            .enumerate()
+        {
             let &idx = self
                 .incident_keys
                 .get(&key)

@@ -77,11 +77,7 @@ impl StepFields {
     pub fn schema() -> (Schema, StepFields) {
         let mut b = Schema::builder();
         let stemmed = |stored: bool| {
-            let options = TextOptions::default().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer(STEM)
-                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-            );
+            let options = analysed(STEM);
             if stored {
                 options.set_stored()
             } else {
@@ -96,14 +92,7 @@ impl StepFields {
             title: b.add_text_field("title", stemmed(true)),
             headings: b.add_text_field("headings", stemmed(false)),
             text: b.add_text_field("text", stemmed(true)),
-            ident: b.add_text_field(
-                "ident",
-                TextOptions::default().set_indexing_options(
-                    TextFieldIndexing::default()
-                        .set_tokenizer(IDENT)
-                        .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-                ),
-            ),
+            ident: b.add_text_field("ident", analysed(IDENT)),
             kind: b.add_text_field("kind", keyword.clone() | STORED),
             services: b.add_text_field("services", keyword.clone()),
             severity: b.add_text_field("severity", keyword.clone()),
@@ -164,21 +153,14 @@ pub(crate) struct IncidentFields {
 impl IncidentFields {
     pub fn schema() -> (Schema, IncidentFields) {
         let mut b = Schema::builder();
-        let indexed = |tokenizer: &str| {
-            TextOptions::default().set_indexing_options(
-                TextFieldIndexing::default()
-                    .set_tokenizer(tokenizer)
-                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-            )
-        };
         let fields = IncidentFields {
             incident_id: b.add_text_field("incident_id", STRING | STORED),
             key: b.add_u64_field(KEY_FIELD, INDEXED | FAST),
             json: b.add_text_field("json", STORED),
-            title: b.add_text_field("title", indexed(STEM)),
-            headings: b.add_text_field("headings", indexed(STEM)),
-            text: b.add_text_field("text", indexed(STEM)),
-            ident: b.add_text_field("ident", indexed(IDENT)),
+            title: b.add_text_field("title", analysed(STEM)),
+            headings: b.add_text_field("headings", analysed(STEM)),
+            text: b.add_text_field("text", analysed(STEM)),
+            ident: b.add_text_field("ident", analysed(IDENT)),
         };
         (b.build(), fields)
     }
@@ -204,6 +186,15 @@ impl IncidentFields {
             ident: self.ident,
         }
     }
+}
+
+/// A text field analysed by `tokenizer`, with frequencies and positions (for phrases).
+fn analysed(tokenizer: &str) -> TextOptions {
+    TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(tokenizer)
+            .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+    )
 }
 
 /// The `key` of an incident document: the first 8 bytes of the BLAKE3 hash of its id.

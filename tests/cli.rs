@@ -1084,3 +1084,116 @@ fn auto_precision_follows_the_index() {
         .json();
     assert!(!hits["hits"].as_array().unwrap().is_empty(), "{hits}");
 }
+
+/// Every indexed step's text, as `show --json` gives it, one file per step: what `grep -r`
+/// over "the same steps" reads.
+fn steps_as_files(dir: &Dir) -> std::path::PathBuf {
+    let s = shared();
+    let out = dir.join("steps");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&s.corpus)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut shown = 0;
+    for name in names {
+        let (code, stdout, _) = on_index(&["show", "--json"]).arg(&name).run();
+        if code != 0 {
+            continue; // not a write-up (README, synonyms.toml, ...)
+        }
+        shown += 1;
+        let incident: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        for step in incident["steps"].as_array().unwrap() {
+            let file = out.join(step["id"].as_str().unwrap().replace(['/', ':', '#'], "_"));
+            std::fs::write(file, step["text"].as_str().unwrap()).unwrap();
+        }
+    }
+    assert_eq!(shown as u64, s.files, "every indexed write-up shown");
+    out
+}
+
+/// Lines `grep -r ARGS... PATTERN DIR` prints (0 when nothing matches).
+fn grep_lines(args: &[&str], pattern: &str, dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("grep")
+        .arg("-r")
+        .args(args)
+        .arg("--")
+        .arg(pattern)
+        .arg(dir)
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .expect("grep runs");
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "grep failed: {out:?}"
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count() as u64
+}
+
+#[test]
+fn exact_and_regex_count_what_grep_counts() {
+    let dir = Dir::new();
+    let steps = steps_as_files(&dir);
+    // Patterns whose matches do not depend on leftmost-first (Rust) versus leftmost-longest
+    // (POSIX) alternation.
+    let cases: [(&str, &str, &[&str]); 5] = [
+        ("--regex", "rate.?limit|toomanyrequests", &["-i", "-E"]),
+        ("--regex", "5[0-9][0-9]", &["-i", "-E"]),
+        ("--regex", "certificate|expired", &["-i", "-E"]),
+        ("--exact", "disk space", &["-i", "-F"]),
+        ("--exact", "TLS", &["-F"]),
+    ];
+    let mut nonzero = 0;
+    for (flag, pattern, grep_args) in cases {
+        let mut args = vec!["search", "--json", flag, pattern];
+        if !grep_args.contains(&"-i") {
+            args.push("-s");
+        }
+        let (code, stdout, stderr) = on_index(&args).run();
+        assert!(code <= 1, "{flag} {pattern}: {stderr}");
+        let body: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let counts = &body["counts"];
+        let steps_matching = grep_lines(&[grep_args, &["-l"]].concat(), pattern, &steps);
+        let matches = grep_lines(&[grep_args, &["-o", "-h"]].concat(), pattern, &steps);
+        assert_eq!(
+            counts["steps"], steps_matching,
+            "{flag} {pattern}: {counts}"
+        );
+        assert_eq!(counts["matches"], matches, "{flag} {pattern}: {counts}");
+        let hits = body["hits"].as_array().unwrap();
+        assert_eq!(
+            hits.len() as u64,
+            steps_matching.min(1000),
+            "every matching step listed"
+        );
+        let incidents: std::collections::HashSet<&str> = hits
+            .iter()
+            .map(|h| h["incident_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(counts["incidents"], incidents.len() as u64, "{counts}");
+        if steps_matching > 0 {
+            nonzero += 1;
+            assert!(
+                hits[0]["snippet"].as_str().unwrap().contains("**"),
+                "{}",
+                hits[0]
+            );
+        }
+    }
+    assert!(
+        nonzero >= 4,
+        "the cases must find something in corpus-samples"
+    );
+
+    // The human form ends with the counts; a bad pattern is a clear error (exit 2).
+    let out = on_index(&["search", "--regex", "certificate|expired", "-k", "2"]).stdout();
+    assert!(
+        out.lines().last().unwrap().contains("matches in") && out.contains("2 shown"),
+        "{out}"
+    );
+    let err = on_index(&["search", "--regex", "(unclosed"]).fails();
+    assert!(err.contains("invalid regex"), "{err}");
+    let err = on_index(&["search", "--exact", "x", "--regex", "y"]).fails();
+    assert!(err.contains("cannot be used with"), "{err}");
+}

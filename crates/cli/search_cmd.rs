@@ -22,16 +22,34 @@ use crate::output::{ColorWhen, Printer, citation};
 pub struct SearchArgs {
     /// What you are seeing or suspect, in your own words (several words need no quotes;
     /// "quoted words" match as a phrase).
-    #[arg(required = true, num_args = 1.., value_name = "QUERY")]
+    #[arg(
+        required_unless_present_any = ["exact", "regex"],
+        num_args = 1..,
+        value_name = "QUERY"
+    )]
     query: Vec<String>,
-    /// Retrieval: hybrid (full text + meaning, fused), lexical (full text, needs no model) or
-    /// vector (meaning).
+    /// Retrieval: hybrid (full text + meaning, fused), lexical (full text, needs no model),
+    /// vector (meaning), exact or regex (as --exact and --regex, with QUERY as the string or
+    /// pattern).
     #[arg(long, default_value = "hybrid")]
     mode: Mode,
-    /// Number of steps to return (with --group: number of incidents).
-    #[arg(short, default_value_t = 10)]
-    k: usize,
-    /// Most steps of one incident among the results (0 = no limit).
+    /// Every step containing STRING as written (ignoring case unless -s), in write-up order,
+    /// with counts of matches, steps and incidents, like `rg -F`. Needs no model.
+    #[arg(long, value_name = "STRING", conflicts_with_all = ["query", "regex", "mode"])]
+    exact: Option<String>,
+    /// Every step matching the regular expression RE (Rust regex syntax, ignoring case unless
+    /// -s), in write-up order, with counts, like `rg`. Needs no model.
+    #[arg(long, value_name = "RE", conflicts_with_all = ["query", "mode"])]
+    regex: Option<String>,
+    /// With --exact and --regex: match case as written.
+    #[arg(short = 's', long)]
+    case_sensitive: bool,
+    /// Number of steps to return (with --group: number of incidents) [default: 10; every
+    /// match, up to 1000, with --exact and --regex].
+    #[arg(short)]
+    k: Option<usize>,
+    /// Most steps of one incident among the results (0 = no limit; --exact and --regex list
+    /// every matching step unless --group).
     #[arg(long, default_value_t = 2, value_name = "N")]
     per_incident: usize,
     /// Show incidents, each with its best steps (at most --per-incident).
@@ -70,21 +88,38 @@ fn load_model(
 }
 
 pub fn search(args: SearchArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
-    let query = args.query.join(" ");
+    let (mode, query) = match (args.exact, args.regex) {
+        (Some(string), _) => (Mode::Exact, string),
+        (None, Some(pattern)) => (Mode::Regex, pattern),
+        (None, None) => (args.mode, args.query.join(" ")),
+    };
+    let k = args.k.unwrap_or(if mode.scans() {
+        precedent_index::MAX_K
+    } else {
+        10
+    });
     let mut request = SearchRequest::new(query)
-        .with_mode(args.mode)
-        .with_k(args.k)
+        .with_mode(mode)
+        .with_k(k)
         .with_per_incident(args.per_incident)
-        .with_group(args.group);
-    let (response, root) = match args.store.store {
+        .with_group(args.group)
+        .with_case_sensitive(args.case_sensitive);
+    // Exact and regex search scan the step texts of the embedded index, whatever the store.
+    let store = if mode.scans() {
+        StoreKind::Embedded
+    } else {
+        args.store.store
+    };
+    let (response, root) = match store {
         StoreKind::Embedded => {
             let engine = open(&args.index)?;
             if let Some(file) = &args.synonyms {
                 engine.use_synonyms(file)?;
             }
-            let embedder: Arc<dyn Embedder> = match args.mode {
-                Mode::Lexical => Arc::new(NoModel),
-                _ => load_model(&args.model, &args.index, "hybrid and vector search")?,
+            let embedder: Arc<dyn Embedder> = if mode.embeds() {
+                load_model(&args.model, &args.index, "hybrid and vector search")?
+            } else {
+                Arc::new(NoModel)
             };
             request = request.with_filters(args.filters.to_filters(Some(&engine))?);
             let response = engine
@@ -151,7 +186,8 @@ fn print_hits(
         return Ok(());
     }
     let mut p = Printer::stdout(color);
-    if response.match_quality == MatchQuality::None {
+    let scanned = response.counts.is_some();
+    if response.match_quality == MatchQuality::None && !scanned {
         p.line(&p.dim(NO_CLOSE_PRECEDENT))?;
     }
     match &response.groups {
@@ -164,19 +200,35 @@ fn print_hits(
                     p.path(&shown_path(&group.path, root))
                 ))?;
                 for hit in &group.hits {
-                    print_hit(&mut p, 0, hit, root)?;
+                    print_hit(&mut p, 0, hit, root, scanned)?;
                 }
             }
         }
         None => {
             for (i, hit) in response.hits.iter().enumerate() {
-                print_hit(&mut p, i + 1, hit, root)?;
+                print_hit(&mut p, i + 1, hit, root, scanned)?;
             }
         }
     }
-    p.line(&p.dim(&format!("({} ms)", response.took_ms)))?;
+    let took = match response.counts {
+        Some(c) => format!(
+            "{} in {} of {} ({} shown; {} ms)",
+            plural(c.matches, "match", "matches"),
+            plural(c.steps, "step", "steps"),
+            plural(c.incidents, "incident", "incidents"),
+            response.hits.len(),
+            response.took_ms
+        ),
+        None => format!("({} ms)", response.took_ms),
+    };
+    p.line(&p.dim(&took))?;
     p.finish()?;
     Ok(())
+}
+
+/// `1 match`, `3 matches`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `path` as given, or under `root` when `--absolute` found one.
@@ -192,7 +244,14 @@ pub(crate) const NO_CLOSE_PRECEDENT: &str =
     "no close precedent: nothing below matches the query closely (match quality: none)";
 
 /// Prints a hit; `rank` 0 prints it as a step of a group, without a number.
-fn print_hit(p: &mut Printer, rank: usize, hit: &Hit, root: Option<&Path>) -> std::io::Result<()> {
+/// `scanned`: the hit comes from an exact or regex search (its score is a match count).
+fn print_hit(
+    p: &mut Printer,
+    rank: usize,
+    hit: &Hit,
+    root: Option<&Path>,
+    scanned: bool,
+) -> std::io::Result<()> {
     let c = &hit.citation;
     let cite = citation(&shown_path(&c.path, root), c.line_start, c.line_end);
     let kind = kind_label(hit.kind, hit.outcome);
@@ -226,13 +285,15 @@ fn print_hit(p: &mut Printer, rank: usize, hit: &Hit, root: Option<&Path>) -> st
     let date = hit
         .date
         .map_or_else(|| "undated".to_owned(), |d| d.start.to_string());
-    p.line(&format!(
-        "    {}",
-        p.dim(&format!(
+    let detail = if scanned {
+        format!("{date} · {}", plural(s.fused as u64, "match", "matches"))
+    } else {
+        format!(
             "{date} · fused {:.4} · {lexical} · {vector}{whole}",
             s.fused
-        ))
-    ))
+        )
+    };
+    p.line(&format!("    {}", p.dim(&detail)))
 }
 
 /// `action: did not help`, or the kind alone when the outcome says nothing.

@@ -60,6 +60,26 @@ pub enum Mode {
     /// Both, fused by reciprocal-rank fusion.
     #[default]
     Hybrid,
+    /// Every step whose text contains the query as written (case-insensitive unless
+    /// `case_sensitive`), in write-up order, with counts, as `rg -F` would find them. Needs no
+    /// model.
+    Exact,
+    /// Every step whose text matches the query as a regular expression (Rust `regex` syntax,
+    /// case-insensitive unless `case_sensitive`), in write-up order, with counts, as `rg`
+    /// would find them. Needs no model.
+    Regex,
+}
+
+impl Mode {
+    /// Whether this mode scans step texts for literal or regex matches instead of ranking.
+    pub fn scans(self) -> bool {
+        matches!(self, Mode::Exact | Mode::Regex)
+    }
+
+    /// Whether this mode embeds the query (and so needs the model).
+    pub fn embeds(self) -> bool {
+        matches!(self, Mode::Vector | Mode::Hybrid)
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -69,8 +89,10 @@ impl std::str::FromStr for Mode {
             "lexical" => Ok(Mode::Lexical),
             "vector" => Ok(Mode::Vector),
             "hybrid" => Ok(Mode::Hybrid),
+            "exact" => Ok(Mode::Exact),
+            "regex" => Ok(Mode::Regex),
             other => Err(Error::invalid(format!(
-                "unknown mode {other:?}; expected lexical, vector or hybrid"
+                "unknown mode {other:?}; expected lexical, vector, hybrid, exact or regex"
             ))),
         }
     }
@@ -144,7 +166,8 @@ impl Filters {
 pub struct SearchRequest {
     /// Free text. Words are matched (stemmed and as exact identifiers); text in double quotes
     /// is also matched as a phrase. No other syntax: `AND`, `-`, `:` and parentheses are words
-    /// or separators, never errors.
+    /// or separators, never errors. In `exact` mode the string to find, in `regex` mode the
+    /// pattern.
     pub query: String,
     /// Retrievers to use.
     #[serde(default)]
@@ -159,13 +182,17 @@ pub struct SearchRequest {
     #[serde(default)]
     pub rrf: FusionOptions,
     /// Most steps of one incident among the hits (default 2; 0 = no limit). With `group`, the
-    /// most steps shown per incident.
+    /// most steps shown per incident. `exact` and `regex` return every matching step unless
+    /// `group` is set.
     #[serde(default = "default_per_incident")]
     pub per_incident: usize,
     /// Return incidents with their best steps: `k` counts incidents, `groups` lists them and
     /// `hits` holds their steps in the same order.
     #[serde(default)]
     pub group: bool,
+    /// `exact` and `regex` modes: match case as written (default: ignore case).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub case_sensitive: bool,
 }
 
 impl SearchRequest {
@@ -180,7 +207,14 @@ impl SearchRequest {
             rrf: FusionOptions::default(),
             per_incident: default_per_incident(),
             group: false,
+            case_sensitive: false,
         }
+    }
+
+    /// The same request matching case as written (`exact` and `regex` modes).
+    pub fn with_case_sensitive(mut self, case_sensitive: bool) -> Self {
+        self.case_sensitive = case_sensitive;
+        self
     }
 
     /// The same request with another per-incident limit (0 = no limit).
@@ -327,8 +361,24 @@ pub struct SearchResponse {
     pub groups: Option<Vec<HitGroup>>,
     /// How close the best hits are to the query; `none` means no close precedent.
     pub match_quality: MatchQuality,
+    /// `exact` and `regex` modes: what matched in the whole index (after filters), however
+    /// many hits `k` lets through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<MatchCounts>,
     /// Time spent, in milliseconds.
     pub took_ms: u64,
+}
+
+/// How much of the index an `exact` or `regex` search matched, as `rg --count-matches` and
+/// `rg --count` count it: occurrences, and the steps and incidents that hold them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct MatchCounts {
+    /// Non-overlapping, non-empty matches over all matching steps.
+    pub matches: u64,
+    /// Steps with at least one match.
+    pub steps: u64,
+    /// Incidents with at least one matching step.
+    pub incidents: u64,
 }
 
 /// What to find similar incidents to.

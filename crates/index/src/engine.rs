@@ -13,12 +13,13 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::api::{
-    Citation, FacetCount, Facets, Filters, Hit, MAX_QUERY_BYTES, Mode, Score, SearchRequest,
-    SearchResponse, SimilarIncident, SimilarRequest, SimilarResponse, SimilarSource, Stats,
-    validate_k,
+    Citation, FacetCount, Facets, Filters, Hit, MAX_QUERY_BYTES, MatchCounts, MatchQuality, Mode,
+    Score, SearchRequest, SearchResponse, SimilarIncident, SimilarRequest, SimilarResponse,
+    SimilarSource, Stats, validate_k,
 };
 use crate::error::{Error, Result};
 use crate::fusion::{FusionOptions, reciprocal_rank_fusion};
+use crate::grep::Matcher;
 use crate::layout::{ANN_FILE, INCIDENTS_DIR, STEPS_DIR, VECTORS_FILE, dir_size, open_tantivy};
 use crate::manifest::{IncidentMeta, MANIFEST_FILE, Manifest, vector_key};
 use crate::query::{Analyzed, BOOSTS, Boosts, Highlighter, floor_boundary};
@@ -270,6 +271,9 @@ impl Engine {
         let started = Instant::now();
         request.validate()?;
         let s = self.snapshot();
+        if request.mode.scans() {
+            return s.grep(request, started);
+        }
         if request.mode != Mode::Lexical {
             s.check_model(embedder)?;
         }
@@ -277,11 +281,18 @@ impl Engine {
         let analyzed = Analyzed::new(query, &self.synonyms());
         let mask = s.require_phrases(&analyzed, s.compile(&request.filters, None)?)?;
         let n = rank::candidates_needed(request);
-        let (lexical, vector) =
-            s.retrieve(&analyzed, query, request.mode, n, mask.as_ref(), embedder)?;
+        let with_incidents = request.mode != Mode::Vector && request.rrf.incident_weight > 0.0;
+        let (lexical, vector, incidents) = s.retrieve(
+            &analyzed,
+            query,
+            request.mode,
+            n,
+            mask.as_ref(),
+            with_incidents,
+            embedder,
+        )?;
         let mut fused = fuse(&lexical, &vector, &request.rrf);
-        if request.mode != Mode::Vector && request.rrf.incident_weight > 0.0 {
-            let incidents = s.incident_leg(&analyzed, n)?;
+        if let Some(incidents) = incidents {
             add_incident_leg(&mut fused, &incidents, &request.rrf, |slot| {
                 s.slots[slot as usize].incident
             });
@@ -290,7 +301,7 @@ impl Engine {
         let highlighter = Highlighter::new(&analyzed);
         let hits = chosen
             .iter()
-            .map(|c| s.hit(c, &highlighter))
+            .map(|c| s.hit(c, &|text| highlighter.snippet(text)))
             .collect::<Result<Vec<_>>>()?;
         let groups = sizes.map(|sizes| rank::groups_of(&hits, &sizes));
         let match_quality = rank::quality_of_hits(&analyzed, &hits, request.mode != Mode::Lexical);
@@ -298,6 +309,7 @@ impl Engine {
             hits,
             groups,
             match_quality,
+            counts: None,
             took_ms: started.elapsed().as_millis() as u64,
         })
     }
@@ -416,7 +428,7 @@ impl Engine {
                         .unwrap_or_default(),
                     steps: steps
                         .iter()
-                        .map(|c| s.hit(c, &highlighter))
+                        .map(|c| s.hit(c, &|text| highlighter.snippet(text)))
                         .collect::<Result<_>>()?,
                 })
             })
@@ -637,6 +649,8 @@ fn closeness(typed: &str, candidate: &str) -> usize {
 
 /// Slots with their retriever score, best first.
 type Ranked = Vec<(u32, f32)>;
+/// Incident index -> (rank, BM25 score) in the incident-level leg.
+type IncidentRanks = HashMap<u32, (u32, f32)>;
 
 /// One fused step.
 #[derive(Debug, Clone)]
@@ -1147,8 +1161,10 @@ impl Snapshot {
         Ok(Some(Arc::new(out)))
     }
 
-    /// Runs the retrievers `mode` asks for; the vector side (query embedding dominates) runs
-    /// on a second thread while BM25 runs on this one.
+    /// Runs the retrievers `mode` asks for, and the incident-level leg when `with_incidents`;
+    /// the vector side (query embedding dominates) runs on a second thread while BM25 over
+    /// steps, then over whole write-ups, runs on this one.
+    #[allow(clippy::too_many_arguments)]
     fn retrieve(
         &self,
         analyzed: &Analyzed,
@@ -1156,8 +1172,18 @@ impl Snapshot {
         mode: Mode,
         n: usize,
         mask: Option<&Arc<Vec<bool>>>,
+        with_incidents: bool,
         embedder: &dyn Embedder,
-    ) -> Result<(Ranked, Ranked)> {
+    ) -> Result<(Ranked, Ranked, Option<IncidentRanks>)> {
+        let lexical_side = || -> Result<(Ranked, Option<IncidentRanks>)> {
+            let steps = self.lexical(analyzed, n, mask, BOOSTS)?;
+            let incidents = if with_incidents {
+                Some(self.incident_leg(analyzed, n)?)
+            } else {
+                None
+            };
+            Ok((steps, incidents))
+        };
         let vector_side = || -> Result<Vec<(u32, f32)>> {
             let mut vectors = embedder.embed(&[query]).map_err(Error::Embed)?;
             let v = vectors
@@ -1176,15 +1202,19 @@ impl Snapshot {
             self.vector(&v, n, mask)
         };
         match mode {
-            Mode::Lexical => Ok((self.lexical(analyzed, n, mask, BOOSTS)?, Vec::new())),
-            Mode::Vector => Ok((Vec::new(), vector_side()?)),
+            Mode::Lexical | Mode::Exact | Mode::Regex => {
+                let (steps, incidents) = lexical_side()?;
+                Ok((steps, Vec::new(), incidents))
+            }
+            Mode::Vector => Ok((Vec::new(), vector_side()?, None)),
             Mode::Hybrid => std::thread::scope(|scope| {
                 let handle = scope.spawn(vector_side);
-                let lexical = self.lexical(analyzed, n, mask, BOOSTS);
+                let lexical = lexical_side();
                 let vector = handle
                     .join()
                     .unwrap_or_else(|_| Err(Error::Embed("embedding thread panicked".into())));
-                Ok((lexical?, vector?))
+                let (steps, incidents) = lexical?;
+                Ok((steps, vector?, incidents))
             }),
         }
     }
@@ -1230,7 +1260,7 @@ impl Snapshot {
     /// The incident-level leg: BM25 over each write-up's whole text (title, headings, every
     /// step), best first, as incident index -> (rank from 1, score). Ranked over all
     /// incidents: filters apply to the steps it re-weighs.
-    fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<HashMap<u32, (u32, f32)>> {
+    fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<IncidentRanks> {
         // Words only: phrase clauses over whole write-ups walk long position lists, and the
         // step legs score phrases already.
         let boosts = Boosts {
@@ -1293,7 +1323,90 @@ impl Snapshot {
         }
     }
 
-    fn hit(&self, c: &Candidate, highlighter: &Highlighter) -> Result<Hit> {
+    /// `exact` and `regex` search: every step that matches, in write-up order (path, then
+    /// line), with counts over the whole index after filters. The per-incident limit applies
+    /// only with `group`; `k` caps the hits (or groups), never the counts.
+    fn grep(&self, request: &SearchRequest, started: Instant) -> Result<SearchResponse> {
+        let query = cut(&request.query, MAX_QUERY_BYTES);
+        let matcher = Matcher::new(request.mode, query, request.case_sensitive)?;
+        let mask = self.compile(&request.filters, None)?;
+        let counts = self.scan(&matcher, mask.as_deref())?;
+        let mut totals = MatchCounts::default();
+        let mut found = Vec::new();
+        for info in &self.incidents {
+            let before = totals.steps;
+            for &slot in &info.slots {
+                let n = counts[slot as usize];
+                if n > 0 {
+                    totals.matches += u64::from(n);
+                    totals.steps += 1;
+                    found.push(Candidate {
+                        slot,
+                        fused: n as f32,
+                        lexical: None,
+                        vector: None,
+                        incident: None,
+                    });
+                }
+            }
+            if totals.steps > before {
+                totals.incidents += 1;
+            }
+        }
+        let limits = SearchRequest {
+            per_incident: if request.group {
+                request.per_incident
+            } else {
+                0
+            },
+            ..request.clone()
+        };
+        let (chosen, sizes) =
+            rank::select(found, |c| self.slots[c.slot as usize].incident, &limits);
+        let hits = chosen
+            .iter()
+            .map(|c| self.hit(c, &|text| matcher.snippet(text)))
+            .collect::<Result<Vec<_>>>()?;
+        let groups = sizes.map(|sizes| rank::groups_of(&hits, &sizes));
+        Ok(SearchResponse {
+            match_quality: if hits.is_empty() {
+                MatchQuality::None
+            } else {
+                MatchQuality::Strong
+            },
+            hits,
+            groups,
+            counts: Some(totals),
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Matches of `matcher` in each step's text, by slot (0 for steps `mask` leaves out).
+    /// Reads the doc store segment by segment, in document order.
+    fn scan(&self, matcher: &Matcher, mask: Option<&Vec<bool>>) -> Result<Vec<u32>> {
+        let searcher = self.reader.searcher();
+        let mut counts = vec![0u32; self.slots.len()];
+        for segment in searcher.segment_readers() {
+            let keys = segment.fast_fields().u64(KEY_FIELD)?;
+            let store = segment
+                .get_store_reader(1)
+                .map_err(tantivy::TantivyError::from)?;
+            let docs = store.iter::<TantivyDocument>(segment.alive_bitset());
+            for (doc, stored) in segment.doc_ids_alive().zip(docs) {
+                let stored = stored?;
+                let Some(slot) = keys.first(doc).and_then(|k| self.store.slot(k)) else {
+                    continue;
+                };
+                if mask.is_some_and(|m| !m[slot as usize]) {
+                    continue;
+                }
+                counts[slot as usize] = matcher.count(stored_str(&stored, self.fields.text));
+            }
+        }
+        Ok(counts)
+    }
+
+    fn hit(&self, c: &Candidate, snippet: &dyn Fn(&str) -> String) -> Result<Hit> {
         let doc: TantivyDocument = self.reader.searcher().doc(self.docs[c.slot as usize])?;
         let f = &self.fields;
         let text = stored_str(&doc, f.text).to_owned();
@@ -1315,7 +1428,7 @@ impl Snapshot {
             heading_path,
             date: info.meta.date,
             services: info.meta.services.clone(),
-            snippet: highlighter.snippet(&text),
+            snippet: snippet(&text),
             text,
             score: Score {
                 fused: c.fused,

@@ -50,6 +50,7 @@ mod engine;
 mod error;
 pub mod eval;
 mod fusion;
+mod grep;
 mod layout;
 mod manifest;
 #[cfg(feature = "qdrant")]
@@ -62,9 +63,9 @@ mod vectors;
 mod writer;
 
 pub use api::{
-    Citation, FacetCount, Facets, Filters, Hit, HitGroup, MAX_K, MAX_QUERY_BYTES, MatchQuality,
-    Mode, QueryStore, Score, SearchRequest, SearchResponse, SimilarIncident, SimilarRequest,
-    SimilarResponse, SimilarSource, Stats,
+    Citation, FacetCount, Facets, Filters, Hit, HitGroup, MAX_K, MAX_QUERY_BYTES, MatchCounts,
+    MatchQuality, Mode, QueryStore, Score, SearchRequest, SearchResponse, SimilarIncident,
+    SimilarRequest, SimilarResponse, SimilarSource, Stats,
 };
 pub use avenues::{
     Avenue, AvenueEvidence, AvenueGroup, AvenuesRequest, AvenuesResponse, CompareRequest,

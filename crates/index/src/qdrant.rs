@@ -560,6 +560,12 @@ impl QdrantStore {
     ) -> Result<SearchResponse> {
         let started = Instant::now();
         request.validate()?;
+        if request.mode.scans() {
+            return Err(Error::invalid(
+                "exact and regex search scan the embedded index; the Qdrant store answers \
+                 lexical, vector and hybrid search",
+            ));
+        }
         let query = cut(&request.query, MAX_QUERY_BYTES);
         let analyzed = Analyzed::new(query, &self.synonyms);
         let filter = to_filter(&request.filters, None);
@@ -586,6 +592,7 @@ impl QdrantStore {
                         hits: Vec::new(),
                         groups: request.group.then(Vec::new),
                         match_quality: crate::api::MatchQuality::None,
+                        counts: None,
                         took_ms: started.elapsed().as_millis() as u64,
                     });
                 }
@@ -673,7 +680,7 @@ impl QdrantStore {
                         vector_similarity: Some(score),
                         ..Score::default()
                     },
-                    Mode::Hybrid => Score {
+                    Mode::Hybrid | Mode::Exact | Mode::Regex => Score {
                         vector_similarity: similarity,
                         ..fused_only(score)
                     },
@@ -687,6 +694,7 @@ impl QdrantStore {
             hits,
             groups,
             match_quality,
+            counts: None,
             took_ms: started.elapsed().as_millis() as u64,
         })
     }

@@ -388,56 +388,62 @@ impl Highlighter {
                 _ => merged.push(span),
             }
         }
-        // Window with the most distinct matched terms.
-        let (mut best_start, mut best_score) = (0usize, 0usize);
-        for (i, span) in merged.iter().enumerate() {
-            let window_end = span.0 + SNIPPET_BYTES;
-            let distinct: HashSet<&str> = merged[i..]
-                .iter()
-                .take_while(|s| s.1 <= window_end)
-                .map(|s| s.2.as_str())
-                .collect();
-            if distinct.len() > best_score {
-                best_score = distinct.len();
-                best_start = span.0;
-            }
-        }
-        // Start a little before the first match, at a word boundary.
-        let mut start = if best_start <= 40 {
-            0
-        } else {
-            floor_boundary(text, best_start - 40)
-        };
-        if start > 0
-            && let Some(space) = text[start..best_start].find(char::is_whitespace)
-        {
-            start += space + 1;
-        }
-        let mut end = floor_boundary(text, start + SNIPPET_BYTES);
-        if end < text.len()
-            && let Some(space) = text[start..end].rfind(char::is_whitespace)
-            && space > 0
-        {
-            end = start + space;
-        }
-        let mut out = String::with_capacity(end - start + 16);
-        if start > 0 {
-            out.push('…');
-        }
-        let mut at = start;
-        for (from, to, _) in merged.iter().filter(|s| s.0 >= start && s.1 <= end) {
-            out.push_str(&text[at..*from]);
-            out.push_str("**");
-            out.push_str(&text[*from..*to]);
-            out.push_str("**");
-            at = *to;
-        }
-        out.push_str(&text[at..end]);
-        if end < text.len() {
-            out.push('…');
-        }
-        out
+        snippet_around(text, &merged)
     }
+}
+
+/// The passage of `text` (about [`SNIPPET_BYTES`]) with the most distinct matched terms,
+/// matches wrapped in `**`. `merged` holds matches as (start, end, term), sorted and disjoint.
+pub(crate) fn snippet_around(text: &str, merged: &[(usize, usize, String)]) -> String {
+    // Window with the most distinct matched terms.
+    let (mut best_start, mut best_score) = (0usize, 0usize);
+    for (i, span) in merged.iter().enumerate() {
+        let window_end = span.0 + SNIPPET_BYTES;
+        let distinct: HashSet<&str> = merged[i..]
+            .iter()
+            .take_while(|s| s.1 <= window_end)
+            .map(|s| s.2.as_str())
+            .collect();
+        if distinct.len() > best_score {
+            best_score = distinct.len();
+            best_start = span.0;
+        }
+    }
+    // Start a little before the first match, at a word boundary.
+    let mut start = if best_start <= 40 {
+        0
+    } else {
+        floor_boundary(text, best_start - 40)
+    };
+    if start > 0
+        && let Some(space) = text[start..best_start].find(char::is_whitespace)
+    {
+        start += space + 1;
+    }
+    let mut end = floor_boundary(text, start + SNIPPET_BYTES);
+    if end < text.len()
+        && let Some(space) = text[start..end].rfind(char::is_whitespace)
+        && space > 0
+    {
+        end = start + space;
+    }
+    let mut out = String::with_capacity(end - start + 16);
+    if start > 0 {
+        out.push('…');
+    }
+    let mut at = start;
+    for (from, to, _) in merged.iter().filter(|s| s.0 >= start && s.1 <= end) {
+        out.push_str(&text[at..*from]);
+        out.push_str("**");
+        out.push_str(&text[*from..*to]);
+        out.push_str("**");
+        at = *to;
+    }
+    out.push_str(&text[at..end]);
+    if end < text.len() {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]

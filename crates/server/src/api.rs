@@ -12,12 +12,17 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
     /// Free text, at most 4096 bytes by default. Words are matched stemmed and as exact
-    /// identifiers; text in double quotes is also matched as a phrase.
+    /// identifiers; text in double quotes is also matched as a phrase. In `exact` mode the
+    /// string to find, in `regex` mode the pattern.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
-    /// Retrievers to use (default `hybrid`).
+    /// Retrievers to use (default `hybrid`); `exact` and `regex` return every matching step
+    /// in write-up order (up to `k`) with `counts` over the whole index, like grep.
     #[serde(default)]
     pub mode: Mode,
+    /// `exact` and `regex` modes: match case as written (default false: ignore case).
+    #[serde(default)]
+    pub case_sensitive: bool,
     /// Number of hits, 1..=100 by default (out of range is an error, not clamped). Default 10.
     #[serde(default)]
     #[schemars(range(min = 1, max = 100))]

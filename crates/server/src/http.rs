@@ -277,7 +277,8 @@ async fn search(
         .with_mode(body.mode)
         .with_k(k)
         .with_filters(body.filters)
-        .with_group(body.group);
+        .with_group(body.group)
+        .with_case_sensitive(body.case_sensitive);
     if let Some(per) = body.per_incident {
         request = request.with_per_incident(check_per_incident(per)?);
     }

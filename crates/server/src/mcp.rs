@@ -16,7 +16,8 @@ use precedent_core::{Card, RemediationClass, TriggerClass};
 use precedent_core::{Incident, StepKind};
 use precedent_index::{
     AvenueGroup, AvenuesRequest, AvenuesResponse, CompareRequest, CompareResponse, Facets, Filters,
-    Hit, MAX_NOTES_BYTES, MatchQuality, Mode, SearchRequest, SimilarRequest, SimilarSource,
+    Hit, MAX_NOTES_BYTES, MatchQuality, Mode, SearchRequest, SearchResponse, SimilarRequest,
+    SimilarSource,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -103,9 +104,15 @@ pub struct SearchIncidentsParams {
     /// words; "double quotes" also match a phrase.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
-    /// `hybrid` (default, best), `lexical` (exact words and identifiers) or `vector` (meaning).
+    /// `hybrid` (default, best), `lexical` (exact words and identifiers) or `vector`
+    /// (meaning); `exact` (the query as a literal string) or `regex` (the query as a Rust
+    /// regular expression) list every matching step in write-up order with counts of matches,
+    /// steps and incidents, like grep.
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// `exact` and `regex` modes: match case as written (default false: ignore case).
+    #[serde(default)]
+    pub case_sensitive: Option<bool>,
     /// Number of steps to return, 1..=50 (default 10); with `group`, number of incidents.
     #[serde(default)]
     #[schemars(range(min = 1, max = 50))]
@@ -286,18 +293,14 @@ impl McpServer {
                     .with_mode(params.mode.unwrap_or_default())
                     .with_k(k)
                     .with_filters(filters)
-                    .with_group(params.group.unwrap_or(false));
+                    .with_group(params.group.unwrap_or(false))
+                    .with_case_sensitive(params.case_sensitive.unwrap_or(false));
                 if let Some(per) = params.per_incident {
                     request =
                         request.with_per_incident(crate::http::check_per_incident(per as usize)?);
                 }
                 let response = self.state.search(request).await?;
-                Ok(render_hits(
-                    &response.hits,
-                    response.match_quality,
-                    response.took_ms,
-                    self.budget(),
-                ))
+                Ok(render_hits(&response, self.budget()))
             })
             .await;
         finish(result)
@@ -811,26 +814,36 @@ fn quality_line(quality: MatchQuality) -> String {
     }
 }
 
-fn render_hits(
-    hits: &[Hit],
-    match_quality: MatchQuality,
-    took_ms: u64,
-    budget: usize,
-) -> CallToolResult {
+fn render_hits(response: &SearchResponse, budget: usize) -> CallToolResult {
+    let (hits, match_quality, took_ms) = (&response.hits, response.match_quality, response.took_ms);
     let mut out = Budgeted::new(budget);
     out.push_line(PREAMBLE);
-    out.push_line(&quality_line(match_quality));
-    out.push_line(&format!("{} matching steps, best first.", hits.len()));
+    match response.counts {
+        Some(c) => out.push_line(&format!(
+            "{} matches in {} steps of {} incidents; {} steps shown, in write-up order.",
+            c.matches,
+            c.steps,
+            c.incidents,
+            hits.len()
+        )),
+        None => {
+            out.push_line(&quality_line(match_quality));
+            out.push_line(&format!("{} matching steps, best first.", hits.len()))
+        }
+    };
     let mut shown = Vec::new();
     for (rank, hit) in hits.iter().enumerate() {
         let kind = hit.kind.as_str();
         // Only values this server computed go on the line; everything from the corpus (id,
         // title, path) is in the envelope.
+        let score = match response.counts {
+            Some(_) => format!("matches={}", hit.score.fused),
+            None => format!("score={:.4}", hit.score.fused),
+        };
         let header = format!(
-            "{}. kind={kind}{} score={:.4} date={}",
+            "{}. kind={kind}{} {score} date={}",
             rank + 1,
             outcome_attr(hit.outcome),
-            hit.score.fused,
             date_of(hit.date.as_ref())
         );
         if !out.push_line(&header) {
@@ -855,7 +868,7 @@ fn render_hits(
     let structured = fit_structured(
         budget,
         shown,
-        |hits, truncated| json!({ "hits": hits, "match_quality": match_quality, "took_ms": took_ms, "truncated": truncated || text_truncated }),
+        |hits, truncated| json!({ "hits": hits, "match_quality": match_quality, "counts": response.counts, "took_ms": took_ms, "truncated": truncated || text_truncated }),
         hits.len(),
     );
     tool_result(text, fit_json(structured, budget))

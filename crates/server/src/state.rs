@@ -93,9 +93,10 @@ impl AppState {
     pub(crate) async fn search(&self, request: SearchRequest) -> Result<SearchResponse, ApiError> {
         let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
         let store = self.inner.options.query_store.clone();
+        // Exact and regex search scan step texts, which only the embedded index holds.
         blocking(move || match store {
-            Some(store) => store.search(&request, embedder.as_ref()),
-            None => {
+            Some(store) if !request.mode.scans() => store.search(&request, embedder.as_ref()),
+            _ => {
                 refresh(&engine);
                 engine.search(&request, embedder.as_ref())
             }

@@ -1476,3 +1476,89 @@ async fn incident_ids_resolve_like_the_cli() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exact_and_regex_modes_list_every_match_with_counts() {
+    let server = Server::start(shared_index(), |_| {}).await;
+    let c = &server.client;
+    let (status, body) = json(
+        c.post(server.url("/v1/search"))
+            .json(&json!({"query": "certificate|expired", "mode": "regex", "k": 100}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let hits = body["hits"].as_array().unwrap();
+    assert!(!hits.is_empty(), "{body}");
+    let counts = &body["counts"];
+    assert_eq!(
+        counts["steps"].as_u64().unwrap(),
+        hits.len() as u64,
+        "{counts}"
+    );
+    assert!(
+        counts["matches"].as_u64().unwrap() >= hits.len() as u64,
+        "{counts}"
+    );
+    // Every step is listed, not two per incident, and each really matches.
+    let mut per_incident = std::collections::HashMap::new();
+    for hit in hits {
+        let text = hit["text"].as_str().unwrap().to_lowercase();
+        assert!(
+            text.contains("certificate") || text.contains("expired"),
+            "{hit}"
+        );
+        *per_incident
+            .entry(hit["incident_id"].as_str().unwrap())
+            .or_insert(0) += 1;
+    }
+    assert!(per_incident.values().any(|&n| n > 2), "{per_incident:?}");
+    assert_eq!(counts["incidents"], per_incident.len() as u64);
+
+    // Exact is literal: regex syntax in it matches nothing; case can be required.
+    let (status, body) = json(
+        c.post(server.url("/v1/search"))
+            .json(&json!({"query": "certificate|expired", "mode": "exact"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["counts"]["matches"], 0, "{body}");
+    assert!(body["hits"].as_array().unwrap().is_empty());
+    let mut counted = Vec::new();
+    for case_sensitive in [false, true] {
+        let request = json!({"query": "tls", "mode": "exact", "case_sensitive": case_sensitive});
+        let (status, body) = json(
+            c.post(server.url("/v1/search"))
+                .json(&request)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        counted.push(body["counts"]["matches"].as_u64().unwrap());
+    }
+    let (ignoring, matching) = (counted[0], counted[1]);
+    assert!(ignoring > 0 && matching < ignoring, "{ignoring} {matching}");
+
+    // A pattern that does not compile is a 400 naming the problem.
+    let body = expect_error(
+        c.post(server.url("/v1/search"))
+            .json(&json!({"query": "(unclosed", "mode": "regex"}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad_request",
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("regex"),
+        "{body}"
+    );
+}

@@ -133,6 +133,29 @@ async fn tools_and_resources_over_streamable_http() {
     assert!(text.contains(&citation), "{citation} not in {text}");
     let incident_id = first["incident_id"].as_str().unwrap().to_owned();
 
+    // search_incidents as grep: every matching step in write-up order, with counts.
+    let result = call(
+        &client,
+        "search_incidents",
+        json!({"query": "certificate|expired", "mode": "regex", "k": 50}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(false));
+    let text = text_of(&result);
+    assert_enveloped(&text);
+    let structured = result.structured_content.unwrap();
+    let counts = &structured["counts"];
+    let shown = structured["hits"].as_array().unwrap().len() as u64;
+    assert!(shown > 0, "{structured}");
+    assert!(
+        text.contains(&format!(
+            "{} matches in {} steps of {} incidents; {shown} steps shown",
+            counts["matches"], counts["steps"], counts["incidents"]
+        )),
+        "{text}"
+    );
+    assert!(text.contains("matches="), "{text}");
+
     // find_similar_incidents, by text and by id
     let result = call(
         &client,

@@ -1197,3 +1197,51 @@ fn exact_and_regex_count_what_grep_counts() {
     let err = on_index(&["search", "--exact", "x", "--regex", "y"]).fails();
     assert!(err.contains("cannot be used with"), "{err}");
 }
+
+#[test]
+fn index_refuses_another_directory_unless_told_to_prune() {
+    let dir = Dir::new();
+    for (sub, name) in [
+        ("ops", "2022-03-14-disk-full-debug-logs.md"),
+        ("db", "mysql-failover-split-brain.md"),
+    ] {
+        dir.create(
+            &format!("corpus/{sub}/{name}"),
+            std::fs::read(samples().join(name)).unwrap(),
+        );
+    }
+    let idx = dir.join("idx");
+    let run = |corpus: &str, extra: &[&str]| {
+        TestCommand::new(&["index"])
+            .arg(dir.join(corpus))
+            .arg("--index")
+            .arg(&idx)
+            .args(extra)
+            .run()
+    };
+    let (code, out, err) = run("corpus", &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 added"), "{out}");
+    // A subfolder would drop the other write-ups: refused, nothing changes.
+    let (code, _, err) = run("corpus/ops", &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--prune") && err.contains("2 write-ups"),
+        "{err}"
+    );
+    let (code, out, _) = run("corpus", &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("0 removed, 2 unchanged"), "{out}");
+    let (code, out, err) = run("corpus/ops", &["--prune"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("1 added") && out.contains("2 removed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn serve_refuses_writes_that_would_not_reach_the_store() {
+    let err = on_index(&["serve", "--store", "qdrant", "--allow-writes"]).fails();
+    assert!(err.contains("--allow-writes with --store qdrant"), "{err}");
+}

@@ -29,6 +29,11 @@ pub struct Args {
     /// Skip files larger than this many bytes.
     #[arg(long, default_value_t = precedent_parse::DEFAULT_MAX_BYTES, value_name = "BYTES")]
     max_bytes: u64,
+    /// Make DIR the corpus of an index built from another directory (a subfolder, a moved
+    /// copy): write-ups not under DIR are removed, unchanged relative paths are kept without
+    /// re-embedding. Without it such a run is refused. Documents written through the API stay.
+    #[arg(long)]
+    prune: bool,
 }
 
 /// An indicatif bar on a terminal, nothing otherwise.
@@ -81,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut options = WriterOptions::default();
     options.parse.max_bytes = args.max_bytes;
+    options.prune = args.prune;
     let rebuild_reason = precedent_index::rebuild_reason(&args.index.index, embedder.as_ref())
         .ok()
         .flatten();
@@ -147,9 +153,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.index.index.display(),
         summary.generation,
     )?;
+    let api = match summary.api_documents {
+        0 => String::new(),
+        n => format!(" ({n} written through the API, kept)"),
+    };
     writeln!(
         out,
-        "files: {} added, {} updated, {} removed, {} unchanged, {} skipped",
+        "files: {} added, {} updated, {} removed, {} unchanged, {} skipped{api}",
         summary.added,
         summary.updated,
         summary.removed,

@@ -63,6 +63,9 @@ enum Command {
     /// cost nothing, changed files are replaced, deleted files removed).
     Index(index_cmd::Args),
     /// Find past diagnostic steps: symptoms, hypotheses, actions, mitigations, causes.
+    #[command(
+        override_usage = "precedent search [OPTIONS] <QUERY>...\n       precedent search [OPTIONS] (--exact <STRING> | --regex <RE>)"
+    )]
     Search(search_cmd::SearchArgs),
     /// Find past incidents similar to an indexed one, a draft write-up, or a description.
     Similar(search_cmd::SimilarArgs),

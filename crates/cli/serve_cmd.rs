@@ -137,6 +137,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.allow_writes && matches!(args.store.store, StoreKind::Qdrant) {
+        // A write would be acknowledged and never reach the collection the server searches.
+        anyhow::bail!(
+            "--allow-writes with --store qdrant is not supported yet: writes reach only the \
+             local index, not the collection searches read. Write through `precedent index \
+             --store qdrant` instead"
+        );
+    }
     let engine = Arc::new(open(&args.index)?);
     let embedder = args.model.load_for(&args.index.index)?;
     let mut options = ServerOptions::new(args.addr, &args.index.index);

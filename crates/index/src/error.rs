@@ -44,6 +44,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// A write through the API to an incident that a file of the corpus directory owns: the
+    /// next `precedent index DIR` would undo it, so it is refused.
+    #[error(
+        "{path} is a file of the corpus directory, indexed by `precedent index`: edit or remove the file and run `precedent index` again (documents written through the API take paths no corpus file has)"
+    )]
+    OwnedByCorpus {
+        /// Path of the write-up, relative to the corpus root.
+        path: String,
+    },
+
+    /// A sync of a corpus directory other than the one the index was built from, which would
+    /// remove every incident of the recorded one.
+    #[error(
+        "this index holds {files} write-ups of {}, and {} is another directory: syncing it would remove them. Pass --prune to make {} the corpus (unchanged relative paths are kept without re-embedding; write-ups not under it are removed), or use another --index",
+        .recorded.display(), .given.display(), .given.display()
+    )]
+    OtherCorpus {
+        /// The corpus root recorded in the index.
+        recorded: PathBuf,
+        /// The directory given.
+        given: PathBuf,
+        /// Corpus-owned write-ups in the index.
+        files: usize,
+    },
+
     /// There is no index at this path (run `precedent index DIR` first).
     #[error("no index at {}: build one with `precedent index DIR`", .0.display())]
     IndexMissing(PathBuf),
@@ -151,6 +176,8 @@ impl Error {
                 | Error::UnknownIncident(_)
                 | Error::IncidentRef { .. }
                 | Error::InvalidWriteUp { .. }
+                | Error::OwnedByCorpus { .. }
+                | Error::OtherCorpus { .. }
                 | Error::IndexMissing(_)
                 | Error::Locked { .. }
                 | Error::ModelMismatch { .. }

@@ -83,6 +83,29 @@ pub(crate) struct FileEntry {
     pub hash: ContentHash,
     pub incident: IncidentMeta,
     pub steps: Vec<StepEntry>,
+    /// Who owns it: a file of the corpus directory (synced by `precedent index DIR`) or a
+    /// document written through the API (`PUT /v1/incidents`), which no sync removes.
+    #[serde(default, skip_serializing_if = "Origin::is_corpus")]
+    pub origin: Origin,
+}
+
+/// Who owns an indexed write-up. The two kinds are kept apart: a sync of the corpus
+/// directory never removes or replaces an API document, and the API never replaces or
+/// deletes a file's incident.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Origin {
+    /// A file under the corpus root.
+    #[default]
+    Corpus,
+    /// A document written through the API (or `IndexWriter::upsert`).
+    Api,
+}
+
+impl Origin {
+    fn is_corpus(&self) -> bool {
+        *self == Origin::Corpus
+    }
 }
 
 /// What filters and `similar` need to know about an incident without touching tantivy.

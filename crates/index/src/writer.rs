@@ -18,8 +18,8 @@ use crate::layout::{
     link_dir, open_tantivy,
 };
 use crate::manifest::{
-    FORMAT_VERSION, FileEntry, IncidentMeta, Manifest, StepEntry, VectorsInfo, sync_dir, text_hash,
-    vector_key,
+    FORMAT_VERSION, FileEntry, IncidentMeta, Manifest, Origin, StepEntry, VectorsInfo, sync_dir,
+    text_hash, vector_key,
 };
 use crate::schema::{IncidentFields, StepFields, incident_key};
 use crate::vectors::{Ann, VectorStore};
@@ -80,6 +80,8 @@ pub struct IndexSummary {
     pub unchanged: usize,
     /// Files not indexed, with the reason (relative path, reason).
     pub skipped: Vec<(String, String)>,
+    /// Documents written through the API, which a sync leaves as they are.
+    pub api_documents: usize,
     /// Steps in the index afterwards.
     pub steps_total: u64,
     /// Steps whose vectors were computed in this run (others were reused).
@@ -112,6 +114,10 @@ pub struct WriterOptions {
     /// Timestamps (mtime, ctime) younger than this at scan time are not trusted and the file is
     /// hashed on the next run. Default 2 s.
     pub racy_window: Duration,
+    /// Let [`IndexWriter::sync_dir`] take a corpus directory other than the recorded one (a
+    /// subfolder, a moved copy): the files not under it are removed. Without it such a sync
+    /// is an [`Error::OtherCorpus`]. Default false.
+    pub prune: bool,
 }
 
 impl Default for WriterOptions {
@@ -124,6 +130,7 @@ impl Default for WriterOptions {
             tantivy_memory: 64 << 20,
             max_steps: DEFAULT_MAX_STEPS,
             racy_window: RACY_WINDOW,
+            prune: false,
         }
     }
 }
@@ -191,6 +198,7 @@ struct Upsert {
     path: String,
     stamp: Stamp,
     incident: Incident,
+    origin: Origin,
 }
 
 /// What `stat` says about a file, as far as it can be trusted to detect changes.
@@ -304,6 +312,68 @@ impl IndexWriter {
         Ok(writer)
     }
 
+    /// Refuses a sync of `root` when the index holds write-ups of another corpus directory,
+    /// unless [`WriterOptions::prune`] says to make `root` the corpus.
+    fn check_corpus_root(&self, root: &Path) -> Result<()> {
+        let Some(m) = &self.manifest else {
+            return Ok(());
+        };
+        let Some(recorded) = &m.corpus_root else {
+            return Ok(());
+        };
+        let files = m
+            .files
+            .values()
+            .filter(|f| f.origin == Origin::Corpus)
+            .count();
+        if recorded == root || files == 0 || self.options.prune {
+            return Ok(());
+        }
+        Err(Error::OtherCorpus {
+            recorded: recorded.clone(),
+            given: root.to_owned(),
+            files,
+        })
+    }
+
+    /// A rebuild starts from nothing; documents written through the API have no file to be
+    /// read again, so they are carried over as the published state holds them (their steps
+    /// are re-embedded, their parse is kept). One that cannot be read back is reported.
+    fn carry_api_documents(&self, upserts: &mut Vec<Upsert>, skipped: &mut Vec<(String, String)>) {
+        let Some(m) = &self.manifest else { return };
+        let api: Vec<(&String, &FileEntry)> = m
+            .files
+            .iter()
+            .filter(|(_, f)| f.origin == Origin::Api)
+            .collect();
+        if api.is_empty() {
+            return;
+        }
+        let engine = crate::engine::Engine::open(&self.dir);
+        for (path, entry) in api {
+            let incident = match &engine {
+                Ok(engine) => engine.incident(&entry.incident.id),
+                Err(e) => Err(Error::Corrupt(e.to_string())),
+            };
+            match incident {
+                Ok(Some(incident)) => upserts.push(Upsert {
+                    path: path.clone(),
+                    stamp: Stamp {
+                        size: entry.size,
+                        ..Stamp::default()
+                    },
+                    incident,
+                    origin: Origin::Api,
+                }),
+                Ok(None) | Err(_) => skipped.push((
+                    path.clone(),
+                    "written through the API and unreadable from the previous index format; PUT it again"
+                        .to_owned(),
+                )),
+            }
+        }
+    }
+
     /// Generation of the last published state (0 for a new index).
     pub fn generation(&self) -> u64 {
         self.manifest.as_ref().map_or(0, |m| m.generation)
@@ -323,14 +393,28 @@ impl IndexWriter {
         progress.start(Phase::Scan, 0);
         let mut skipped = Vec::new();
         let walked = walk(corpus_root, &self.dir, &mut skipped)?;
+        self.check_corpus_root(&walked.root)?;
         self.corpus_root = Some(walked.root.clone());
         let files = &walked.files;
         progress.start(Phase::Parse, files.len() as u64);
 
+        // Only the corpus's own write-ups are synced; documents written through the API stay.
         let base: BTreeMap<String, FileEntry> = match (&self.manifest, self.rebuild) {
-            (Some(m), false) => m.files.clone(),
+            (Some(m), false) => m
+                .files
+                .iter()
+                .filter(|(_, f)| f.origin == Origin::Corpus)
+                .map(|(p, f)| (p.clone(), f.clone()))
+                .collect(),
             _ => BTreeMap::new(),
         };
+        let api_paths: HashSet<String> = self.manifest.as_ref().map_or_else(HashSet::new, |m| {
+            m.files
+                .iter()
+                .filter(|(_, f)| f.origin == Origin::Api)
+                .map(|(p, _)| p.clone())
+                .collect()
+        });
         let mut upserts = Vec::new();
         let mut removals = Vec::new();
         let mut unchanged = 0;
@@ -345,6 +429,14 @@ impl IndexWriter {
                 skipped.push((
                     key,
                     "its name, with secrets redacted, is that of another file; rename it"
+                        .to_owned(),
+                ));
+                continue;
+            }
+            if api_paths.contains(&key) {
+                skipped.push((
+                    key,
+                    "a document written through the API has this path; delete it through the API (DELETE /v1/incidents/ID) to index this file"
                         .to_owned(),
                 ));
                 continue;
@@ -383,6 +475,9 @@ impl IndexWriter {
             .filter(|u| !base.contains_key(&u.path))
             .count();
         let updated = upserts.len() - added;
+        if self.rebuild {
+            self.carry_api_documents(&mut upserts, &mut skipped);
+        }
         let removed = removals.len();
         let mut summary = IndexSummary {
             added,
@@ -390,6 +485,7 @@ impl IndexWriter {
             removed,
             unchanged,
             skipped,
+            api_documents: 0,
             steps_total: 0,
             steps_embedded: 0,
             generation: self.generation(),
@@ -405,6 +501,9 @@ impl IndexWriter {
             summary.rebuilt = stats.rebuilt;
         }
         summary.steps_total = self.manifest.as_ref().map_or(0, Manifest::steps_total);
+        summary.api_documents = self.manifest.as_ref().map_or(0, |m| {
+            m.files.values().filter(|f| f.origin == Origin::Api).count()
+        });
         summary.generation = self.generation();
         // Entries the walk left out are named as walked: redact those names too.
         for (path, _) in &mut summary.skipped {
@@ -444,11 +543,11 @@ impl IndexWriter {
             let reason = too_many_steps(incident.steps.len(), self.options.max_steps);
             return Err(Error::InvalidWriteUp { path, reason });
         }
-        let replaced = !self.rebuild
-            && self
-                .manifest
-                .as_ref()
-                .is_some_and(|m| m.files.contains_key(&path));
+        let existing = self.manifest.as_ref().and_then(|m| m.files.get(&path));
+        if existing.is_some_and(|f| f.origin == Origin::Corpus) {
+            return Err(Error::OwnedByCorpus { path });
+        }
+        let replaced = !self.rebuild && existing.is_some();
         let upsert = Upsert {
             path: path.clone(),
             stamp: Stamp {
@@ -456,6 +555,7 @@ impl IndexWriter {
                 ..Stamp::default()
             },
             incident,
+            origin: Origin::Api,
         };
         let id = upsert.incident.id.clone();
         let stats = self.commit(vec![upsert], Vec::new(), &[], &NoProgress, proceed)?;
@@ -475,7 +575,8 @@ impl IndexWriter {
         })
     }
 
-    /// Removes an incident; `false` when it was not indexed.
+    /// Removes an incident written through the API; `false` when it was not indexed. An
+    /// incident of a corpus file is an [`Error::OwnedByCorpus`]: remove the file instead.
     pub fn delete(&mut self, id: &IncidentId) -> Result<bool> {
         self.delete_unless_abandoned(id, &|| true)
     }
@@ -487,15 +588,17 @@ impl IndexWriter {
         id: &IncidentId,
         proceed: &dyn Fn() -> bool,
     ) -> Result<bool> {
-        let path = match (&self.manifest, self.rebuild) {
-            (Some(m), false) => m
-                .files
-                .iter()
-                .find(|(_, f)| &f.incident.id == id)
-                .map(|(p, _)| p.clone()),
+        let entry = match (&self.manifest, self.rebuild) {
+            (Some(m), false) => m.files.iter().find(|(_, f)| &f.incident.id == id),
             _ => None,
         };
-        let Some(path) = path else { return Ok(false) };
+        let Some((path, entry)) = entry else {
+            return Ok(false);
+        };
+        if entry.origin == Origin::Corpus {
+            return Err(Error::OwnedByCorpus { path: path.clone() });
+        }
+        let path = path.clone();
         self.commit(Vec::new(), vec![path], &[], &NoProgress, proceed)?;
         Ok(true)
     }
@@ -695,6 +798,7 @@ impl IndexWriter {
                     remediation_class: incident.card.remediation_class,
                 },
                 steps,
+                origin: upsert.origin,
             };
             entry.set_stamp(&upsert.stamp);
             files.insert(upsert.path.clone(), entry);
@@ -1117,6 +1221,7 @@ fn examine(
             path: redact_name(rel),
             stamp,
             incident,
+            origin: Origin::Corpus,
         })),
         None => skip(
             parsed

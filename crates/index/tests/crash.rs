@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{copy_dir, corpus_samples, model, options, save_cache, steps_of, sync};
+use common::{copy_dir, corpus_samples, model, options, pruning, save_cache, steps_of, sync};
 use precedent_embed::{BertEmbedder, CachedEmbedder, EmbedderOptions, resolve_model_dir};
 use precedent_index::{Engine, IndexWriter, NoProgress, SearchRequest};
 
@@ -35,7 +35,7 @@ fn crash_child() {
     let dir = resolve_model_dir(None).unwrap();
     let bert = BertEmbedder::load(&dir, EmbedderOptions::default()).unwrap();
     let embedder = Arc::new(CachedEmbedder::load(bert, Path::new(cache)).unwrap());
-    let mut writer = IndexWriter::open(Path::new(index), embedder, options()).unwrap();
+    let mut writer = IndexWriter::open(Path::new(index), embedder, pruning()).unwrap();
     println!("{READY}");
     writer.sync_dir(Path::new(corpus), &NoProgress).unwrap();
     println!("{DONE}");
@@ -170,7 +170,7 @@ fn sigkill_at_any_moment_leaves_the_old_or_the_new_state() {
         assert!(!hits.is_empty());
 
         // The next run converges.
-        let mut writer = IndexWriter::open(&index, model(), options()).unwrap();
+        let mut writer = IndexWriter::open(&index, model(), pruning()).unwrap();
         writer.sync_dir(to_corpus, &NoProgress).unwrap();
         drop(writer);
         assert_eq!(&steps_of(&index), to_steps, "trial {trial}: no convergence");

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use chrono::NaiveDate;
 use common::{
-    copy_dir, corpus_samples, embedder, file_states, options, save_cache, steps_of, sync,
+    copy_dir, corpus_samples, embedder, file_states, options, pruning, save_cache, steps_of, sync,
 };
 use precedent_core::{BoxError, Embedder, IncidentId, StepKind};
 use precedent_index::{
@@ -658,12 +658,12 @@ fn an_unpublished_generation_is_ignored_and_redone() {
         "# New one\n\n## Root cause\n\nA brand new failure mode of the frobnicator.\n",
     )
     .unwrap();
-    sync(&index, &corpus, options());
+    sync(&index, &corpus, pruning());
     let new_steps = steps_of(&index);
     assert_ne!(old_steps, new_steps);
     fs::write(index.join("manifest.json"), &old_manifest).unwrap();
     assert_eq!(steps_of(&index), old_steps, "the old state is served");
-    let summary = sync(&index, &corpus, options());
+    let summary = sync(&index, &corpus, pruning());
     assert_eq!((summary.added, summary.removed), (1, 1));
     assert_eq!(steps_of(&index), new_steps, "the next run converges");
 }
@@ -835,7 +835,7 @@ proptest! {
                 serial += 1;
                 apply(&corpus, edit, serial);
             }
-            let summary = sync(&index, &corpus, options());
+            let summary = sync(&index, &corpus, pruning());
             // Only the corpus README is left out, as repository furniture.
             prop_assert!(summary.skipped.iter().all(|(path, _)| path == "README.md"), "{:?}", summary.skipped);
         }
@@ -861,7 +861,7 @@ fn bad_files_are_skipped_with_reasons() {
     fs::write(corpus.join("sub/binary.md"), b"abc\x00def").unwrap();
     fs::write(corpus.join("README.md"), "# not a write-up\n").unwrap();
     fs::write(corpus.join("image.png"), b"\x89PNG").unwrap();
-    let summary = sync(&index, &corpus, options());
+    let summary = sync(&index, &corpus, pruning());
     assert_eq!(summary.added, 1);
     // Everything not indexed is reported, furniture and other formats included.
     let paths: Vec<&str> = summary.skipped.iter().map(|(p, _)| p.as_str()).collect();
@@ -878,7 +878,7 @@ fn bad_files_are_skipped_with_reasons() {
     );
     // A write-up that turns bad is removed; the reason is reported each run.
     fs::write(corpus.join("good.md"), b"\x00").unwrap();
-    let summary = sync(&index, &corpus, options());
+    let summary = sync(&index, &corpus, pruning());
     assert_eq!((summary.removed, summary.skipped.len()), (1, 4));
     assert_eq!(Engine::open(&index).unwrap().stats().steps, 0);
     let _ = WriterOptions::default();
@@ -1332,4 +1332,117 @@ fn the_incident_leg_ranks_whole_write_ups() {
     let r = search(&engine, &SearchRequest::new(query).with_mode(Mode::Vector));
     assert!(!r.hits.is_empty());
     assert!(r.hits.iter().all(|h| h.score.incident_rank.is_none()));
+}
+
+/// Who owns an incident: files of the corpus directory are synced by `sync_dir`, documents
+/// written through `upsert` are not, and neither side removes or replaces the other's.
+#[test]
+fn api_documents_and_corpus_files_are_kept_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (corpus, index) = (tmp.path().join("corpus"), tmp.path().join("index"));
+    for (sub, name) in [
+        ("ops", "2022-03-14-disk-full-debug-logs.md"),
+        ("ops", "2021-09-30-tls-cert-expiry.md"),
+        ("db", "mysql-failover-split-brain.md"),
+    ] {
+        fs::create_dir_all(corpus.join(sub)).unwrap();
+        fs::copy(corpus_samples().join(name), corpus.join(sub).join(name)).unwrap();
+    }
+    assert_eq!(sync(&index, &corpus, options()).added, 3);
+
+    let doc = "# Zeppelin queue frozen\n\n## Summary\n\nThe zeppelin-dispatch queue froze after a quokka migration.\n";
+    let mut writer = IndexWriter::open(&index, embedder(), options()).unwrap();
+    let api = writer.upsert("api/zeppelin.md", doc.as_bytes()).unwrap();
+    // The API cannot replace or delete what a corpus file owns.
+    let taken = writer
+        .upsert("ops/2021-09-30-tls-cert-expiry.md", doc.as_bytes())
+        .unwrap_err();
+    assert!(
+        matches!(taken, Error::OwnedByCorpus { .. }) && taken.is_user_error(),
+        "{taken}"
+    );
+    let engine = Engine::open(&index).unwrap();
+    let tls = engine
+        .resolve_incident("ops/2021-09-30-tls-cert-expiry.md")
+        .unwrap();
+    let refused = writer.delete(&tls).unwrap_err();
+    assert!(matches!(refused, Error::OwnedByCorpus { .. }), "{refused}");
+    drop(writer);
+    let zeppelin = |engine: &Engine| {
+        engine.reload().unwrap();
+        search(
+            engine,
+            &SearchRequest::new("zeppelin quokka").with_mode(Mode::Lexical),
+        )
+        .hits
+        .iter()
+        .filter(|h| h.incident_id == api.incident_id)
+        .count()
+    };
+
+    // A sync keeps the API document, and a file at its path does not replace it.
+    fs::create_dir_all(corpus.join("api")).unwrap();
+    fs::write(
+        corpus.join("api/zeppelin.md"),
+        "# Other\n\n## Summary\n\nA file.\n",
+    )
+    .unwrap();
+    let summary = sync(&index, &corpus, options());
+    assert_eq!(
+        (summary.removed, summary.added, summary.api_documents),
+        (0, 0, 1),
+        "{summary:?}"
+    );
+    assert!(
+        summary
+            .skipped
+            .iter()
+            .any(|(p, why)| p == "api/zeppelin.md" && why.contains("written through the API")),
+        "{:?}",
+        summary.skipped
+    );
+    assert!(zeppelin(&engine) > 0);
+    fs::remove_file(corpus.join("api/zeppelin.md")).unwrap();
+
+    // Another directory (here a subfolder) is refused unless pruning is asked for.
+    let mut writer = IndexWriter::open(&index, embedder(), options()).unwrap();
+    let other = writer
+        .sync_dir(&corpus.join("ops"), &NoProgress)
+        .unwrap_err();
+    assert!(
+        matches!(other, Error::OtherCorpus { files: 3, .. }),
+        "{other}"
+    );
+    assert!(other.to_string().contains("--prune"), "{other}");
+    drop(writer);
+    engine.reload().unwrap();
+    assert_eq!(
+        engine.stats().incidents,
+        4,
+        "nothing removed by the refused sync"
+    );
+    let mut prune = options();
+    prune.prune = true;
+    let pruned = sync(&index, &corpus.join("ops"), prune);
+    // Relative paths change with the root: ops/x.md becomes x.md.
+    assert_eq!(
+        (pruned.added, pruned.removed, pruned.api_documents),
+        (2, 3, 1),
+        "{pruned:?}"
+    );
+    assert!(zeppelin(&engine) > 0);
+
+    // A rebuild (here a model change) carries the API document over, re-embedded.
+    let mut writer = IndexWriter::open(&index, Arc::new(Renamed(embedder())), options()).unwrap();
+    let rebuilt = writer.sync_dir(&corpus.join("ops"), &NoProgress).unwrap();
+    drop(writer);
+    assert!(rebuilt.rebuilt, "{rebuilt:?}");
+    assert_eq!(rebuilt.api_documents, 1, "{rebuilt:?}");
+    assert_eq!(zeppelin(&engine), 1);
+    let r = search(
+        &engine,
+        &SearchRequest::new("zeppelin quokka").with_mode(Mode::Lexical),
+    );
+    assert_eq!(r.hits[0].citation.path, "api/zeppelin.md");
+    assert_eq!(engine.stats().incidents, 3);
 }

@@ -76,6 +76,9 @@ pub enum ErrorCode {
     WritesDisabled,
     /// Another writer holds the index lock; retry later.
     IndexLocked,
+    /// The write names an incident that a file of the corpus directory owns (`precedent index`
+    /// syncs it): edit the file instead, or write under a path no file has.
+    OwnedByCorpus,
     /// The index was built with another embedding model than the server runs.
     ModelMismatch,
     /// There is no index to serve yet.
@@ -103,7 +106,9 @@ impl ErrorCode {
             ErrorCode::ForbiddenHost | ErrorCode::ForbiddenOrigin | ErrorCode::WritesDisabled => {
                 StatusCode::FORBIDDEN
             }
-            ErrorCode::IndexLocked | ErrorCode::ModelMismatch => StatusCode::CONFLICT,
+            ErrorCode::IndexLocked | ErrorCode::ModelMismatch | ErrorCode::OwnedByCorpus => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::IndexUnavailable | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -125,6 +130,7 @@ impl ErrorCode {
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
             ErrorCode::WritesDisabled => "writes_disabled",
             ErrorCode::IndexLocked => "index_locked",
+            ErrorCode::OwnedByCorpus => "owned_by_corpus",
             ErrorCode::ModelMismatch => "model_mismatch",
             ErrorCode::IndexUnavailable => "index_unavailable",
             ErrorCode::Overloaded => "overloaded",
@@ -134,7 +140,7 @@ impl ErrorCode {
     }
 
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::UnknownField,
@@ -147,6 +153,7 @@ impl ErrorCode {
         ErrorCode::ForbiddenOrigin,
         ErrorCode::WritesDisabled,
         ErrorCode::IndexLocked,
+        ErrorCode::OwnedByCorpus,
         ErrorCode::ModelMismatch,
         ErrorCode::IndexUnavailable,
         ErrorCode::Overloaded,
@@ -218,6 +225,7 @@ impl From<precedent_index::Error> for ApiError {
                 ambiguous: false, ..
             } => ApiError::new(ErrorCode::NotFound, err.to_string()),
             E::Locked { .. } => ApiError::new(ErrorCode::IndexLocked, err.to_string()),
+            E::OwnedByCorpus { .. } => ApiError::new(ErrorCode::OwnedByCorpus, err.to_string()),
             E::Abandoned => ApiError::new(ErrorCode::Timeout, err.to_string()),
             E::ModelMismatch { .. } | E::QdrantCollection { .. } => {
                 ApiError::new(ErrorCode::ModelMismatch, err.to_string())

@@ -120,24 +120,29 @@ pub fn document() -> Value {
     get_incident["parameters"] = ref_param;
     let mut delete_incident = operation(
         "deleteIncident",
-        "Remove an incident from the index (needs `allow_writes` and the token).",
+        "Remove an incident written through the API (needs `allow_writes` and the token). An incident of a corpus file is `409 owned_by_corpus`: remove the file and run `precedent index`.",
         None,
         ("200", ok("Removed.", &delete_response)),
         common_errors(&[
             ("400", "Invalid id (`bad_request`)."),
             ("404", "Unknown id (`not_found`)."),
-            ("409", "Another writer holds the index (`index_locked`)."),
+            (
+                "409",
+                "Another writer holds the index (`index_locked`), or a corpus file owns the incident (`owned_by_corpus`).",
+            ),
         ]),
     );
     delete_incident["parameters"] = id_param;
     let mut upsert_errors = common_errors(body_errors);
     upsert_errors.insert(
         "409".into(),
-        error_response("Another writer holds the index (`index_locked`)."),
+        error_response(
+            "Another writer holds the index (`index_locked`), or a corpus file has this path (`owned_by_corpus`).",
+        ),
     );
     let mut upsert = operation(
         "upsertIncident",
-        "Index (or replace) one write-up sent as Markdown (needs `allow_writes` and the token; `403 writes_disabled` otherwise).",
+        "Index (or replace) one write-up sent as Markdown (needs `allow_writes` and the token; `403 writes_disabled` otherwise). It is owned by the API: `precedent index DIR` keeps it, and a rebuild carries it over. A path that a corpus file has is `409 owned_by_corpus`.",
         Some(&upsert_body),
         ("201", ok("Indexed as a new incident.", &upsert_response)),
         upsert_errors,

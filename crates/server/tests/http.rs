@@ -777,6 +777,40 @@ async fn writes_upsert_and_delete_when_enabled() {
     )
     .await;
 
+    // A corpus file's incident is not the API's to replace or delete: `precedent index` would
+    // undo it.
+    let body = expect_error(
+        put(json!({"path": "2021-09-30-tls-cert-expiry.md", "markdown": NEW_WRITE_UP}))
+            .await
+            .unwrap(),
+        409,
+        "owned_by_corpus",
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("corpus"),
+        "{body}"
+    );
+    let (_, tls) = json(
+        c.get(server.url("/v1/incidents/2021-09-30-tls-cert-expiry.md"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let tls_id = tls["id"].as_str().unwrap().to_owned();
+    expect_error(
+        c.delete(server.url(&format!("/v1/incidents/{tls_id}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "owned_by_corpus",
+    )
+    .await;
+
     // Another writer (e.g. `precedent index`) holding the lock: 409 with Retry-After.
     let dir = index.dir.path().to_owned();
     let other_writer = tokio::task::spawn_blocking(move || {

@@ -73,6 +73,15 @@ pub fn options() -> WriterOptions {
     WriterOptions::default()
 }
 
+/// [`options`] that let a sync take another corpus directory than the recorded one: for
+/// tests that copy an index and sync a copy of its corpus.
+#[allow(dead_code)] // not every test binary uses it
+pub fn pruning() -> WriterOptions {
+    let mut options = options();
+    options.prune = true;
+    options
+}
+
 /// Opens a writer, syncs `corpus` into `index`, closes the writer.
 pub fn sync(index: &Path, corpus: &Path, options: WriterOptions) -> IndexSummary {
     let mut writer = IndexWriter::open(index, embedder(), options).expect("writer opens");

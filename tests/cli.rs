@@ -1245,3 +1245,54 @@ fn serve_refuses_writes_that_would_not_reach_the_store() {
     let err = on_index(&["serve", "--store", "qdrant", "--allow-writes"]).fails();
     assert!(err.contains("--allow-writes with --store qdrant"), "{err}");
 }
+
+/// A draft of more than 4 KiB, in Markdown: what a responder pastes mid-incident.
+fn long_draft() -> String {
+    let mut draft = String::from(
+        "# Checkout errors after the certificate rotation\n\n## Summary\n\nSince 09:10 UTC the \
+         checkout service returns TLS handshake failures to about a third of clients; the \
+         load balancer logs show x509 certificate has expired or is not yet valid.\n\n\
+         ## Impact\n\nCustomers on older Android devices cannot pay; support tickets are \
+         climbing.\n\n## Timeline\n\n",
+    );
+    for minute in 10..60 {
+        draft.push_str(&format!(
+            "- 09:{minute:02} checked the edge nodes again: the chain served still lacks the \
+             intermediate certificate and handshakes keep failing for old clients.\n"
+        ));
+    }
+    draft
+}
+
+#[test]
+fn cli_and_http_similar_rank_a_draft_alike() {
+    let dir = Dir::new();
+    let draft = long_draft();
+    assert!(draft.len() > 4096, "the draft must exceed the old 4 KiB cap");
+    let file = dir.create("draft.md", &draft);
+    let cli = TestCommand::new(&["similar", "--json", "-k", "5", "--file"])
+        .arg(&file)
+        .arg("--index")
+        .arg(&shared().idx)
+        .json();
+    let served = on_index(&["serve"]).serve();
+    let body = serde_json::json!({"text": draft, "k": 5}).to_string();
+    let (status, http) = served.json("POST", "/v1/similar", Some(&body));
+    assert_eq!(status, 200, "{http}");
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["incident_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(!ids(&cli).is_empty(), "{cli}");
+    assert_eq!(ids(&cli), ids(&http), "same ranking from the CLI and HTTP");
+    let first = cli["incidents"][0]["path"].as_str().unwrap();
+    assert!(first.contains("cert"), "{cli}");
+    // Over 64 KiB is refused with a reason, not cut silently.
+    let huge = serde_json::json!({"text": "x ".repeat(40_000)}).to_string();
+    let (status, err) = served.json("POST", "/v1/similar", Some(&huge));
+    assert_eq!(status, 400, "{err}");
+}

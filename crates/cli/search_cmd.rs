@@ -345,8 +345,9 @@ pub struct SimilarArgs {
     /// description of what on-call sees (several words need no quotes).
     #[arg(value_name = "ID|TEXT", num_args = 1..)]
     source: Vec<String>,
-    /// A draft write-up (.md, .txt) or plain notes (.log, .txt, no extension) that need not be
-    /// indexed.
+    /// A draft write-up (Markdown or plain text) or notes, read as HTTP and MCP read `text`:
+    /// several paragraphs are a draft whose situation steps are compared one by one; at most
+    /// 64 KiB are read. An indexed write-up given this way is left out of the answer.
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
     /// Free text, even when it looks like an id.
@@ -387,25 +388,14 @@ fn looks_like_a_reference(word: &str) -> bool {
 
 /// What `similar` compares with, from its arguments.
 fn similar_source(args: &SimilarArgs, engine: Option<&Engine>) -> anyhow::Result<SimilarSource> {
+    // A file's text is sent as HTTP and MCP send theirs: the engine reads several paragraphs
+    // as a draft, and leaves out the incident of a write-up that is itself indexed.
     if let Some(file) = &args.file {
         let bytes =
             std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let name = file
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("draft.md")
-            .to_owned();
-        let ext = Path::new(&name)
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        return Ok(match ext.as_deref() {
-            Some("md" | "markdown") => SimilarSource::WriteUp { path: name, text },
-            // A .txt file can be a write-up or notes: a write-up if the parser finds one.
-            Some("txt") if is_write_up(&name, &text) => SimilarSource::WriteUp { path: name, text },
-            _ => SimilarSource::Text(text),
-        });
+        return Ok(SimilarSource::Text(
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
     }
     if let Some(text) = &args.text {
         return Ok(SimilarSource::Text(text.clone()));
@@ -432,15 +422,6 @@ fn similar_source(args: &SimilarArgs, engine: Option<&Engine>) -> anyhow::Result
         return Ok(SimilarSource::Incident(id));
     }
     Ok(SimilarSource::Text(args.source.join(" ")))
-}
-
-fn is_write_up(name: &str, text: &str) -> bool {
-    let parsed = precedent_parse::parse(
-        name,
-        text.as_bytes(),
-        &precedent_parse::ParseOptions::default(),
-    );
-    parsed.incident.is_some_and(|i| !i.steps.is_empty())
 }
 
 pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {

@@ -17,6 +17,9 @@ use crate::fusion::FusionOptions;
 pub const MAX_K: usize = 1000;
 /// Queries are cut to this many bytes before analysis (the rest is ignored, not an error).
 pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+/// Longest free text (a draft write-up, notes) `similar` reads; the HTTP API and MCP accept up
+/// to this much, the library ignores the rest.
+pub const MAX_DRAFT_BYTES: usize = 64 * 1024;
 
 fn default_k() -> usize {
     10

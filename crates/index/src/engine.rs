@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use precedent_core::{Embedder, Incident, IncidentId, Outcome, StepId, StepKind};
+use precedent_core::{ContentHash, Embedder, Incident, IncidentId, Outcome, StepId, StepKind};
 use precedent_parse::{ParseOptions, parse};
 use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::query::TermQuery;
@@ -13,9 +13,9 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::api::{
-    Citation, FacetCount, Facets, Filters, Hit, MAX_QUERY_BYTES, MatchCounts, MatchQuality, Mode,
-    Score, SearchRequest, SearchResponse, SimilarIncident, SimilarRequest, SimilarResponse,
-    SimilarSource, Stats, validate_k,
+    Citation, FacetCount, Facets, Filters, Hit, MAX_DRAFT_BYTES, MAX_QUERY_BYTES, MatchCounts,
+    MatchQuality, Mode, Score, SearchRequest, SearchResponse, SimilarIncident, SimilarRequest,
+    SimilarResponse, SimilarSource, Stats, validate_k,
 };
 use crate::error::{Error, Result};
 use crate::fusion::{FusionOptions, reciprocal_rank_fusion};
@@ -117,6 +117,9 @@ struct Snapshot {
     docs: Vec<DocAddress>,
     incidents: Vec<IncidentInfo>,
     incident_index: HashMap<IncidentId, u32>,
+    /// Content hash of each write-up's bytes -> index into `incidents`: a `similar` text that
+    /// is an indexed write-up excludes it.
+    incident_by_hash: HashMap<ContentHash, u32>,
     /// Incident document key ([`incident_key`]) -> index into `incidents`.
     incident_keys: HashMap<u64, u32>,
     corpus_root: Option<PathBuf>,
@@ -358,14 +361,20 @@ impl Engine {
                     return Err(Error::invalid("empty text"));
                 }
                 s.check_model(embedder)?;
-                let text = cut(text, MAX_QUERY_BYTES).to_owned();
-                let vectors = embedder.embed(&[&text]).map_err(Error::Embed)?;
-                (text, vectors, None)
+                let draft = DraftSource::from_text(text, embedder)?;
+                let exclude = s
+                    .incident_by_hash
+                    .get(&ContentHash::of(text.as_bytes()))
+                    .copied();
+                (draft.query, draft.vectors, exclude)
             }
             SimilarSource::WriteUp { path, text } => {
                 s.check_model(embedder)?;
                 let draft = DraftSource::prepare(path, text, embedder)?;
-                let exclude = s.incident_index.get(&draft.incident_id).copied();
+                let exclude = draft
+                    .incident_id
+                    .as_ref()
+                    .and_then(|id| s.incident_index.get(id).copied());
                 (draft.query, draft.vectors, exclude)
             }
         };
@@ -740,10 +749,41 @@ fn fuse(lexical: &[(u32, f32)], vector: &[(u32, f32)], options: &FusionOptions) 
 pub(crate) struct DraftSource {
     pub query: String,
     pub vectors: Vec<Vec<f32>>,
-    pub incident_id: IncidentId,
+    /// The id the draft would have if indexed (none for free text).
+    pub incident_id: Option<IncidentId>,
 }
 
 impl DraftSource {
+    /// The source for free text, the same whichever front end sent it (CLI `--text` or
+    /// `--file`, HTTP, MCP): text that reads as several steps (a draft write-up, notes in
+    /// paragraphs or lists) is prepared as a draft ([`DraftSource::prepare`], as Markdown when
+    /// it has a Markdown heading, else as plain text), so each situation step is embedded on
+    /// its own instead of the whole text being cut at the model's 256 tokens; a single step
+    /// is one query.
+    pub(crate) fn from_text(text: &str, embedder: &dyn Embedder) -> Result<DraftSource> {
+        let text = cut(text, MAX_DRAFT_BYTES);
+        let markdown = text.lines().any(|l| {
+            let hashes = l.bytes().take_while(|&b| b == b'#').count();
+            (1..=6).contains(&hashes) && l[hashes..].starts_with(' ')
+        });
+        let path = if markdown { "draft.md" } else { "draft.txt" };
+        let parsed = parse(path, text.as_bytes(), &ParseOptions::default());
+        if let Some(incident) = parsed.incident
+            && incident.steps.len() >= 2
+        {
+            let mut draft = DraftSource::from_incident(path, &incident, embedder)?;
+            draft.incident_id = None;
+            return Ok(draft);
+        }
+        let query = cut(text, MAX_QUERY_BYTES).to_owned();
+        let vectors = embedder.embed(&[&query]).map_err(Error::Embed)?;
+        Ok(DraftSource {
+            query,
+            vectors,
+            incident_id: None,
+        })
+    }
+
     /// Parses the draft and embeds its summary, impact, detection and investigation steps
     /// (all steps when it has none of those), at most [`MAX_SOURCE_STEPS`].
     pub(crate) fn prepare(path: &str, text: &str, embedder: &dyn Embedder) -> Result<DraftSource> {
@@ -757,6 +797,14 @@ impl DraftSource {
                 reason,
             });
         };
+        DraftSource::from_incident(path, &incident, embedder)
+    }
+
+    fn from_incident(
+        path: &str,
+        incident: &precedent_core::Incident,
+        embedder: &dyn Embedder,
+    ) -> Result<DraftSource> {
         let mut steps: Vec<_> = incident
             .steps
             .iter()
@@ -786,7 +834,7 @@ impl DraftSource {
         Ok(DraftSource {
             query: cut(&query, MAX_QUERY_BYTES).to_owned(),
             vectors,
-            incident_id: incident.id.clone(),
+            incident_id: Some(incident.id.clone()),
         })
     }
 }
@@ -949,6 +997,7 @@ impl Snapshot {
         let mut slots: Vec<Option<SlotInfo>> = vec![None; total];
         let mut incidents = Vec::with_capacity(manifest.files.len());
         let mut incident_index = HashMap::with_capacity(manifest.files.len());
+        let mut incident_by_hash = HashMap::with_capacity(manifest.files.len());
         let mut incident_keys = HashMap::with_capacity(manifest.files.len());
         for (path, entry) in &manifest.files {
             let idx = incidents.len() as u32;
@@ -988,6 +1037,7 @@ impl Snapshot {
             }
             incident_keys.insert(incident_key(entry.incident.id.as_str()), idx);
             incident_index.insert(entry.incident.id.clone(), idx);
+            incident_by_hash.insert(entry.hash.clone(), idx);
             incidents.push(info);
         }
         let slots: Vec<SlotInfo> = slots.into_iter().collect::<Option<_>>().ok_or_else(|| {
@@ -1044,6 +1094,7 @@ impl Snapshot {
             docs,
             incidents,
             incident_index,
+            incident_by_hash,
             incident_keys,
         })
     }

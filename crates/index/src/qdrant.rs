@@ -743,14 +743,13 @@ impl QdrantStore {
                     return Err(Error::invalid("empty text"));
                 }
                 self.check_model(embedder)?;
-                let text = cut(text, MAX_QUERY_BYTES).to_owned();
-                let v = embed_one(embedder, &text)?;
-                (text, vec![v], None)
+                let draft = DraftSource::from_text(text, embedder)?;
+                (draft.query, draft.vectors, None)
             }
             SimilarSource::WriteUp { path, text } => {
                 self.check_model(embedder)?;
                 let draft = DraftSource::prepare(path, text, embedder)?;
-                (draft.query, draft.vectors, Some(draft.incident_id))
+                (draft.query, draft.vectors, draft.incident_id)
             }
         };
         let analyzed = Analyzed::new(&text, &self.synonyms);

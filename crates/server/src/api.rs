@@ -44,9 +44,11 @@ pub struct SearchBody {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimilarBody {
-    /// What is happening now (symptoms, alerts, error messages), at most 4096 bytes by default.
+    /// What is happening now (symptoms, alerts, error messages), notes, or a draft write-up in
+    /// Markdown, at most 64 KiB. Text of several paragraphs is read as a draft: each
+    /// situation step is compared on its own, as `precedent similar --file` does.
     #[serde(default)]
-    #[schemars(length(min = 1, max = 4096))]
+    #[schemars(length(min = 1, max = 65536))]
     pub text: Option<String>,
     /// An indexed incident to compare with (it is left out of the answer): its id, a unique
     /// prefix of the id, or its write-up's path relative to the corpus root.

@@ -293,7 +293,7 @@ async fn similar(
     let options = state.options();
     let source = match (body.text, body.incident_id) {
         (Some(text), None) => {
-            check_text("text", &text, options.max_query_bytes)?;
+            check_text("text", &text, precedent_index::MAX_DRAFT_BYTES)?;
             SimilarSource::Text(text)
         }
         (None, Some(id)) => SimilarSource::Incident(state.resolve(&id).await?),

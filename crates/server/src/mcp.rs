@@ -16,8 +16,8 @@ use precedent_core::{Card, RemediationClass, TriggerClass};
 use precedent_core::{Incident, StepKind};
 use precedent_index::{
     AvenueGroup, AvenuesRequest, AvenuesResponse, CompareRequest, CompareResponse, Facets, Filters,
-    Hit, MAX_NOTES_BYTES, MatchQuality, Mode, SearchRequest, SearchResponse, SimilarRequest,
-    SimilarSource,
+    Hit, MAX_DRAFT_BYTES, MAX_NOTES_BYTES, MatchQuality, Mode, SearchRequest, SearchResponse,
+    SimilarRequest, SimilarSource,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -133,10 +133,11 @@ pub struct SearchIncidentsParams {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FindSimilarParams {
-    /// A description of the current incident: symptoms, alerts, error messages, affected
-    /// services. A few sentences work best.
+    /// The current incident: a few sentences (symptoms, alerts, error messages, affected
+    /// services), notes, or a whole draft write-up in Markdown (at most 64 KiB). Text of
+    /// several paragraphs is read as a draft, each situation step compared on its own.
     #[serde(default)]
-    #[schemars(length(min = 1, max = 4096))]
+    #[schemars(length(min = 1, max = 65536))]
     pub text: Option<String>,
     /// Instead of text: an indexed incident, by its id (from a previous result), a unique
     /// prefix of the id, or its write-up's path relative to the corpus root.
@@ -325,7 +326,7 @@ impl McpServer {
             .limited(async {
                 let source = match (params.text, params.incident_id) {
                     (Some(text), None) => {
-                        check_text("text", &text, self.state.options().max_query_bytes)?;
+                        check_text("text", &text, MAX_DRAFT_BYTES)?;
                         SimilarSource::Text(text)
                     }
                     (None, Some(id)) => SimilarSource::Incident(self.state.resolve(&id).await?),

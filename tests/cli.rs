@@ -1268,7 +1268,10 @@ fn long_draft() -> String {
 fn cli_and_http_similar_rank_a_draft_alike() {
     let dir = Dir::new();
     let draft = long_draft();
-    assert!(draft.len() > 4096, "the draft must exceed the old 4 KiB cap");
+    assert!(
+        draft.len() > 4096,
+        "the draft must exceed the old 4 KiB cap"
+    );
     let file = dir.create("draft.md", &draft);
     let cli = TestCommand::new(&["similar", "--json", "-k", "5", "--file"])
         .arg(&file)

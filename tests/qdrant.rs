@@ -395,3 +395,21 @@ fn serve_answers_from_qdrant(index: &std::path::Path, q: &[String]) {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// No server behind the URL: the client retries with backoff, then gives up well within its
+/// budget with an error that says the store is unavailable (a transient failure), not a hang.
+#[test]
+fn an_unreachable_server_is_a_transient_error_within_the_budget() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let dir = Dir::new();
+    let started = Instant::now();
+    let err = TestCommand::new(&["search", "--store", "qdrant", "--qdrant-url", &url])
+        .arg("--index")
+        .arg(dir.join("idx"))
+        .arg("disk full")
+        .fails();
+    let took = started.elapsed();
+    assert!(err.contains("qdrant unavailable"), "{err}");
+    assert!(err.contains("cannot reach Qdrant"), "{err}");
+    assert!(took < Duration::from_secs(30), "gave up after {took:?}");
+}

@@ -129,9 +129,16 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// Qdrant could not be reached or refused an operation (the `qdrant` store).
+    /// Qdrant refused an operation or answered something unusable (the `qdrant` store): a
+    /// permanent failure, retrying the same request will not help.
     #[error("qdrant: {0}")]
     Qdrant(String),
+
+    /// Qdrant could not be reached, or stayed overloaded, within the operation's time budget
+    /// (retries with backoff included): a transient failure, worth retrying later (HTTP 503
+    /// with `Retry-After`).
+    #[error("qdrant unavailable: {0}")]
+    QdrantUnavailable(String),
 
     /// The Qdrant collection was built for another model or layout.
     #[error("qdrant collection {collection}: {message}")]

@@ -110,12 +110,18 @@ pub struct QdrantOptions {
     pub collection: String,
     /// Exact (brute-force) dense search instead of Qdrant's HNSW: for parity tests.
     pub exact: bool,
-    /// Time limit of one request.
+    /// Time limit of one request to Qdrant.
     pub timeout: Duration,
+    /// Time limit of one search or `similar`, retries included: below the HTTP server's
+    /// request timeout (10 s), so a blocked call never outlives the request it serves.
+    pub query_budget: Duration,
+    /// Time limit of one write or metadata operation of a sync, retries included.
+    pub write_budget: Duration,
 }
 
 impl QdrantOptions {
-    /// Options for `url` and `collection`, approximate search, 30 s timeout.
+    /// Options for `url` and `collection`, approximate search, 30 s per request, 8 s per
+    /// query and 120 s per write (retries included).
     pub fn new(url: impl Into<String>, collection: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -123,6 +129,8 @@ impl QdrantOptions {
             collection: collection.into(),
             exact: false,
             timeout: Duration::from_secs(30),
+            query_budget: Duration::from_secs(8),
+            write_budget: Duration::from_secs(120),
         }
     }
 }
@@ -164,7 +172,7 @@ impl std::fmt::Debug for QdrantStore {
 fn qdrant_err(url: &str, err: QdrantError) -> Error {
     let text = err.to_string();
     if is_transient(&err) {
-        Error::Qdrant(format!(
+        Error::QdrantUnavailable(format!(
             "cannot reach Qdrant at {url} (is it running, and is this its gRPC port, usually 6334?): {text}"
         ))
     } else {
@@ -225,30 +233,30 @@ impl QdrantStore {
         &self.options.collection
     }
 
-    /// Runs `op` to completion, retrying transient failures with exponential backoff.
-    fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    /// Runs `op` to completion, retrying transient failures with jittered exponential
+    /// backoff (backon), all within `budget`: past it the call gives up with
+    /// [`Error::QdrantUnavailable`], so it never holds a thread longer than its caller waits.
+    fn call<T, F, Fut>(&self, what: &str, budget: Duration, op: F) -> Result<T>
     where
-        F: Fn() -> Fut,
+        F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, QdrantError>>,
     {
+        use backon::{ExponentialBuilder, Retryable as _};
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(ATTEMPTS as usize - 1)
+            .with_jitter();
         let run = || {
             self.runtime.block_on(async {
-                let mut delay = Duration::from_millis(200);
-                let mut attempt = 1;
-                loop {
-                    match op().await {
-                        Ok(v) => return Ok(v),
-                        Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
-                            tracing::warn!(
-                                "qdrant: {what} failed (attempt {attempt} of {ATTEMPTS}), retrying: {e}"
-                            );
-                            tokio::time::sleep(delay).await;
-                            delay *= 2;
-                            attempt += 1;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                let retried = op
+                    .retry(policy)
+                    .sleep(tokio::time::sleep)
+                    .when(is_transient)
+                    .notify(|e, after| {
+                        tracing::warn!("qdrant: {what} failed, retrying in {after:?}: {e}");
+                    });
+                tokio::time::timeout(budget, retried).await
             })
         };
         let result = if tokio::runtime::Handle::try_current().is_ok() {
@@ -256,32 +264,44 @@ impl QdrantStore {
         } else {
             run()
         };
-        result.map_err(|e| match qdrant_err(&self.options.url, e) {
-            Error::Qdrant(m) => Error::Qdrant(format!("{what}: {m}")),
-            other => other,
-        })
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(match qdrant_err(&self.options.url, e) {
+                Error::Qdrant(m) => Error::Qdrant(format!("{what}: {m}")),
+                Error::QdrantUnavailable(m) => Error::QdrantUnavailable(format!("{what}: {m}")),
+                other => other,
+            }),
+            Err(_) => Err(Error::QdrantUnavailable(format!(
+                "{what}: no answer from {} within {budget:?}",
+                self.options.url
+            ))),
+        }
     }
 
     fn ensure_collection(&self) -> Result<()> {
         let name = self.options.collection.clone();
-        let exists = self.call("checking the collection", || {
+        let exists = self.call("checking the collection", self.options.write_budget, || {
             self.client.collection_exists(&name)
         })?;
         if !exists {
             self.create_collection()?;
         }
-        let info = self.call("reading the collection", || {
+        let info = self.call("reading the collection", self.options.write_budget, || {
             self.client.collection_info(&name)
         })?;
         let result = info.result.unwrap_or_default();
         // A run killed right after creating the collection may have left indexes out.
         for (field, kind) in PAYLOAD_INDEXES {
             if !result.payload_schema.contains_key(field) {
-                self.call("creating payload indexes", || {
-                    self.client.create_field_index(
-                        CreateFieldIndexCollectionBuilder::new(&name, field, kind).wait(true),
-                    )
-                })?;
+                self.call(
+                    "creating payload indexes",
+                    self.options.write_budget,
+                    || {
+                        self.client.create_field_index(
+                            CreateFieldIndexCollectionBuilder::new(&name, field, kind).wait(true),
+                        )
+                    },
+                )?;
             }
         }
         let meta = Json::from(Payload::from(
@@ -327,7 +347,7 @@ impl QdrantStore {
             ("precedent_dimension".to_owned(), json!(self.dimension)),
             ("precedent_layout".to_owned(), json!(LAYOUT)),
         ]);
-        let created = self.call("creating the collection", || {
+        let created = self.call("creating the collection", self.options.write_budget, || {
             let mut vectors = VectorsConfigBuilder::default();
             vectors.add_named_vector_params(
                 DENSE,
@@ -347,7 +367,7 @@ impl QdrantStore {
         });
         if let Err(e) = created {
             // Another process may have created it at the same time.
-            let exists = self.call("checking the collection", || {
+            let exists = self.call("checking the collection", self.options.write_budget, || {
                 self.client.collection_exists(&name)
             })?;
             if !exists {
@@ -360,7 +380,7 @@ impl QdrantStore {
     /// Deletes the collection (tests and `--reset`).
     pub fn delete_collection(&self) -> Result<()> {
         let name = self.options.collection.clone();
-        self.call("deleting the collection", || {
+        self.call("deleting the collection", self.options.write_budget, || {
             self.client.delete_collection(&name)
         })?;
         Ok(())
@@ -369,7 +389,7 @@ impl QdrantStore {
     /// Points in the collection.
     pub fn count(&self) -> Result<u64> {
         let name = self.options.collection.clone();
-        let r = self.call("counting points", || {
+        let r = self.call("counting points", self.options.write_budget, || {
             self.client
                 .count(qdrant_client::qdrant::CountPointsBuilder::new(&name).exact(true))
         })?;
@@ -381,13 +401,17 @@ impl QdrantStore {
         let name = self.options.collection.clone();
         let mut limit = (at_least as u64 * 2).max(1024);
         loop {
-            let r = self.call("reading incident revisions", || {
-                self.client.facet(
-                    FacetCountsBuilder::new(&name, "incident_rev")
-                        .limit(limit)
-                        .exact(true),
-                )
-            })?;
+            let r = self.call(
+                "reading incident revisions",
+                self.options.write_budget,
+                || {
+                    self.client.facet(
+                        FacetCountsBuilder::new(&name, "incident_rev")
+                            .limit(limit)
+                            .exact(true),
+                    )
+                },
+            )?;
             if (r.hits.len() as u64) < limit {
                 return Ok(r
                     .hits
@@ -448,7 +472,7 @@ impl QdrantStore {
         let name = self.options.collection.clone();
         for chunk in stale.chunks(256) {
             let filter = Filter::must([Condition::matches("incident_rev", chunk.to_vec())]);
-            self.call("deleting stale points", || {
+            self.call("deleting stale points", self.options.write_budget, || {
                 self.client.delete_points(
                     DeletePointsBuilder::new(&name)
                         .points(filter.clone())
@@ -529,7 +553,7 @@ impl QdrantStore {
 
     fn upsert(&self, points: Vec<PointStruct>) -> Result<()> {
         let name = self.options.collection.clone();
-        self.call("writing points", || {
+        self.call("writing points", self.options.write_budget, || {
             self.client
                 .upsert_points(UpsertPointsBuilder::new(&name, points.clone()).wait(true))
         })?;
@@ -632,7 +656,9 @@ impl QdrantStore {
             }
         }
         let request_built = builder.build();
-        let response = self.call("searching", || self.client.query(request_built.clone()))?;
+        let response = self.call("searching", self.options.query_budget, || {
+            self.client.query(request_built.clone())
+        })?;
         let highlighter = Highlighter::new(&analyzed);
         let k = request.rrf.k;
         let ranked: Vec<(u32, Json, f32, Option<f32>)> = response
@@ -793,7 +819,9 @@ impl QdrantStore {
             RrfBuilder::with_k(fusion.k.round() as u32).weights(weights),
         ));
         let built = builder.build();
-        let response = self.call("searching", || self.client.query(built.clone()))?;
+        let response = self.call("searching", self.options.query_budget, || {
+            self.client.query(built.clone())
+        })?;
         // Group the fused step list per incident, best steps first, as the embedded store does
         // (Qdrant's own groups rank an incident by its single best step).
         let points = response.result.into_iter().map(|p| {
@@ -858,7 +886,7 @@ impl QdrantStore {
     fn incident_points(&self, id: &IncidentId) -> Result<Vec<(Json, Vec<f32>)>> {
         let name = self.options.collection.clone();
         let filter = Filter::must([Condition::matches("incident_id", id.as_str().to_owned())]);
-        let response = self.call("reading an incident", || {
+        let response = self.call("reading an incident", self.options.query_budget, || {
             self.client.scroll(
                 ScrollPointsBuilder::new(&name)
                     .filter(filter.clone())

@@ -230,12 +230,21 @@ impl From<precedent_index::Error> for ApiError {
             E::ModelMismatch { .. } | E::QdrantCollection { .. } => {
                 ApiError::new(ErrorCode::ModelMismatch, err.to_string())
             }
-            // The store behind the server is down or refusing: the URL stays in the log.
-            E::Qdrant(_) => {
-                tracing::warn!(error = %err, "qdrant request failed");
+            // The store behind the server is down or overloaded past its retries: worth
+            // retrying (503 + Retry-After). The URL stays in the log.
+            E::QdrantUnavailable(_) => {
+                tracing::warn!(error = %err, "qdrant unavailable");
                 ApiError::new(
                     ErrorCode::IndexUnavailable,
-                    "the search store is unavailable",
+                    "the search store is unavailable; retry shortly",
+                )
+            }
+            // The store refused the request: retrying will not help.
+            E::Qdrant(_) => {
+                tracing::error!(error = %err, "qdrant request failed");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    "the search store failed the request; details are in the server log",
                 )
             }
             // The message names a server-side path: keep it in the log only.
@@ -260,6 +269,9 @@ impl IntoResponse for ApiError {
             }
             ErrorCode::IndexLocked => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ErrorCode::IndexUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             ErrorCode::Unauthorized => {
                 headers.insert(
@@ -320,6 +332,24 @@ mod tests {
             ErrorCode::Internal,
         );
         check(precedent_index::Error::Ann("x".into()), ErrorCode::Internal);
+        check(
+            precedent_index::Error::QdrantUnavailable("down".into()),
+            ErrorCode::IndexUnavailable,
+        );
+        check(
+            precedent_index::Error::Qdrant("bad filter".into()),
+            ErrorCode::Internal,
+        );
+        check(
+            precedent_index::Error::OwnedByCorpus {
+                path: "a.md".into(),
+            },
+            ErrorCode::OwnedByCorpus,
+        );
+        let unavailable = ApiError::from(precedent_index::Error::QdrantUnavailable("down".into()))
+            .into_response();
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.headers()[header::RETRY_AFTER], "2");
         let reference = |ambiguous| precedent_index::Error::IncidentRef {
             reference: "2017".into(),
             ambiguous,

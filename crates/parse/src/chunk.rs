@@ -417,11 +417,22 @@ fn clauses(text: &str, options: &ChunkOptions) -> Vec<std::ops::Range<usize>> {
     if words < 3 * options.min_words {
         return split(text, options);
     }
+    let count = |r: &std::ops::Range<usize>| text[r.clone()].split_whitespace().count();
+    let limit = options.max_words + options.min_words;
     let mut out: Vec<std::ops::Range<usize>> = Vec::new();
     let mut pending: Option<std::ops::Range<usize>> = None;
     for sentence in sentences(text, options.max_words) {
         let range = match pending.take() {
-            Some(p) => p.start..sentence.end,
+            Some(p) if count(&(p.start..sentence.end)) <= limit => p.start..sentence.end,
+            // Too long together (the fragment is the tail of a sentence cut at `max_words`):
+            // it ends the previous range instead, or stands alone.
+            Some(p) => {
+                match out.last_mut() {
+                    Some(last) if count(&(last.start..p.end)) <= limit => last.end = p.end,
+                    _ => out.push(p),
+                }
+                sentence
+            }
             None => sentence,
         };
         if text[range.clone()].split_whitespace().count() < options.min_words {
@@ -432,8 +443,8 @@ fn clauses(text: &str, options: &ChunkOptions) -> Vec<std::ops::Range<usize>> {
     }
     if let Some(rest) = pending {
         match out.last_mut() {
-            Some(last) => last.end = rest.end,
-            None => out.push(rest),
+            Some(last) if count(&(last.start..rest.end)) <= limit => last.end = rest.end,
+            _ => out.push(rest),
         }
     }
     out

@@ -40,6 +40,37 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The Qdrant binary: `$PRECEDENT_QDRANT_BIN` or `../shared/bin/qdrant`; its absence fails.
+fn qdrant_bin() -> PathBuf {
+    let bin = std::env::var_os("PRECEDENT_QDRANT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bin/qdrant"));
+    assert!(
+        bin.exists(),
+        "no Qdrant server: {} is missing; set PRECEDENT_QDRANT_BIN or PRECEDENT_QDRANT_URL",
+        bin.display()
+    );
+    bin
+}
+
+/// `GET url` as JSON, or `None` while the server does not answer.
+fn get_json(url: &str) -> Option<serde_json::Value> {
+    let out = Command::new("curl").args(["-sf", url]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Polls `check` every 200 ms until it holds, failing after `secs` with `what`.
+fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn qdrant() -> Qdrant {
     if let Some(url) = std::env::var("PRECEDENT_QDRANT_URL")
         .ok()
@@ -54,14 +85,7 @@ fn qdrant() -> Qdrant {
             _dir: None,
         };
     }
-    let bin = std::env::var_os("PRECEDENT_QDRANT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bin/qdrant"));
-    assert!(
-        bin.exists(),
-        "no Qdrant server: {} is missing; set PRECEDENT_QDRANT_BIN or PRECEDENT_QDRANT_URL",
-        bin.display()
-    );
+    let bin = qdrant_bin();
     let dir = Dir::new();
     let (http, grpc) = (free_port(), free_port());
     let config = dir.create(
@@ -412,4 +436,293 @@ fn an_unreachable_server_is_a_transient_error_within_the_budget() {
     assert!(err.contains("qdrant unavailable"), "{err}");
     assert!(err.contains("cannot reach Qdrant"), "{err}");
     assert!(took < Duration::from_secs(30), "gave up after {took:?}");
+}
+
+/// One node of a loopback cluster.
+struct Node {
+    http: u16,
+    grpc: u16,
+    p2p: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(root: &Dir, name: &str) -> Node {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (http, grpc, p2p) = (free_port(), free_port(), free_port());
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "storage:\n  storage_path: {d}/storage\n  snapshots_path: {d}/snapshots\n\
+                 service:\n  host: 127.0.0.1\n  http_port: {http}\n  grpc_port: {grpc}\n\
+                 cluster:\n  enabled: true\n  p2p:\n    port: {p2p}\n\
+                 telemetry_disabled: true\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        Node {
+            http,
+            grpc,
+            p2p,
+            dir,
+            child: None,
+        }
+    }
+
+    /// Starts the node (joining the cluster of `bootstrap` the first time) and waits until it
+    /// is ready.
+    fn start(&mut self, bootstrap: Option<u16>) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("qdrant.log"))
+            .unwrap();
+        let mut cmd = Command::new(qdrant_bin());
+        cmd.arg("--config-path")
+            .arg(self.dir.join("config.yaml"))
+            .arg("--uri")
+            .arg(format!("http://127.0.0.1:{}", self.p2p))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(port) = bootstrap {
+            cmd.arg("--bootstrap")
+                .arg(format!("http://127.0.0.1:{port}"));
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        let ready = format!("{}/readyz", self.rest());
+        eventually(120, "the node gets ready", || {
+            Command::new("curl")
+                .args(["-sf", "-o", "/dev/null", &ready])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+    }
+
+    /// kill -9.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn rest(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc)
+    }
+
+    /// (shard id, points, state) of the shards this node holds for `collection`.
+    fn local_shards(&self, collection: &str) -> Vec<(u64, u64, String)> {
+        let Some(v) = get_json(&format!("{}/collections/{collection}/cluster", self.rest())) else {
+            return Vec::new();
+        };
+        v["result"]["local_shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["shard_id"].as_u64().unwrap(),
+                    s["points_count"].as_u64().unwrap(),
+                    s["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Three Qdrant nodes on loopback, started here: the collection keeps two copies of each
+/// shard by default, so after a kill -9 of one node search, similar and avenues answer as
+/// before; an edit indexed while it is down reaches it when it is back, and the collection
+/// converges (every replica of a shard holds the same points, none missing or stale).
+#[test]
+fn a_three_node_cluster_keeps_answering_after_losing_a_node() {
+    let root = Dir::new();
+    let mut nodes: Vec<Node> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| Node::new(&root, n))
+        .collect();
+    nodes[0].start(None);
+    let first = nodes[0].p2p;
+    for node in &mut nodes[1..] {
+        node.start(Some(first));
+    }
+    let cluster = format!("{}/cluster", nodes[0].rest());
+    eventually(60, "three peers join", || {
+        get_json(&cluster).is_some_and(|v| {
+            v["result"]["peers"]
+                .as_object()
+                .is_some_and(|p| p.len() == 3)
+        })
+    });
+
+    let corpus = root.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    for entry in std::fs::read_dir(samples()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, corpus.join(path.file_name().unwrap())).unwrap();
+    }
+    let index = root.join("index");
+    let name = collection("cluster");
+    let via = |node: &Node| -> Vec<String> {
+        [
+            "--store",
+            "qdrant",
+            "--qdrant-url",
+            &node.url(),
+            "--collection",
+            &name,
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        .chain(["--index".to_owned(), index.display().to_string()])
+        .collect()
+    };
+    let sync = |node: &Node| -> serde_json::Value {
+        let mut args = vec![
+            "index".to_owned(),
+            corpus.display().to_string(),
+            "--json".to_owned(),
+        ];
+        args.extend(via(node));
+        run(&args)
+    };
+    let first_sync = sync(&nodes[0]);
+    assert!(
+        first_sync["qdrant"]["points_total"].as_u64().unwrap() > 500,
+        "{first_sync}"
+    );
+    let params = get_json(&format!("{}/collections/{name}", nodes[0].rest())).unwrap();
+    assert_eq!(
+        params["result"]["config"]["params"]["replication_factor"], 2,
+        "{params}"
+    );
+
+    // What search, similar and avenues answer, through one node.
+    let answers = |node: &Node| -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for query in [
+            "certificate expired and logins failed",
+            "disk full no space left on device",
+        ] {
+            let mut args = vec!["search".to_owned(), query.to_owned(), "--json".to_owned()];
+            args.extend(via(node));
+            out.push(step_ids(&run(&args)));
+            let mut args = vec!["avenues".to_owned(), query.to_owned(), "--json".to_owned()];
+            args.extend(via(node));
+            let avenues = run(&args);
+            let steps: Vec<String> = avenues["avenues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|a| a["evidence"].as_array().unwrap().iter())
+                .map(|e| e["step_id"].as_str().unwrap().to_owned())
+                .collect();
+            out.push(steps);
+        }
+        let mut args = vec![
+            "similar".to_owned(),
+            "2021-09-30-tls-cert-expiry.md".to_owned(),
+            "--json".to_owned(),
+        ];
+        args.extend(via(node));
+        out.push(incident_ids(&run(&args)));
+        out
+    };
+    let before = answers(&nodes[0]);
+    assert!(before.iter().all(|a| !a.is_empty()), "{before:?}");
+    assert_eq!(answers(&nodes[1]), before, "two query nodes answer alike");
+
+    // kill -9 one node: the same answers, through either survivor.
+    nodes[2].kill();
+    assert_eq!(answers(&nodes[0]), before, "after losing a node");
+    assert_eq!(
+        answers(&nodes[1]),
+        before,
+        "after losing a node, through another"
+    );
+
+    // An edit indexed while it is down.
+    let cron = corpus.join("cron-job-ran-twice.md");
+    let mut text = std::fs::read_to_string(&cron).unwrap();
+    text.push_str("\n\nAddendum: restarting the zorblax scheduler did not help.\n");
+    std::fs::write(&cron, text).unwrap();
+    std::fs::remove_file(corpus.join("runaway-autoscaler.md")).unwrap();
+    let edited = sync(&nodes[0]);
+    assert_eq!(
+        (edited["updated"].as_u64(), edited["removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{edited}"
+    );
+    let expected = edited["steps_total"].as_u64().unwrap();
+
+    // Back: the collection converges.
+    nodes[2].start(None);
+    eventually(
+        120,
+        "every replica of every shard holds the same points",
+        || {
+            let mut by_shard: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+            for node in &nodes {
+                for (shard, points, state) in node.local_shards(&name) {
+                    if state != "Active" {
+                        return false;
+                    }
+                    by_shard.entry(shard).or_default().push(points);
+                }
+            }
+            !by_shard.is_empty()
+                && by_shard.values().all(|p| p.len() == 2 && p[0] == p[1])
+                && by_shard.values().map(|p| p[0]).sum::<u64>() == expected
+        },
+    );
+    let again = sync(&nodes[2]);
+    assert_eq!(
+        again["qdrant"]["incidents_upserted"], 0,
+        "nothing missing or stale: {again}"
+    );
+    assert_eq!(
+        again["qdrant"]["points_total"].as_u64(),
+        Some(expected),
+        "{again}"
+    );
+    let mut args = vec![
+        "search".to_owned(),
+        "zorblax".to_owned(),
+        "--mode".to_owned(),
+        "lexical".to_owned(),
+        "--json".to_owned(),
+    ];
+    args.extend(via(&nodes[2]));
+    assert!(
+        !step_ids(&run(&args)).is_empty(),
+        "the edit is searchable through the node that missed it"
+    );
+
+    // Asking for another layout than the collection has is refused with what it has.
+    let refs: Vec<String> = args
+        .iter()
+        .cloned()
+        .chain(["--qdrant-replication".to_owned(), "3".to_owned()])
+        .collect();
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let err = TestCommand::new(&refs).fails();
+    assert!(
+        err.contains("was created with replication factor 2, and 3 is asked for"),
+        "{err}"
+    );
 }

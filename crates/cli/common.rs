@@ -216,6 +216,48 @@ pub struct StoreArgs {
     /// Exact (brute-force) dense search in Qdrant instead of its HNSW.
     #[arg(long, hide = true)]
     pub qdrant_exact: bool,
+    /// Shards of a new collection [default: Qdrant's, one per node].
+    #[arg(
+        long,
+        env = "PRECEDENT_QDRANT_SHARDS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        hide_short_help = true
+    )]
+    pub qdrant_shards: Option<u32>,
+    /// Copies of each shard in a new collection [default: 2, so that a cluster of three or
+    /// more nodes keeps answering after losing one]. Given, an existing collection made with
+    /// another factor is refused.
+    #[arg(
+        long,
+        env = "PRECEDENT_QDRANT_REPLICATION",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        hide_short_help = true
+    )]
+    pub qdrant_replication: Option<u32>,
+    /// Replicas that must acknowledge a write [default: 1].
+    #[arg(
+        long,
+        env = "PRECEDENT_QDRANT_WRITE_CONSISTENCY",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        hide_short_help = true
+    )]
+    pub qdrant_write_consistency: Option<u32>,
+    /// Replicas a search must hear from: all, majority, quorum or a number [default: Qdrant's,
+    /// 1].
+    #[arg(
+        long,
+        env = "PRECEDENT_QDRANT_READ_CONSISTENCY",
+        value_name = "C",
+        hide_short_help = true
+    )]
+    pub qdrant_read_consistency: Option<String>,
+    /// Keep payload and dense vectors of a new collection on disk (memory-mapped) instead of
+    /// in RAM.
+    #[arg(long, env = "PRECEDENT_QDRANT_ON_DISK", hide_short_help = true)]
+    pub qdrant_on_disk: bool,
 }
 
 impl StoreArgs {
@@ -230,6 +272,16 @@ impl StoreArgs {
         use precedent_index::qdrant::QdrantOptions;
         let mut options = QdrantOptions::new(&self.qdrant_url, &self.collection);
         options.exact = self.qdrant_exact;
+        options.shards = self.qdrant_shards;
+        options.replication = self.qdrant_replication;
+        options.write_consistency = self.qdrant_write_consistency;
+        options.read_consistency = self
+            .qdrant_read_consistency
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        options.on_disk = self.qdrant_on_disk;
         if let Some(file) = &self.qdrant_api_key_file {
             let key = std::fs::read_to_string(file).with_context(|| {
                 format!("cannot read the Qdrant API key from {}", file.display())

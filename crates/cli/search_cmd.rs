@@ -460,8 +460,10 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
         }
         StoreKind::Qdrant => {
             let embedder = load_model(&args.model, &args.index, "similar in Qdrant")?;
+            // A local index, when there is one, resolves ids, prefixes and paths.
+            let local = Engine::open(&args.index.index).ok();
             let request = SimilarRequest {
-                source: similar_source(&args, None)?,
+                source: similar_source(&args, local.as_ref())?,
                 k: args.k,
                 filters: args.filters.to_filters(None)?,
             };

@@ -44,10 +44,10 @@ use precedent_core::{DateRange, Embedder, IncidentId, StepId, StepKind};
 use qdrant_client::qdrant::{
     Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
     Distance, FacetCountsBuilder, FieldType, Filter, Modifier, NamedVectors, PointStruct,
-    PrefetchQueryBuilder, Query, QueryPointsBuilder, Range, RrfBuilder, ScrollPointsBuilder,
-    SearchParamsBuilder, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
-    UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
-    facet_value,
+    PrefetchQueryBuilder, Query, QueryPointsBuilder, Range, ReadConsistencyType, RrfBuilder,
+    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
+    SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
+    VectorsConfigBuilder, facet_value, read_consistency,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Value as Json, json};
@@ -117,7 +117,68 @@ pub struct QdrantOptions {
     pub query_budget: Duration,
     /// Time limit of one write or metadata operation of a sync, retries included.
     pub write_budget: Duration,
+    /// Shards of a new collection; `None`: Qdrant's default (one per node at creation).
+    pub shards: Option<u32>,
+    /// Copies of each shard in a new collection; `None`: 2, so that a cluster of three or
+    /// more nodes answers every read after losing one (a single node just keeps both copies).
+    /// Given explicitly, an existing collection made otherwise is refused.
+    pub replication: Option<u32>,
+    /// Replicas that must acknowledge a write; `None`: 1 (writes go on while a node is down
+    /// and reach it when it is back).
+    pub write_consistency: Option<u32>,
+    /// Replicas a search must hear from; `None`: Qdrant's default (one).
+    pub read_consistency: Option<ReadConsistency>,
+    /// Payload and dense vectors of a new collection on disk (memory-mapped) instead of RAM.
+    pub on_disk: bool,
 }
+
+/// Replicas of a shard a search reads from (Qdrant's read consistency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// This many replicas (1 = Qdrant's default).
+    Factor(u64),
+    /// A majority of the replicas.
+    Majority,
+    /// Half of the replicas plus one.
+    Quorum,
+    /// Every replica.
+    All,
+}
+
+impl std::str::FromStr for ReadConsistency {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(ReadConsistency::All),
+            "majority" => Ok(ReadConsistency::Majority),
+            "quorum" => Ok(ReadConsistency::Quorum),
+            n => match n.parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(ReadConsistency::Factor(n)),
+                _ => Err(format!(
+                    "read consistency {s:?}: expected all, majority, quorum or a number >= 1"
+                )),
+            },
+        }
+    }
+}
+
+impl ReadConsistency {
+    fn value(self) -> read_consistency::Value {
+        match self {
+            ReadConsistency::Factor(n) => read_consistency::Value::Factor(n),
+            ReadConsistency::Majority => {
+                read_consistency::Value::Type(ReadConsistencyType::Majority as i32)
+            }
+            ReadConsistency::Quorum => {
+                read_consistency::Value::Type(ReadConsistencyType::Quorum as i32)
+            }
+            ReadConsistency::All => read_consistency::Value::Type(ReadConsistencyType::All as i32),
+        }
+    }
+}
+
+/// Copies of each shard when the options do not say.
+const DEFAULT_REPLICATION: u32 = 2;
 
 impl QdrantOptions {
     /// Options for `url` and `collection`, approximate search, 30 s per request, 8 s per
@@ -131,6 +192,11 @@ impl QdrantOptions {
             timeout: Duration::from_secs(30),
             query_budget: Duration::from_secs(8),
             write_budget: Duration::from_secs(120),
+            shards: None,
+            replication: None,
+            write_consistency: None,
+            read_consistency: None,
+            on_disk: false,
         }
     }
 }
@@ -305,7 +371,11 @@ impl QdrantStore {
             }
         }
         let meta = Json::from(Payload::from(
-            result.config.map(|c| c.metadata).unwrap_or_default(),
+            result
+                .config
+                .as_ref()
+                .map(|c| c.metadata.clone())
+                .unwrap_or_default(),
         ));
         let mismatch = |message: String| Error::QdrantCollection {
             collection: name.clone(),
@@ -337,6 +407,37 @@ impl QdrantStore {
                 "has another point layout (this build writes layout {LAYOUT}); use another --collection"
             )));
         }
+        // What the collection was made with, against what was asked for explicitly.
+        let params = result.config.and_then(|c| c.params).unwrap_or_default();
+        let asked = [
+            ("shards", self.options.shards, Some(params.shard_number)),
+            (
+                "replication factor",
+                self.options.replication,
+                params.replication_factor,
+            ),
+            (
+                "write consistency factor",
+                self.options.write_consistency,
+                params.write_consistency_factor,
+            ),
+        ];
+        for (what, want, has) in asked {
+            if let Some(want) = want
+                && has.unwrap_or(1) != want
+            {
+                return Err(mismatch(format!(
+                    "was created with {what} {}, and {want} is asked for; change it in Qdrant (PATCH /collections/{name}) or use another --collection",
+                    has.unwrap_or(1)
+                )));
+            }
+        }
+        if params.replication_factor.unwrap_or(1) < 2 {
+            tracing::warn!(
+                collection = %name,
+                "the collection keeps one copy of each shard: on a cluster, losing a node fails every search until it is back"
+            );
+        }
         Ok(())
     }
 
@@ -351,19 +452,25 @@ impl QdrantStore {
             let mut vectors = VectorsConfigBuilder::default();
             vectors.add_named_vector_params(
                 DENSE,
-                VectorParamsBuilder::new(self.dimension as u64, Distance::Cosine),
+                VectorParamsBuilder::new(self.dimension as u64, Distance::Cosine)
+                    .on_disk(self.options.on_disk),
             );
             let mut sparse = SparseVectorsConfigBuilder::default();
             sparse.add_named_vector_params(
                 SPARSE,
                 SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
             );
-            self.client.create_collection(
-                CreateCollectionBuilder::new(&name)
-                    .vectors_config(vectors)
-                    .sparse_vectors_config(sparse)
-                    .metadata(metadata.clone()),
-            )
+            let mut builder = CreateCollectionBuilder::new(&name)
+                .vectors_config(vectors)
+                .sparse_vectors_config(sparse)
+                .metadata(metadata.clone())
+                .replication_factor(self.options.replication.unwrap_or(DEFAULT_REPLICATION))
+                .write_consistency_factor(self.options.write_consistency.unwrap_or(1))
+                .on_disk_payload(self.options.on_disk);
+            if let Some(shards) = self.options.shards {
+                builder = builder.shard_number(shards);
+            }
+            self.client.create_collection(builder)
         });
         if let Err(e) = created {
             // Another process may have created it at the same time.
@@ -608,6 +715,9 @@ impl QdrantStore {
             .with_payload(true)
             .with_vectors(request.mode != Mode::Lexical)
             .filter(filter.clone());
+        if let Some(consistency) = self.options.read_consistency {
+            builder = builder.read_consistency(consistency.value());
+        }
         let query_vector = dense.clone();
         match (request.mode, dense) {
             (Mode::Lexical, _) => {
@@ -789,6 +899,9 @@ impl QdrantStore {
             .with_payload(true)
             .with_vectors(true)
             .filter(filter.clone());
+        if let Some(consistency) = self.options.read_consistency {
+            builder = builder.read_consistency(consistency.value());
+        }
         let sources = vectors.clone();
         let mut weights = Vec::new();
         // Each source vector is its own list; together they weigh what one vector list weighs.

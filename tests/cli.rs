@@ -1240,12 +1240,6 @@ fn index_refuses_another_directory_unless_told_to_prune() {
     );
 }
 
-#[test]
-fn serve_refuses_writes_that_would_not_reach_the_store() {
-    let err = on_index(&["serve", "--store", "qdrant", "--allow-writes"]).fails();
-    assert!(err.contains("--allow-writes with --store qdrant"), "{err}");
-}
-
 /// A draft of more than 4 KiB, in Markdown: what a responder pastes mid-incident.
 fn long_draft() -> String {
     let mut draft = String::from(

@@ -726,3 +726,93 @@ fn a_three_node_cluster_keeps_answering_after_losing_a_node() {
         "{err}"
     );
 }
+
+/// Two query servers on one collection, each with its own copy of the local index: they give
+/// the same answers; a write through one reaches the collection, so the other finds it at
+/// once, and `precedent index` afterwards keeps it; `/healthz` says when the store is gone.
+#[test]
+fn a_write_through_one_server_is_found_through_another() {
+    let mut server = qdrant();
+    let dir = Dir::new();
+    let name = collection("servers");
+    let q = qdrant_args(&server.url, &name);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let sync = |index: &std::path::Path| {
+        let mut args: Vec<String> = ["index", samples().to_str().unwrap(), "--json", "--index"]
+            .map(str::to_owned)
+            .to_vec();
+        args.push(index.display().to_string());
+        args.extend(q.iter().cloned());
+        run(&args)
+    };
+    sync(&a);
+    sync(&b);
+    let token = "a-token-for-the-qdrant-write-test";
+    let token_file = dir.create("token", token);
+    let serve = |index: &std::path::Path, writes: bool| {
+        let mut cmd = TestCommand::new(&["serve", "--index"])
+            .arg(index)
+            .args(q.iter());
+        if writes {
+            cmd = cmd
+                .arg("--allow-writes")
+                .arg("--token-file")
+                .arg(&token_file);
+        }
+        cmd.serve()
+    };
+    let (writer, reader) = (serve(&a, true), serve(&b, false));
+    // The writer wants its token on every route; the reader has none.
+    let search = |served: &util::Served, query: &str| -> serde_json::Value {
+        let body = serde_json::json!({"query": query, "mode": "lexical", "k": 5}).to_string();
+        let auth = (served.addr == writer.addr).then_some(token);
+        let (status, text) = served.request_as(auth, "POST", "/v1/search", Some(&body));
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    for query in ["certificate expired and logins failed", "disk full"] {
+        let (x, y) = (
+            step_ids(&search(&writer, query)),
+            step_ids(&search(&reader, query)),
+        );
+        assert!(!x.is_empty());
+        assert_eq!(x, y, "{query}: both servers answer alike");
+    }
+    let (status, health) = reader.json("GET", "/healthz", None);
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(
+        (health["store"].as_str(), health["store_status"].as_str()),
+        (Some("qdrant"), Some("ok"))
+    );
+
+    let doc = "# Zorblax queue wedged\n\n## Summary\n\nThe zorblax dispatch queue stopped after a quokka migration.\n\n## Resolution\n\nRestarting the zorblax workers restored service.\n";
+    let body = serde_json::json!({"path": "api/zorblax.md", "markdown": doc}).to_string();
+    let (status, put) = writer.request_as(Some(token), "PUT", "/v1/incidents", Some(&body));
+    assert_eq!(status, 201, "{put}");
+    let found = search(&reader, "zorblax quokka");
+    let paths: Vec<&str> = found["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["citation"]["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"api/zorblax.md"),
+        "the write is found through the other server: {found}"
+    );
+
+    // `precedent index` of the corpus afterwards keeps the API's document, in the collection too.
+    let again = sync(&a);
+    assert_eq!(again["api_documents"], 1, "{again}");
+    assert!(!step_ids(&search(&reader, "zorblax quokka")).is_empty());
+
+    // Without its store the server says so: 503, degraded.
+    if let Some(mut child) = server.child.take() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (status, health) = reader.json("GET", "/healthz", None);
+        assert_eq!(status, 503, "{health}");
+        assert_eq!(health["status"], "degraded", "{health}");
+        assert_eq!(health["store_status"], "unavailable", "{health}");
+    }
+}

@@ -88,8 +88,8 @@ pub struct McpArgs {
     store: StoreArgs,
 }
 
-/// The Qdrant store when `--store qdrant`: search and similar go there; incidents, facets and
-/// writes stay with `--index`. The caller keeps the returned `Arc` until the server runtime is
+/// The Qdrant store when `--store qdrant`: search and similar go there, writes are published
+/// there after `--index`; incidents and facets stay with `--index`. The caller keeps the returned `Arc` until the server runtime is
 /// gone, so that the store's own runtime is never dropped inside it.
 fn query_store(
     store: &StoreArgs,
@@ -137,14 +137,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if args.allow_writes && matches!(args.store.store, StoreKind::Qdrant) {
-        // A write would be acknowledged and never reach the collection the server searches.
-        anyhow::bail!(
-            "--allow-writes with --store qdrant is not supported yet: writes reach only the \
-             local index, not the collection searches read. Write through `precedent index \
-             --store qdrant` instead"
-        );
-    }
     let engine = Arc::new(open(&args.index)?);
     let embedder = args.model.load_for(&args.index.index)?;
     let mut options = ServerOptions::new(args.addr, &args.index.index);

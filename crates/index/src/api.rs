@@ -525,6 +525,17 @@ pub trait QueryStore: Send + Sync {
     -> Result<SimilarResponse>;
     /// A short name for logs and `/healthz` ("embedded", "qdrant").
     fn kind(&self) -> &'static str;
+    /// Brings the store in line with the published state of the local index at `index_dir`
+    /// (after a write through the API). Call it while holding that index's writer lock. The
+    /// embedded store is that index, so by default there is nothing to do.
+    fn publish(&self, index_dir: &std::path::Path) -> Result<()> {
+        let _ = index_dir;
+        Ok(())
+    }
+    /// Whether the store answers now (`/healthz`); an error says why not.
+    fn health(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1036,7 +1036,20 @@ impl crate::api::QueryStore for QdrantStore {
     fn kind(&self) -> &'static str {
         "qdrant"
     }
+    fn publish(&self, index_dir: &Path) -> Result<()> {
+        self.sync_from(index_dir, &crate::writer::NoProgress)
+            .map(|_| ())
+    }
+    fn health(&self) -> Result<()> {
+        self.call("checking health", HEALTH_BUDGET, || {
+            self.client.health_check()
+        })
+        .map(|_| ())
+    }
 }
+
+/// Time limit of a `/healthz` probe of Qdrant, retries included.
+const HEALTH_BUDGET: Duration = Duration::from_secs(2);
 
 /// Steps of an incident revision: `{incident id}@{first 16 hex digits of its file's hash}`.
 fn revision(id: &IncidentId, hash: &str) -> String {

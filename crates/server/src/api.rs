@@ -191,8 +191,12 @@ pub struct DeleteResponse {
 /// Answer to `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HealthResponse {
-    /// `ok`.
+    /// `ok`, or `degraded` (HTTP 503) when the search store does not answer.
     pub status: String,
+    /// Where searches go: `embedded` (the index) or `qdrant`.
+    pub store: String,
+    /// Whether that store answers: `ok` or `unavailable`.
+    pub store_status: String,
     /// True when an index is loaded and answering.
     pub index_loaded: bool,
     /// Generation of the index being served.

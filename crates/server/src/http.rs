@@ -351,14 +351,30 @@ async fn facets(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state.stats().await?;
-    Ok(Json(HealthResponse {
-        status: "ok".into(),
+    let (store, healthy) = match state.store_health().await {
+        None => ("embedded", true),
+        Some((kind, Ok(()))) => (kind, true),
+        Some((kind, Err(reason))) => {
+            // The reason names the store's URL: the log only.
+            tracing::warn!(store = kind, reason = %reason, "health check: store unavailable");
+            (kind, false)
+        }
+    };
+    let body = Json(HealthResponse {
+        status: if healthy { "ok" } else { "degraded" }.into(),
+        store: store.into(),
+        store_status: if healthy { "ok" } else { "unavailable" }.into(),
         index_loaded: true,
         generation: stats.generation,
         incidents: stats.incidents,
         steps: stats.steps,
-    })
-    .into_response())
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, body).into_response())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -55,7 +55,8 @@ pub struct ServerOptions {
     /// How often the index directory is checked for a newer generation. Default 2 s.
     pub reload_interval: Duration,
     /// Where `search` and `similar` are answered (e.g. a Qdrant store). `None`: the served
-    /// index. Incidents, facets, stats and writes always use the served index.
+    /// index. Incidents, facets and stats always use the served index; writes go to the served
+    /// index, then are published to this store.
     pub query_store: Option<Arc<dyn QueryStore>>,
 }
 

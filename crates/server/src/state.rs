@@ -191,6 +191,16 @@ impl AppState {
         .await
     }
 
+    /// The query store's kind and whether it answers (`None` without one: the index is it).
+    pub(crate) async fn store_health(&self) -> Option<(&'static str, Result<(), String>)> {
+        let store = self.inner.options.query_store.clone()?;
+        let kind = store.kind();
+        let health = tokio::task::spawn_blocking(move || store.health().map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        Some((kind, health))
+    }
+
     pub(crate) async fn stats(&self) -> Result<Stats, ApiError> {
         let engine = self.inner.engine.clone();
         blocking(move || {
@@ -294,10 +304,25 @@ impl AppState {
             self.inner.embedder.clone(),
         );
         let writer_ticket = ticket.clone();
+        let store = self.inner.options.query_store.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
             let mut writer = IndexWriter::open(&dir, embedder, WriterOptions::default())?;
-            work(&mut writer, &|| writer_ticket.commit())
+            let value = work(&mut writer, &|| writer_ticket.commit())?;
+            // The write reaches the store searches read while the lock still holds the
+            // generation: a Qdrant collection gets the changed incidents (or, after a failed
+            // attempt, everything it missed: the sync converges).
+            if let Some(store) = store {
+                store.publish(&dir).map_err(|e| match e {
+                    precedent_index::Error::QdrantUnavailable(m) => {
+                        precedent_index::Error::QdrantUnavailable(format!(
+                            "the write is in the index but not yet in the search store; it gets there with the next write or `precedent index --store qdrant`: {m}"
+                        ))
+                    }
+                    other => other,
+                })?;
+            }
+            Ok::<T, precedent_index::Error>(value)
         });
         let joined = tokio::select! {
             joined = &mut task => joined,

@@ -1436,22 +1436,63 @@ impl Snapshot {
     /// Reads the doc store segment by segment, in document order.
     fn scan(&self, matcher: &Matcher, mask: Option<&Vec<bool>>) -> Result<Vec<u32>> {
         let searcher = self.reader.searcher();
-        let mut counts = vec![0u32; self.slots.len()];
-        for segment in searcher.segment_readers() {
+        // The steps to read, as (segment, doc, slot) in document order.
+        let mut todo: Vec<(u32, u32, u32)> = Vec::with_capacity(self.slots.len());
+        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
             let keys = segment.fast_fields().u64(KEY_FIELD)?;
-            let store = segment
-                .get_store_reader(1)
-                .map_err(tantivy::TantivyError::from)?;
-            let docs = store.iter::<TantivyDocument>(segment.alive_bitset());
-            for (doc, stored) in segment.doc_ids_alive().zip(docs) {
-                let stored = stored?;
-                let Some(slot) = keys.first(doc).and_then(|k| self.store.slot(k)) else {
-                    continue;
-                };
-                if mask.is_some_and(|m| !m[slot as usize]) {
-                    continue;
+            for doc in segment.doc_ids_alive() {
+                if let Some(slot) = keys.first(doc).and_then(|k| self.store.slot(k))
+                    && mask.is_none_or(|m| m[slot as usize])
+                {
+                    todo.push((ord as u32, doc, slot));
                 }
-                counts[slot as usize] = matcher.count(stored_str(&stored, self.fields.text));
+            }
+        }
+        // Contiguous runs on each core: each thread reads its blocks of the doc store once.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let per = todo.len().div_ceil(threads).max(1);
+        let found: Vec<Result<Vec<(u32, u32)>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = todo
+                .chunks(per)
+                .map(|run| {
+                    let searcher = &searcher;
+                    scope.spawn(move || -> Result<Vec<(u32, u32)>> {
+                        let mut stores = HashMap::new();
+                        let mut out = Vec::new();
+                        for &(ord, doc, slot) in run {
+                            let store = match stores.entry(ord) {
+                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                                    searcher
+                                        .segment_reader(ord)
+                                        .get_store_reader(4)
+                                        .map_err(tantivy::TantivyError::from)?,
+                                ),
+                            };
+                            let stored: TantivyDocument = store.get(doc)?;
+                            let n = matcher.count(stored_str(&stored, self.fields.text));
+                            if n > 0 {
+                                out.push((slot, n));
+                            }
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(Error::Corrupt("scan thread panicked".into())))
+                })
+                .collect()
+        });
+        let mut counts = vec![0u32; self.slots.len()];
+        for part in found {
+            for (slot, n) in part? {
+                counts[slot as usize] = n;
             }
         }
         Ok(counts)

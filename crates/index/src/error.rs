@@ -54,6 +54,17 @@ pub enum Error {
         path: String,
     },
 
+    /// A single-document write (upsert, delete) on an index that needs a full rebuild (its
+    /// model, chunker or format is not this writer's): published alone, it would replace the
+    /// whole index with that one document. A full `precedent index DIR` must run first.
+    #[error(
+        "the index needs a full rebuild before it takes single writes: {reason}; run `precedent index DIR` with this model first"
+    )]
+    RebuildNeeded {
+        /// Why (e.g. "the embedding model changed (a to b)").
+        reason: String,
+    },
+
     /// A sync of a corpus directory other than the one the index was built from, which would
     /// remove every incident of the recorded one.
     #[error(
@@ -185,6 +196,7 @@ impl Error {
                 | Error::InvalidWriteUp { .. }
                 | Error::OwnedByCorpus { .. }
                 | Error::OtherCorpus { .. }
+                | Error::RebuildNeeded { .. }
                 | Error::IndexMissing(_)
                 | Error::Locked { .. }
                 | Error::ModelMismatch { .. }

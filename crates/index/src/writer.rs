@@ -312,6 +312,19 @@ impl IndexWriter {
         Ok(writer)
     }
 
+    /// A single write to an index that needs a rebuild would publish that write alone, losing
+    /// every other incident: refused until a full sync has rebuilt the index.
+    fn refuse_single_writes_before_a_rebuild(&self) -> Result<()> {
+        match &self.manifest {
+            Some(m) if self.rebuild && !m.files.is_empty() => Err(Error::RebuildNeeded {
+                reason: m
+                    .rebuild_reason(self.embedder.model_id(), self.embedder.dimension())
+                    .unwrap_or_else(|| "the previous state cannot be reused".to_owned()),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses a sync of `root` when the index holds write-ups of another corpus directory,
     /// unless [`WriterOptions::prune`] says to make `root` the corpus.
     fn check_corpus_root(&self, root: &Path) -> Result<()> {
@@ -530,6 +543,7 @@ impl IndexWriter {
         bytes: &[u8],
         proceed: &dyn Fn() -> bool,
     ) -> Result<UpsertOutcome> {
+        self.refuse_single_writes_before_a_rebuild()?;
         let raw = normalise_relative(relative_path)?;
         let parsed = parse(&raw, bytes, &self.options.parse);
         let path = redact_name(&raw);
@@ -588,6 +602,7 @@ impl IndexWriter {
         id: &IncidentId,
         proceed: &dyn Fn() -> bool,
     ) -> Result<bool> {
+        self.refuse_single_writes_before_a_rebuild()?;
         let entry = match (&self.manifest, self.rebuild) {
             (Some(m), false) => m.files.iter().find(|(_, f)| &f.incident.id == id),
             _ => None,

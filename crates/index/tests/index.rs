@@ -1446,3 +1446,36 @@ fn api_documents_and_corpus_files_are_kept_apart() {
     assert_eq!(r.hits[0].citation.path, "api/zeppelin.md");
     assert_eq!(engine.stats().incidents, 3);
 }
+
+/// A single write to an index built with another model would publish that write alone, as a
+/// rebuilt index of one document: it is refused, and nothing is lost.
+#[test]
+fn single_writes_wait_for_the_rebuild_a_model_change_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    copy_dir(shared_index(), &index);
+    let before = steps_of(&index);
+    let mut writer = IndexWriter::open(&index, Arc::new(Renamed(embedder())), options()).unwrap();
+    let doc = "# Zeppelin queue frozen\n\n## Summary\n\nThe zeppelin queue froze.\n";
+    let refused = writer
+        .upsert("new/zeppelin.md", doc.as_bytes())
+        .unwrap_err();
+    assert!(
+        matches!(refused, Error::RebuildNeeded { .. }) && refused.is_user_error(),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("embedding model changed"),
+        "{refused}"
+    );
+    let engine = Engine::open(&index).unwrap();
+    let id = engine
+        .resolve_incident("2021-09-30-tls-cert-expiry.md")
+        .unwrap();
+    assert!(matches!(
+        writer.delete(&id).unwrap_err(),
+        Error::RebuildNeeded { .. }
+    ));
+    drop(writer);
+    assert_eq!(steps_of(&index), before, "nothing was published");
+}

@@ -227,7 +227,7 @@ impl From<precedent_index::Error> for ApiError {
             E::Locked { .. } => ApiError::new(ErrorCode::IndexLocked, err.to_string()),
             E::OwnedByCorpus { .. } => ApiError::new(ErrorCode::OwnedByCorpus, err.to_string()),
             E::Abandoned => ApiError::new(ErrorCode::Timeout, err.to_string()),
-            E::ModelMismatch { .. } | E::QdrantCollection { .. } => {
+            E::ModelMismatch { .. } | E::QdrantCollection { .. } | E::RebuildNeeded { .. } => {
                 ApiError::new(ErrorCode::ModelMismatch, err.to_string())
             }
             // The store behind the server is down or overloaded past its retries: worth

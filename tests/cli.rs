@@ -2,7 +2,7 @@
 
 mod util;
 
-use util::{Dir, Served, TestCommand, samples};
+use util::{Dir, Served, TestCommand, hit_paths, samples};
 
 fn index(dir: &Dir, corpus: &std::path::Path) -> String {
     let idx = dir.join("idx");
@@ -430,12 +430,7 @@ fn dates_take_the_forms_people_type() {
         "2021-09",
     ])
     .json();
-    let paths: Vec<&str> = hits["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["citation"]["path"].as_str().unwrap())
-        .collect();
+    let paths = hit_paths(&hits);
     assert!(
         !paths.is_empty() && paths.iter().all(|p| p.starts_with("2021-09-30")),
         "{paths:?}"

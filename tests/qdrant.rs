@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Dir, TestCommand, samples};
+use util::{Dir, TestCommand, hit_paths, samples};
 
 /// A Qdrant server for one test: started here and killed on drop, or an outside one.
 struct Qdrant {
@@ -790,12 +790,7 @@ fn a_write_through_one_server_is_found_through_another() {
     let (status, put) = writer.request_as(Some(token), "PUT", "/v1/incidents", Some(&body));
     assert_eq!(status, 201, "{put}");
     let found = search(&reader, "zorblax quokka");
-    let paths: Vec<&str> = found["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["citation"]["path"].as_str().unwrap())
-        .collect();
+    let paths = hit_paths(&found);
     assert!(
         paths.contains(&"api/zorblax.md"),
         "the write is found through the other server: {found}"

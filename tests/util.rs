@@ -419,3 +419,13 @@ impl Drop for McpStdio {
         let _ = self.child.wait();
     }
 }
+
+/// The citation path of each hit of a search response, in order.
+pub fn hit_paths(response: &serde_json::Value) -> Vec<&str> {
+    response["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["citation"]["path"].as_str().unwrap())
+        .collect()
+}

@@ -467,7 +467,7 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
                 k: args.k,
                 filters: args.filters.to_filters(None)?,
             };
-            let root = recorded_root(&args.index);
+            let root = local.as_ref().and_then(Engine::corpus_root);
             let response = args
                 .store
                 .qdrant(embedder.as_ref())?

@@ -1436,18 +1436,16 @@ impl Snapshot {
     /// Reads the doc store segment by segment, in document order.
     fn scan(&self, matcher: &Matcher, mask: Option<&Vec<bool>>) -> Result<Vec<u32>> {
         let searcher = self.reader.searcher();
-        // The steps to read, as (segment, doc, slot) in document order.
-        let mut todo: Vec<(u32, u32, u32)> = Vec::with_capacity(self.slots.len());
-        for (ord, segment) in searcher.segment_readers().iter().enumerate() {
-            let keys = segment.fast_fields().u64(KEY_FIELD)?;
-            for doc in segment.doc_ids_alive() {
-                if let Some(slot) = keys.first(doc).and_then(|k| self.store.slot(k))
-                    && mask.is_none_or(|m| m[slot as usize])
-                {
-                    todo.push((ord as u32, doc, slot));
-                }
-            }
-        }
+        // The steps to read, in document order (where each slot's document is, `docs`,
+        // was found when the snapshot was opened).
+        let mut todo: Vec<(DocAddress, u32)> = self
+            .docs
+            .iter()
+            .enumerate()
+            .filter(|(slot, _)| mask.is_none_or(|m| m[*slot]))
+            .map(|(slot, &addr)| (addr, slot as u32))
+            .collect();
+        todo.sort_unstable_by_key(|(addr, _)| (addr.segment_ord, addr.doc_id));
         // Contiguous runs on each core: each thread reads its blocks of the doc store once.
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -1461,17 +1459,17 @@ impl Snapshot {
                     scope.spawn(move || -> Result<Vec<(u32, u32)>> {
                         let mut stores = HashMap::new();
                         let mut out = Vec::new();
-                        for &(ord, doc, slot) in run {
-                            let store = match stores.entry(ord) {
+                        for &(addr, slot) in run {
+                            let store = match stores.entry(addr.segment_ord) {
                                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                                 std::collections::hash_map::Entry::Vacant(e) => e.insert(
                                     searcher
-                                        .segment_reader(ord)
+                                        .segment_reader(addr.segment_ord)
                                         .get_store_reader(4)
                                         .map_err(tantivy::TantivyError::from)?,
                                 ),
                             };
-                            let stored: TantivyDocument = store.get(doc)?;
+                            let stored: TantivyDocument = store.get(addr.doc_id)?;
                             let n = matcher.count(stored_str(&stored, self.fields.text));
                             if n > 0 {
                                 out.push((slot, n));

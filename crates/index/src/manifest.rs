@@ -160,6 +160,11 @@ impl Manifest {
         }
     }
 
+    /// The indexed files one owner has, by path.
+    pub fn files_of(&self, origin: Origin) -> impl Iterator<Item = (&String, &FileEntry)> {
+        self.files.iter().filter(move |(_, f)| f.origin == origin)
+    }
+
     pub fn steps_total(&self) -> u64 {
         self.files.values().map(|f| f.steps.len() as u64).sum()
     }

@@ -334,11 +334,7 @@ impl IndexWriter {
         let Some(recorded) = &m.corpus_root else {
             return Ok(());
         };
-        let files = m
-            .files
-            .values()
-            .filter(|f| f.origin == Origin::Corpus)
-            .count();
+        let files = m.files_of(Origin::Corpus).count();
         if recorded == root || files == 0 || self.options.prune {
             return Ok(());
         }
@@ -354,22 +350,17 @@ impl IndexWriter {
     /// are re-embedded, their parse is kept). One that cannot be read back is reported.
     fn carry_api_documents(&self, upserts: &mut Vec<Upsert>, skipped: &mut Vec<(String, String)>) {
         let Some(m) = &self.manifest else { return };
-        let api: Vec<(&String, &FileEntry)> = m
-            .files
-            .iter()
-            .filter(|(_, f)| f.origin == Origin::Api)
-            .collect();
-        if api.is_empty() {
+        if m.files_of(Origin::Api).next().is_none() {
             return;
         }
-        let engine = crate::engine::Engine::open(&self.dir);
-        for (path, entry) in api {
-            let incident = match &engine {
-                Ok(engine) => engine.incident(&entry.incident.id),
-                Err(e) => Err(Error::Corrupt(e.to_string())),
-            };
+        // The published state, if this build can read it (a format change may stop that).
+        let engine = crate::engine::Engine::open(&self.dir).ok();
+        for (path, entry) in m.files_of(Origin::Api) {
+            let incident = engine
+                .as_ref()
+                .and_then(|e| e.incident(&entry.incident.id).ok().flatten());
             match incident {
-                Ok(Some(incident)) => upserts.push(Upsert {
+                Some(incident) => upserts.push(Upsert {
                     path: path.clone(),
                     stamp: Stamp {
                         size: entry.size,
@@ -378,7 +369,7 @@ impl IndexWriter {
                     incident,
                     origin: Origin::Api,
                 }),
-                Ok(None) | Err(_) => skipped.push((
+                None => skipped.push((
                     path.clone(),
                     "written through the API and unreadable from the previous index format; PUT it again"
                         .to_owned(),
@@ -414,19 +405,13 @@ impl IndexWriter {
         // Only the corpus's own write-ups are synced; documents written through the API stay.
         let base: BTreeMap<String, FileEntry> = match (&self.manifest, self.rebuild) {
             (Some(m), false) => m
-                .files
-                .iter()
-                .filter(|(_, f)| f.origin == Origin::Corpus)
+                .files_of(Origin::Corpus)
                 .map(|(p, f)| (p.clone(), f.clone()))
                 .collect(),
             _ => BTreeMap::new(),
         };
         let api_paths: HashSet<String> = self.manifest.as_ref().map_or_else(HashSet::new, |m| {
-            m.files
-                .iter()
-                .filter(|(_, f)| f.origin == Origin::Api)
-                .map(|(p, _)| p.clone())
-                .collect()
+            m.files_of(Origin::Api).map(|(p, _)| p.clone()).collect()
         });
         let mut upserts = Vec::new();
         let mut removals = Vec::new();
@@ -514,9 +499,10 @@ impl IndexWriter {
             summary.rebuilt = stats.rebuilt;
         }
         summary.steps_total = self.manifest.as_ref().map_or(0, Manifest::steps_total);
-        summary.api_documents = self.manifest.as_ref().map_or(0, |m| {
-            m.files.values().filter(|f| f.origin == Origin::Api).count()
-        });
+        summary.api_documents = self
+            .manifest
+            .as_ref()
+            .map_or(0, |m| m.files_of(Origin::Api).count());
         summary.generation = self.generation();
         // Entries the walk left out are named as walked: redact those names too.
         for (path, _) in &mut summary.skipped {
@@ -561,7 +547,7 @@ impl IndexWriter {
         if existing.is_some_and(|f| f.origin == Origin::Corpus) {
             return Err(Error::OwnedByCorpus { path });
         }
-        let replaced = !self.rebuild && existing.is_some();
+        let replaced = existing.is_some();
         let upsert = Upsert {
             path: path.clone(),
             stamp: Stamp {
@@ -603,10 +589,10 @@ impl IndexWriter {
         proceed: &dyn Fn() -> bool,
     ) -> Result<bool> {
         self.refuse_single_writes_before_a_rebuild()?;
-        let entry = match (&self.manifest, self.rebuild) {
-            (Some(m), false) => m.files.iter().find(|(_, f)| &f.incident.id == id),
-            _ => None,
-        };
+        let entry = self
+            .manifest
+            .as_ref()
+            .and_then(|m| m.files.iter().find(|(_, f)| &f.incident.id == id));
         let Some((path, entry)) = entry else {
             return Ok(false);
         };

@@ -416,6 +416,44 @@ fn serve_answers_from_qdrant(index: &std::path::Path, q: &[String]) {
         a.extend(q.iter().cloned());
         assert_eq!(step_ids(&json), step_ids(&run(&a)), "{query}");
     }
+    // Ranked in the one pipeline: Qdrant's hybrid hits say which retriever found them, and the
+    // incident-level leg re-weighs them as on the embedded store.
+    let body = serde_json::json!({"query": QUERIES[0], "k": 10, "mode": "hybrid"}).to_string();
+    let response = request("POST", "/v1/search", &body).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let json: serde_json::Value =
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let scores: Vec<&serde_json::Value> = json["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["score"])
+        .collect();
+    assert!(!scores.is_empty(), "{json}");
+    assert!(
+        scores
+            .iter()
+            .all(|s| s["lexical_rank"].is_u64() || s["vector_rank"].is_u64()),
+        "{json}"
+    );
+    for field in ["lexical_rank", "vector_rank", "incident_rank"] {
+        assert!(
+            scores.iter().any(|s| s[field].is_u64()),
+            "no {field}: {json}"
+        );
+    }
+    // An incident id in the filters that the store does not hold: 404, as on the embedded store.
+    let body = serde_json::json!({
+        "query": QUERIES[0],
+        "filters": {"incident_ids": ["no-such-incident-0000"]},
+    })
+    .to_string();
+    let response = request("POST", "/v1/search", &body).unwrap();
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    assert!(
+        response.contains("unknown incident id no-such-incident-0000"),
+        "{response}"
+    );
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -668,7 +706,12 @@ fn a_three_node_cluster_keeps_answering_after_losing_a_node() {
         (Some(1), Some(1)),
         "{edited}"
     );
-    let expected = edited["steps_total"].as_u64().unwrap();
+    // One point per step and one per incident (its whole text, for the incident-level leg).
+    let incidents: u64 = ["added", "updated", "unchanged", "api_documents"]
+        .iter()
+        .map(|k| edited[k].as_u64().unwrap())
+        .sum();
+    let expected = edited["steps_total"].as_u64().unwrap() + incidents;
 
     // Back: the collection converges.
     nodes[2].start(None);
@@ -697,7 +740,7 @@ fn a_three_node_cluster_keeps_answering_after_losing_a_node() {
     );
     assert_eq!(
         again["qdrant"]["points_total"].as_u64(),
-        Some(expected),
+        edited["steps_total"].as_u64(),
         "{again}"
     );
     let mut args = vec![

@@ -14,17 +14,17 @@ use tantivy::{DocAddress, IndexReader, ReloadPolicy, Searcher, TantivyDocument, 
 
 use crate::api::{
     Citation, FacetCount, Facets, Filters, Hit, MAX_DRAFT_BYTES, MAX_QUERY_BYTES, MatchCounts,
-    MatchQuality, Mode, Score, SearchRequest, SearchResponse, SimilarIncident, SimilarRequest,
-    SimilarResponse, SimilarSource, Stats, validate_k,
+    MatchQuality, Score, SearchRequest, SearchResponse, SimilarRequest, SimilarResponse, Stats,
 };
 use crate::error::{Error, Result};
-use crate::fusion::{FusionOptions, reciprocal_rank_fusion};
+use crate::fusion::FusionOptions;
 use crate::grep::Matcher;
 use crate::layout::{ANN_FILE, INCIDENTS_DIR, STEPS_DIR, VECTORS_FILE, dir_size, open_tantivy};
 use crate::manifest::{IncidentMeta, MANIFEST_FILE, Manifest, vector_key};
-use crate::query::{Analyzed, BOOSTS, Boosts, Highlighter, floor_boundary};
+use crate::query::{Analyzed, BOOSTS, Boosts, floor_boundary};
 use crate::rank;
 use crate::schema::{IncidentFields, KEY_FIELD, StepFields, incident_key};
+use crate::searcher::{IncidentRanks, IncidentSummary, Ranked, Retrieval, SourceSteps};
 use crate::synonyms::{SYNONYMS_FILE, Synonyms};
 use crate::vectors::{Ann, VectorStore, top_n};
 use crate::writer::days_since_epoch;
@@ -271,50 +271,7 @@ impl Engine {
         request: &SearchRequest,
         embedder: &dyn Embedder,
     ) -> Result<SearchResponse> {
-        let started = Instant::now();
-        request.validate()?;
-        let s = self.snapshot();
-        if request.mode.scans() {
-            return s.grep(request, started);
-        }
-        if request.mode != Mode::Lexical {
-            s.check_model(embedder)?;
-        }
-        let query = cut(&request.query, MAX_QUERY_BYTES);
-        let analyzed = Analyzed::new(query, &self.synonyms());
-        let mask = s.require_phrases(&analyzed, s.compile(&request.filters, None)?)?;
-        let n = rank::candidates_needed(request);
-        let with_incidents = request.mode != Mode::Vector && request.rrf.incident_weight > 0.0;
-        let (lexical, vector, incidents) = s.retrieve(
-            &analyzed,
-            query,
-            request.mode,
-            n,
-            mask.as_ref(),
-            with_incidents,
-            embedder,
-        )?;
-        let mut fused = fuse(&lexical, &vector, &request.rrf);
-        if let Some(incidents) = incidents {
-            add_incident_leg(&mut fused, &incidents, &request.rrf, |slot| {
-                s.slots[slot as usize].incident
-            });
-        }
-        let (chosen, sizes) = rank::select(fused, |c| s.slots[c.slot as usize].incident, request);
-        let highlighter = Highlighter::new(&analyzed);
-        let hits = chosen
-            .iter()
-            .map(|c| s.hit(c, &|text| highlighter.snippet(text)))
-            .collect::<Result<Vec<_>>>()?;
-        let groups = sizes.map(|sizes| rank::groups_of(&hits, &sizes));
-        let match_quality = rank::quality_of_hits(&analyzed, &hits, request.mode != Mode::Lexical);
-        Ok(SearchResponse {
-            hits,
-            groups,
-            match_quality,
-            counts: None,
-            took_ms: started.elapsed().as_millis() as u64,
-        })
+        crate::searcher::search(&*self.snapshot(), &self.synonyms(), request, embedder)
     }
 
     /// Past incidents ranked as wholes against a source, each with its best-matching steps.
@@ -323,131 +280,7 @@ impl Engine {
         request: &SimilarRequest,
         embedder: &dyn Embedder,
     ) -> Result<SimilarResponse> {
-        let started = Instant::now();
-        validate_k(request.k)?;
-        request.filters.validate()?;
-        let s = self.snapshot();
-        let (text, vectors, exclude) = match &request.source {
-            SimilarSource::Incident(id) => {
-                let &idx = s
-                    .incident_index
-                    .get(id)
-                    .ok_or_else(|| Error::UnknownIncident(id.clone()))?;
-                let info = &s.incidents[idx as usize];
-                let mut slots: Vec<u32> = info
-                    .slots
-                    .iter()
-                    .copied()
-                    .filter(|&slot| SITUATION_KINDS.contains(&s.slots[slot as usize].kind))
-                    .collect();
-                if slots.is_empty() {
-                    slots = info.slots.clone();
-                }
-                slots.truncate(MAX_SOURCE_STEPS);
-                let mut text = info.meta.title.clone();
-                for &slot in &slots {
-                    let doc: TantivyDocument = s.reader.searcher().doc(s.docs[slot as usize])?;
-                    text.push('\n');
-                    text.push_str(stored_str(&doc, s.fields.text));
-                }
-                let vectors = slots
-                    .iter()
-                    .map(|&slot| s.store.vector(slot).to_vec())
-                    .collect();
-                (text, vectors, Some(idx))
-            }
-            SimilarSource::Text(text) => {
-                if text.trim().is_empty() {
-                    return Err(Error::invalid("empty text"));
-                }
-                s.check_model(embedder)?;
-                let draft = DraftSource::from_text(text, embedder)?;
-                let exclude = s
-                    .incident_by_hash
-                    .get(&ContentHash::of(text.as_bytes()))
-                    .copied();
-                (draft.query, draft.vectors, exclude)
-            }
-            SimilarSource::WriteUp { path, text } => {
-                s.check_model(embedder)?;
-                let draft = DraftSource::prepare(path, text, embedder)?;
-                let exclude = draft
-                    .incident_id
-                    .as_ref()
-                    .and_then(|id| s.incident_index.get(id).copied());
-                (draft.query, draft.vectors, exclude)
-            }
-        };
-        let mask = s.compile(&request.filters, exclude)?;
-        let n = (request.k * 20).clamp(100, 2000);
-        let analyzed = Analyzed::new(&text, &self.synonyms());
-        let lexical = s.lexical(&analyzed, n, mask.as_ref(), BOOSTS)?;
-        // One vector list: each step at its best similarity to any source vector.
-        let mut best: HashMap<u32, f32> = HashMap::new();
-        for v in &vectors {
-            for (slot, sim) in s.vector(v, n, mask.as_ref())? {
-                let e = best.entry(slot).or_insert(f32::MIN);
-                *e = e.max(sim);
-            }
-        }
-        let mut vector: Vec<(u32, f32)> = best.into_iter().collect();
-        top_n(&mut vector, n);
-        let fused = fuse(&lexical, &vector, &FusionOptions::default());
-        let mut per_incident: BTreeMap<u32, Vec<Candidate>> = BTreeMap::new();
-        for c in fused {
-            let list = per_incident
-                .entry(s.slots[c.slot as usize].incident)
-                .or_default();
-            if list.len() < STEPS_PER_INCIDENT {
-                list.push(c);
-            }
-        }
-        // The incident-level leg: the source against each write-up's whole text, weighed as
-        // the steps' sum is (up to STEPS_PER_INCIDENT step scores).
-        let options = FusionOptions::default();
-        let leg_weight = options.incident_weight * STEPS_PER_INCIDENT as f32;
-        let whole = s.incident_leg(&analyzed, n)?;
-        let mut ranked: Vec<(u32, f32, Vec<Candidate>)> = per_incident
-            .into_iter()
-            .map(|(idx, steps)| {
-                let leg = whole
-                    .get(&idx)
-                    .map_or(0.0, |&(rank, _)| leg_weight / (options.k + rank as f32));
-                (idx, steps.iter().map(|c| c.fused).sum::<f32>() + leg, steps)
-            })
-            .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked.truncate(request.k);
-        let highlighter = Highlighter::new(&analyzed);
-        let incidents = ranked
-            .into_iter()
-            .map(|(idx, score, steps)| {
-                let info = &s.incidents[idx as usize];
-                Ok(SimilarIncident {
-                    incident_id: info.meta.id.clone(),
-                    title: info.meta.title.clone(),
-                    path: info.path.clone(),
-                    score,
-                    date: info.meta.date,
-                    severity: info.meta.severity.clone(),
-                    services: info.meta.services.clone(),
-                    card: s
-                        .incident(&info.meta.id)?
-                        .map(|i| i.card)
-                        .unwrap_or_default(),
-                    steps: steps
-                        .iter()
-                        .map(|c| s.hit(c, &|text| highlighter.snippet(text)))
-                        .collect::<Result<_>>()?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let match_quality = rank::quality_of_similar(&analyzed, &incidents);
-        Ok(SimilarResponse {
-            incidents,
-            match_quality,
-            took_ms: started.elapsed().as_millis() as u64,
-        })
+        crate::searcher::similar(&*self.snapshot(), &self.synonyms(), request, embedder)
     }
 
     /// The corpus directory the index was last synced from (canonical), when recorded.
@@ -657,44 +490,6 @@ fn closeness(typed: &str, candidate: &str) -> usize {
 }
 
 /// Slots with their retriever score, best first.
-type Ranked = Vec<(u32, f32)>;
-/// Incident index -> (rank, BM25 score) in the incident-level leg.
-type IncidentRanks = HashMap<u32, (u32, f32)>;
-
-/// One fused step.
-#[derive(Debug, Clone)]
-struct Candidate {
-    slot: u32,
-    fused: f32,
-    lexical: Option<(u32, f32)>,
-    vector: Option<(u32, f32)>,
-    /// Rank and BM25 score of the step's incident in the incident-level leg.
-    incident: Option<(u32, f32)>,
-}
-
-/// Adds the incident-level leg to fused step candidates: each step gains
-/// `incident_weight / (k + rank of its incident)`, so a step of a write-up that matches as a
-/// whole rises above an equally ranked step of one that matches in a single line. The leg only
-/// re-weighs steps the step legs found; it brings in none of its own.
-fn add_incident_leg(
-    fused: &mut [Candidate],
-    incidents: &HashMap<u32, (u32, f32)>,
-    options: &FusionOptions,
-    incident_of: impl Fn(u32) -> u32,
-) {
-    if incidents.is_empty() {
-        return;
-    }
-    for c in fused.iter_mut() {
-        if let Some(&(rank, score)) = incidents.get(&incident_of(c.slot)) {
-            c.fused += options.incident_weight / (options.k + rank as f32);
-            c.incident = Some((rank, score));
-        }
-    }
-    // Stable: equal scores keep the order the step legs gave them.
-    fused.sort_by(|a, b| b.fused.total_cmp(&a.fused));
-}
-
 /// The `key` fast field of each found document (step or incident), in order.
 fn doc_keys(
     searcher: &Searcher,
@@ -719,29 +514,6 @@ fn doc_keys(
         out.push((score, key));
     }
     Ok(out)
-}
-
-fn fuse(lexical: &[(u32, f32)], vector: &[(u32, f32)], options: &FusionOptions) -> Vec<Candidate> {
-    let lex_slots: Vec<u32> = lexical.iter().map(|x| x.0).collect();
-    let vec_slots: Vec<u32> = vector.iter().map(|x| x.0).collect();
-    let lex_score: HashMap<u32, f32> = lexical.iter().copied().collect();
-    let vec_score: HashMap<u32, f32> = vector.iter().copied().collect();
-    reciprocal_rank_fusion(
-        &[
-            (options.lexical_weight, &lex_slots),
-            (options.vector_weight, &vec_slots),
-        ],
-        options.k,
-    )
-    .into_iter()
-    .map(|f| Candidate {
-        slot: f.item,
-        fused: f.score,
-        lexical: f.ranks[0].map(|r| (r, lex_score[&f.item])),
-        vector: f.ranks[1].map(|r| (r, vec_score[&f.item])),
-        incident: None,
-    })
-    .collect()
 }
 
 /// What `similar` compares with when the source is a draft write-up: its title and situation
@@ -853,6 +625,120 @@ fn stored_str(doc: &TantivyDocument, field: tantivy::schema::Field) -> &str {
 
 fn stored_u64(doc: &TantivyDocument, field: tantivy::schema::Field) -> u64 {
     doc.get_first(field).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+/// The embedded store's retrieval primitives: steps are vector slots, incidents indexes into
+/// the snapshot's incident list, and the mask one flag per slot.
+impl Retrieval for Snapshot {
+    type Step = u32;
+    type Incident = u32;
+    type Mask = Option<Arc<Vec<bool>>>;
+
+    fn check_model(&self, embedder: &dyn Embedder) -> Result<()> {
+        Snapshot::check_model(self, embedder)
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn mask(
+        &self,
+        filters: &Filters,
+        exclude: Option<u32>,
+        required: Option<&Analyzed>,
+    ) -> Result<Self::Mask> {
+        let mask = self.compile(filters, exclude)?;
+        match required {
+            Some(analyzed) => self.require_phrases(analyzed, mask),
+            None => Ok(mask),
+        }
+    }
+
+    fn lexical(&self, analyzed: &Analyzed, n: usize, mask: &Self::Mask) -> Result<Ranked<u32>> {
+        Snapshot::lexical(self, analyzed, n, mask.as_ref(), BOOSTS)
+    }
+
+    fn vectors(
+        &self,
+        queries: &[Vec<f32>],
+        n: usize,
+        mask: &Self::Mask,
+    ) -> Result<Vec<Ranked<u32>>> {
+        queries
+            .iter()
+            .map(|q| Snapshot::vector(self, q, n, mask.as_ref()))
+            .collect()
+    }
+
+    fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<IncidentRanks<u32>> {
+        self.whole_leg(analyzed, n)
+    }
+
+    fn incident_of(&self, step: u32) -> u32 {
+        self.slots[step as usize].incident
+    }
+
+    fn find_incident(&self, id: &IncidentId) -> Result<Option<u32>> {
+        Ok(self.incident_index.get(id).copied())
+    }
+
+    fn incident_with_hash(&self, hash: &ContentHash) -> Result<Option<u32>> {
+        Ok(self.incident_by_hash.get(hash).copied())
+    }
+
+    fn source(&self, incident: u32) -> Result<SourceSteps> {
+        let info = &self.incidents[incident as usize];
+        let mut slots: Vec<u32> = info
+            .slots
+            .iter()
+            .copied()
+            .filter(|&slot| SITUATION_KINDS.contains(&self.slots[slot as usize].kind))
+            .collect();
+        if slots.is_empty() {
+            slots = info.slots.clone();
+        }
+        slots.truncate(MAX_SOURCE_STEPS);
+        let mut text = info.meta.title.clone();
+        let searcher = self.reader.searcher();
+        for &slot in &slots {
+            let doc: TantivyDocument = searcher.doc(self.docs[slot as usize])?;
+            text.push('\n');
+            text.push_str(stored_str(&doc, self.fields.text));
+        }
+        let vectors = slots
+            .iter()
+            .map(|&slot| self.store.vector(slot).to_vec())
+            .collect();
+        Ok(SourceSteps { text, vectors })
+    }
+
+    fn hits(&self, steps: &[(u32, Score)], snippet: &dyn Fn(&str) -> String) -> Result<Vec<Hit>> {
+        steps
+            .iter()
+            .map(|(slot, score)| self.hit(*slot, score.clone(), snippet))
+            .collect()
+    }
+
+    fn summary(&self, incident: u32) -> Result<IncidentSummary> {
+        let info = &self.incidents[incident as usize];
+        Ok(IncidentSummary {
+            incident_id: info.meta.id.clone(),
+            title: info.meta.title.clone(),
+            path: info.path.clone(),
+            date: info.meta.date,
+            severity: info.meta.severity.clone(),
+            services: info.meta.services.clone(),
+            card: self
+                .incident(&info.meta.id)?
+                .map(|i| i.card)
+                .unwrap_or_default(),
+        })
+    }
+
+    fn scan(&self, request: &SearchRequest, started: Instant) -> Result<SearchResponse> {
+        self.grep(request, started)
+    }
 }
 
 impl Snapshot {
@@ -1212,64 +1098,6 @@ impl Snapshot {
         Ok(Some(Arc::new(out)))
     }
 
-    /// Runs the retrievers `mode` asks for, and the incident-level leg when `with_incidents`;
-    /// the vector side (query embedding dominates) runs on a second thread while BM25 over
-    /// steps, then over whole write-ups, runs on this one.
-    #[allow(clippy::too_many_arguments)]
-    fn retrieve(
-        &self,
-        analyzed: &Analyzed,
-        query: &str,
-        mode: Mode,
-        n: usize,
-        mask: Option<&Arc<Vec<bool>>>,
-        with_incidents: bool,
-        embedder: &dyn Embedder,
-    ) -> Result<(Ranked, Ranked, Option<IncidentRanks>)> {
-        let lexical_side = || -> Result<(Ranked, Option<IncidentRanks>)> {
-            let steps = self.lexical(analyzed, n, mask, BOOSTS)?;
-            let incidents = if with_incidents {
-                Some(self.incident_leg(analyzed, n)?)
-            } else {
-                None
-            };
-            Ok((steps, incidents))
-        };
-        let vector_side = || -> Result<Vec<(u32, f32)>> {
-            let mut vectors = embedder.embed(&[query]).map_err(Error::Embed)?;
-            let v = vectors
-                .pop()
-                .ok_or_else(|| Error::Embed("embedder returned no vector".into()))?;
-            if v.len() != self.dimension {
-                return Err(Error::Embed(
-                    format!(
-                        "embedder returned {} values, expected {}",
-                        v.len(),
-                        self.dimension
-                    )
-                    .into(),
-                ));
-            }
-            self.vector(&v, n, mask)
-        };
-        match mode {
-            Mode::Lexical | Mode::Exact | Mode::Regex => {
-                let (steps, incidents) = lexical_side()?;
-                Ok((steps, Vec::new(), incidents))
-            }
-            Mode::Vector => Ok((Vec::new(), vector_side()?, None)),
-            Mode::Hybrid => std::thread::scope(|scope| {
-                let handle = scope.spawn(vector_side);
-                let lexical = lexical_side();
-                let vector = handle
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::Embed("embedding thread panicked".into())));
-                let (steps, incidents) = lexical?;
-                Ok((steps, vector?, incidents))
-            }),
-        }
-    }
-
     /// BM25 top-`n` slots.
     fn lexical(
         &self,
@@ -1311,7 +1139,7 @@ impl Snapshot {
     /// The incident-level leg: BM25 over each write-up's whole text (title, headings, every
     /// step), best first, as incident index -> (rank from 1, score). Ranked over all
     /// incidents: filters apply to the steps it re-weighs.
-    fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<IncidentRanks> {
+    fn whole_leg(&self, analyzed: &Analyzed, n: usize) -> Result<IncidentRanks<u32>> {
         // Words only: phrase clauses over whole write-ups walk long position lists, and the
         // step legs score phrases already.
         let boosts = Boosts {
@@ -1391,13 +1219,13 @@ impl Snapshot {
                 if n > 0 {
                     totals.matches += u64::from(n);
                     totals.steps += 1;
-                    found.push(Candidate {
+                    found.push((
                         slot,
-                        fused: n as f32,
-                        lexical: None,
-                        vector: None,
-                        incident: None,
-                    });
+                        Score {
+                            fused: n as f32,
+                            ..Score::default()
+                        },
+                    ));
                 }
             }
             if totals.steps > before {
@@ -1412,11 +1240,14 @@ impl Snapshot {
             },
             ..request.clone()
         };
-        let (chosen, sizes) =
-            rank::select(found, |c| self.slots[c.slot as usize].incident, &limits);
+        let (chosen, sizes) = rank::select(
+            found,
+            |(slot, _)| self.slots[*slot as usize].incident,
+            &limits,
+        );
         let hits = chosen
             .iter()
-            .map(|c| self.hit(c, &|text| matcher.snippet(text)))
+            .map(|(slot, score)| self.hit(*slot, score.clone(), &|text| matcher.snippet(text)))
             .collect::<Result<Vec<_>>>()?;
         let groups = sizes.map(|sizes| rank::groups_of(&hits, &sizes));
         Ok(SearchResponse {
@@ -1496,14 +1327,14 @@ impl Snapshot {
         Ok(counts)
     }
 
-    fn hit(&self, c: &Candidate, snippet: &dyn Fn(&str) -> String) -> Result<Hit> {
-        let doc: TantivyDocument = self.reader.searcher().doc(self.docs[c.slot as usize])?;
+    fn hit(&self, slot: u32, score: Score, snippet: &dyn Fn(&str) -> String) -> Result<Hit> {
+        let doc: TantivyDocument = self.reader.searcher().doc(self.docs[slot as usize])?;
         let f = &self.fields;
         let text = stored_str(&doc, f.text).to_owned();
         let kind = stored_str(&doc, f.kind)
             .parse::<StepKind>()
             .map_err(|e| Error::Corrupt(format!("stored step kind: {e}")))?;
-        let slot = &self.slots[c.slot as usize];
+        let slot = &self.slots[slot as usize];
         let info = &self.incidents[slot.incident as usize];
         let heading_path = serde_json::from_str(stored_str(&doc, f.heading_path))
             .map_err(|e| Error::Corrupt(format!("stored heading path: {e}")))?;
@@ -1520,52 +1351,12 @@ impl Snapshot {
             services: info.meta.services.clone(),
             snippet: snippet(&text),
             text,
-            score: Score {
-                fused: c.fused,
-                lexical_rank: c.lexical.map(|x| x.0),
-                lexical_score: c.lexical.map(|x| x.1),
-                vector_rank: c.vector.map(|x| x.0),
-                vector_similarity: c.vector.map(|x| x.1),
-                incident_rank: c.incident.map(|x| x.0),
-                incident_score: c.incident.map(|x| x.1),
-            },
+            score,
             citation: Citation {
                 path: stored_str(&doc, f.path).to_owned(),
                 line_start: stored_u64(&doc, f.line_start) as u32,
                 line_end: stored_u64(&doc, f.line_end) as u32,
             },
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn candidate(slot: u32, fused: f32) -> Candidate {
-        Candidate {
-            slot,
-            fused,
-            lexical: None,
-            vector: None,
-            incident: None,
-        }
-    }
-
-    #[test]
-    fn the_incident_leg_lifts_steps_of_ranked_write_ups_only() {
-        // Slots 0 and 1 belong to incident 10, slot 2 to incident 20 (unranked by the leg).
-        let incident_of = |slot: u32| if slot < 2 { 10 } else { 20 };
-        let mut fused = vec![candidate(2, 0.03), candidate(0, 0.02), candidate(1, 0.01)];
-        let legs = HashMap::from([(10, (1, 7.5))]);
-        let options = FusionOptions::default();
-        add_incident_leg(&mut fused, &legs, &options, incident_of);
-        let order: Vec<u32> = fused.iter().map(|c| c.slot).collect();
-        assert_eq!(order, [0, 1, 2]);
-        assert_eq!(fused[0].incident, Some((1, 7.5)));
-        assert_eq!(fused[2].incident, None);
-        let gain = options.incident_weight / (options.k + 1.0);
-        assert!((fused[0].fused - (0.02 + gain)).abs() < 1e-6);
-        assert!((fused[2].fused - 0.03).abs() < 1e-6);
     }
 }

@@ -58,6 +58,7 @@ pub mod qdrant;
 mod query;
 mod rank;
 mod schema;
+mod searcher;
 mod synonyms;
 mod vectors;
 mod writer;

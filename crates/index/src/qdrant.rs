@@ -40,40 +40,38 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use precedent_core::{DateRange, Embedder, IncidentId, StepId, StepKind};
+use precedent_core::{ContentHash, DateRange, Embedder, IncidentId, StepId, StepKind};
 use qdrant_client::qdrant::{
     Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
-    Distance, FacetCountsBuilder, FieldType, Filter, Modifier, NamedVectors, PointStruct,
-    PrefetchQueryBuilder, Query, QueryPointsBuilder, Range, ReadConsistencyType, RrfBuilder,
-    ScrollPointsBuilder, SearchParamsBuilder, SparseVectorParamsBuilder,
-    SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder,
-    VectorsConfigBuilder, facet_value, read_consistency,
+    Distance, FacetCountsBuilder, FieldType, Filter, Modifier, NamedVectors,
+    PayloadIncludeSelector, PointStruct, QueryBatchPointsBuilder, QueryPoints, QueryPointsBuilder,
+    Range, ReadConsistencyType, ScoredPoint, ScrollPointsBuilder, SearchParamsBuilder,
+    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector,
+    VectorInput, VectorParamsBuilder, VectorsConfigBuilder, facet_value, read_consistency,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Value as Json, json};
 
 use crate::api::{
-    Citation, Filters, Hit, Mode, Score, SearchRequest, SearchResponse, SimilarIncident,
-    SimilarRequest, SimilarResponse, SimilarSource, validate_k,
+    Citation, Filters, Hit, Score, SearchRequest, SearchResponse, SimilarRequest, SimilarResponse,
 };
-use crate::engine::{
-    DraftSource, Engine, MAX_SOURCE_STEPS, SITUATION_KINDS, STEPS_PER_INCIDENT, cut,
-};
+use crate::engine::{Engine, MAX_SOURCE_STEPS, SITUATION_KINDS};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::query::{Analyzed, BOOSTS, Highlighter};
-use crate::rank;
+use crate::query::{Analyzed, BOOSTS};
 use crate::schema::{ident_analyzer, stem_index_analyzer, terms};
+use crate::searcher::{IncidentRanks, IncidentSummary, Ranked, Retrieval, SourceSteps};
 use crate::synonyms::{EXPANSION_WEIGHT, Synonyms};
 use crate::writer::{Phase, Progress};
-use crate::{FusionOptions, MAX_QUERY_BYTES};
 
 /// Name of the dense vector.
 pub const DENSE: &str = "dense";
-/// Name of the sparse BM25 vector.
+/// Name of the sparse BM25 vector of a step.
 pub const SPARSE: &str = "bm25";
+/// Name of the sparse BM25 vector of a whole write-up (incident points only).
+pub const WHOLE: &str = "whole";
 /// Version of the point layout; a change needs a new collection.
-const LAYOUT: i64 = 2;
+const LAYOUT: i64 = 3;
 /// Points per upsert request.
 const BATCH: usize = 256;
 /// Attempts of an operation that fails transiently (unreachable, overloaded, timed out).
@@ -85,9 +83,14 @@ const AVG_TITLE: f32 = 8.0;
 const AVG_HEADINGS: f32 = 4.0;
 const AVG_TEXT: f32 = 60.0;
 const AVG_IDENT: f32 = 70.0;
+/// The same for whole write-ups (incident points): every heading once, every step.
+const AVG_WHOLE_HEADINGS: f32 = 20.0;
+const AVG_WHOLE_TEXT: f32 = 800.0;
 
 /// Payload indexes: one per filter, plus the revision that indexing counts.
-const PAYLOAD_INDEXES: [(&str, FieldType); 9] = [
+const PAYLOAD_INDEXES: [(&str, FieldType); 11] = [
+    ("doc", FieldType::Keyword),
+    ("content_hash", FieldType::Keyword),
     ("trigger_class", FieldType::Keyword),
     ("remediation_class", FieldType::Keyword),
     ("incident_id", FieldType::Keyword),
@@ -456,10 +459,12 @@ impl QdrantStore {
                     .on_disk(self.options.on_disk),
             );
             let mut sparse = SparseVectorsConfigBuilder::default();
-            sparse.add_named_vector_params(
-                SPARSE,
-                SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
-            );
+            for name in [SPARSE, WHOLE] {
+                sparse.add_named_vector_params(
+                    name,
+                    SparseVectorParamsBuilder::default().modifier(Modifier::Idf),
+                );
+            }
             let mut builder = CreateCollectionBuilder::new(&name)
                 .vectors_config(vectors)
                 .sparse_vectors_config(sparse)
@@ -493,14 +498,47 @@ impl QdrantStore {
         Ok(())
     }
 
-    /// Points in the collection.
+    /// Step points in the collection (each incident also has one incident point).
     pub fn count(&self) -> Result<u64> {
         let name = self.options.collection.clone();
+        let filter = Filter::must([Condition::matches("doc", STEP_DOC.to_owned())]);
         let r = self.call("counting points", self.options.write_budget, || {
-            self.client
-                .count(qdrant_client::qdrant::CountPointsBuilder::new(&name).exact(true))
+            self.client.count(
+                qdrant_client::qdrant::CountPointsBuilder::new(&name)
+                    .filter(filter.clone())
+                    .exact(true),
+            )
         })?;
         Ok(r.result.map_or(0, |r| r.count))
+    }
+
+    /// Which of `ids` the collection holds steps of.
+    fn held_incidents(&self, ids: &[IncidentId]) -> Result<Vec<IncidentId>> {
+        let name = self.options.collection.clone();
+        let filter = Filter::must([
+            Condition::matches("doc", STEP_DOC.to_owned()),
+            Condition::matches(
+                "incident_id",
+                ids.iter()
+                    .map(|i| i.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            ),
+        ]);
+        let r = self.call("looking up incidents", self.options.query_budget, || {
+            self.client.facet(
+                FacetCountsBuilder::new(&name, "incident_id")
+                    .filter(filter.clone())
+                    .limit(ids.len() as u64)
+                    .exact(true),
+            )
+        })?;
+        Ok(r.hits
+            .into_iter()
+            .filter_map(|h| match h.value?.variant? {
+                facet_value::Variant::StringValue(s) => IncidentId::parse(&s).ok(),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Points per incident revision, as Qdrant holds them.
@@ -566,7 +604,8 @@ impl QdrantStore {
             .map(|f| {
                 (
                     revision(&f.incident.id, f.hash.as_str()),
-                    (f.incident.id.clone(), f.steps.len() as u64),
+                    // Its steps and its incident point.
+                    (f.incident.id.clone(), f.steps.len() as u64 + 1),
                 )
             })
             .collect();
@@ -608,6 +647,7 @@ impl QdrantStore {
                     .ok_or_else(|| Error::Corrupt(format!("step {} has no vector", step.id)))?;
                 let (indices, values) = doc_sparse(&incident.title, &step.heading_path, &step.text);
                 let payload = Payload::try_from(json!({
+                    "doc": STEP_DOC,
                     "step_id": step.id.as_str(),
                     "incident_id": incident.id.as_str(),
                     "incident_rev": rev,
@@ -646,6 +686,11 @@ impl QdrantStore {
                     self.upsert(std::mem::take(&mut batch))?;
                 }
             }
+            batch.push(incident_point(&incident, rev)?);
+            if batch.len() >= BATCH {
+                summary.points_upserted += batch.len();
+                self.upsert(std::mem::take(&mut batch))?;
+            }
             summary.incidents_upserted += 1;
             progress.advance(summary.incidents_upserted as u64);
         }
@@ -683,322 +728,48 @@ impl QdrantStore {
         Ok(())
     }
 
-    /// Steps ranked against the request, as [`Engine::search`] ranks them.
+    /// Steps ranked against the request: the shared pipeline over this collection.
     pub fn search(
         &self,
         request: &SearchRequest,
         embedder: &dyn Embedder,
     ) -> Result<SearchResponse> {
-        let started = Instant::now();
-        request.validate()?;
-        if request.mode.scans() {
-            return Err(Error::invalid(
-                "exact and regex search scan the embedded index; the Qdrant store answers \
-                 lexical, vector and hybrid search",
-            ));
-        }
-        let query = cut(&request.query, MAX_QUERY_BYTES);
-        let analyzed = Analyzed::new(query, &self.synonyms);
-        let filter = to_filter(&request.filters, None);
-        let n = request.rrf.candidates.max(request.k) as u64;
-        let (indices, values) = query_sparse(&analyzed);
-        let dense = if request.mode == Mode::Lexical {
-            None
-        } else {
-            self.check_model(embedder)?;
-            Some(embed_one(embedder, query)?)
-        };
-        let name = self.options.collection.clone();
-        let params = SearchParamsBuilder::default().exact(self.options.exact);
-        let mut builder = QueryPointsBuilder::new(&name)
-            .limit(rank::candidates_needed(request) as u64)
-            .with_payload(true)
-            .with_vectors(request.mode != Mode::Lexical)
-            .filter(filter.clone());
-        if let Some(consistency) = self.options.read_consistency {
-            builder = builder.read_consistency(consistency.value());
-        }
-        let query_vector = dense.clone();
-        match (request.mode, dense) {
-            (Mode::Lexical, _) => {
-                if indices.is_empty() {
-                    return Ok(SearchResponse {
-                        hits: Vec::new(),
-                        groups: request.group.then(Vec::new),
-                        match_quality: crate::api::MatchQuality::None,
-                        counts: None,
-                        took_ms: started.elapsed().as_millis() as u64,
-                    });
-                }
-                builder = builder
-                    .query(VectorInput::new_sparse(indices, values))
-                    .using(SPARSE);
-            }
-            (Mode::Vector, Some(v)) => {
-                builder = builder.query(v).using(DENSE).params(params);
-            }
-            (_, dense) => {
-                let mut weights = Vec::new();
-                if let Some(v) = dense {
-                    builder = builder.add_prefetch(
-                        PrefetchQueryBuilder::default()
-                            .query(v)
-                            .using(DENSE)
-                            .params(params)
-                            .filter(filter.clone())
-                            .limit(n),
-                    );
-                    weights.push(request.rrf.vector_weight);
-                }
-                if !indices.is_empty() {
-                    builder = builder.add_prefetch(
-                        PrefetchQueryBuilder::default()
-                            .query(VectorInput::new_sparse(indices, values))
-                            .using(SPARSE)
-                            .filter(filter.clone())
-                            .limit(n),
-                    );
-                    weights.push(request.rrf.lexical_weight);
-                }
-                builder = builder.query(Query::new_rrf(
-                    RrfBuilder::with_k(request.rrf.k.round().max(1.0) as u32).weights(weights),
-                ));
-            }
-        }
-        let request_built = builder.build();
-        let response = self.call("searching", self.options.query_budget, || {
-            self.client.query(request_built.clone())
-        })?;
-        let highlighter = Highlighter::new(&analyzed);
-        let k = request.rrf.k;
-        let ranked: Vec<(u32, Json, f32, Option<f32>)> = response
-            .result
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let similarity = query_vector
-                    .as_deref()
-                    .and_then(|q| dense_of(&p).map(|v| crate::vectors::dot(q, &v)));
-                (
-                    i as u32 + 1,
-                    Json::from(Payload::from(p.payload)),
-                    p.score,
-                    similarity,
-                )
-            })
-            // Quoted phrases are required: checked on each returned step, as the embedded
-            // store's phrase query decides it.
-            .filter(|(_, p, _, _)| {
-                let text = p["text"].as_str().unwrap_or_default();
-                analyzed.satisfies_required(text, &all_text(p))
-            })
-            .collect();
-        let (chosen, sizes) = rank::select(
-            ranked,
-            |(_, p, _, _)| p["incident_id"].as_str().unwrap_or_default().to_owned(),
-            request,
-        );
-        let hits = chosen
-            .into_iter()
-            .map(|(rank, payload, score, similarity)| {
-                let score = match request.mode {
-                    Mode::Lexical => Score {
-                        fused: request.rrf.lexical_weight / (k + rank as f32),
-                        lexical_rank: Some(rank),
-                        lexical_score: Some(score),
-                        ..Score::default()
-                    },
-                    Mode::Vector => Score {
-                        fused: request.rrf.vector_weight / (k + rank as f32),
-                        lexical_rank: None,
-                        lexical_score: None,
-                        vector_rank: Some(rank),
-                        vector_similarity: Some(score),
-                        ..Score::default()
-                    },
-                    Mode::Hybrid | Mode::Exact | Mode::Regex => Score {
-                        vector_similarity: similarity,
-                        ..fused_only(score)
-                    },
-                };
-                to_hit(&payload, score, &highlighter)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let groups = sizes.map(|sizes| rank::groups_of(&hits, &sizes));
-        let match_quality = rank::quality_of_hits(&analyzed, &hits, request.mode != Mode::Lexical);
-        Ok(SearchResponse {
-            hits,
-            groups,
-            match_quality,
-            counts: None,
-            took_ms: started.elapsed().as_millis() as u64,
-        })
+        crate::searcher::search(&View::new(self), &self.synonyms, request, embedder)
     }
 
-    /// Past incidents ranked as wholes against a source, as [`Engine::similar`] ranks them.
+    /// Past incidents ranked as wholes against a source: the shared pipeline over this
+    /// collection.
     pub fn similar(
         &self,
         request: &SimilarRequest,
         embedder: &dyn Embedder,
     ) -> Result<SimilarResponse> {
-        let started = Instant::now();
-        validate_k(request.k)?;
-        request.filters.validate()?;
-        let (text, vectors, exclude) = match &request.source {
-            SimilarSource::Incident(id) => {
-                let mut points = self.incident_points(id)?;
-                if points.is_empty() {
-                    return Err(Error::UnknownIncident(id.clone()));
-                }
-                points.sort_by_key(|(p, _)| p["ordinal"].as_u64());
-                let title = points[0].0["title"].as_str().unwrap_or_default().to_owned();
-                let situation: Vec<_> = points
-                    .iter()
-                    .filter(|(p, _)| {
-                        serde_json::from_value::<StepKind>(p["kind"].clone())
-                            .is_ok_and(|k| SITUATION_KINDS.contains(&k))
-                    })
-                    .cloned()
-                    .collect();
-                let mut chosen = if situation.is_empty() {
-                    points
-                } else {
-                    situation
-                };
-                chosen.truncate(MAX_SOURCE_STEPS);
-                let mut text = title;
-                for (p, _) in &chosen {
-                    text.push('\n');
-                    text.push_str(p["text"].as_str().unwrap_or_default());
-                }
-                let vectors = chosen.into_iter().map(|(_, v)| v).collect();
-                (text, vectors, Some(id.clone()))
-            }
-            SimilarSource::Text(text) => {
-                if text.trim().is_empty() {
-                    return Err(Error::invalid("empty text"));
-                }
-                self.check_model(embedder)?;
-                let draft = DraftSource::from_text(text, embedder)?;
-                (draft.query, draft.vectors, None)
-            }
-            SimilarSource::WriteUp { path, text } => {
-                self.check_model(embedder)?;
-                let draft = DraftSource::prepare(path, text, embedder)?;
-                (draft.query, draft.vectors, draft.incident_id)
-            }
-        };
-        let analyzed = Analyzed::new(&text, &self.synonyms);
-        let filter = to_filter(&request.filters, exclude.as_ref());
-        let n = (request.k * 20).clamp(100, 2000) as u64;
-        let fusion = FusionOptions::default();
-        let name = self.options.collection.clone();
-        let params = SearchParamsBuilder::default().exact(self.options.exact);
-        let mut builder = QueryPointsBuilder::new(&name)
-            .limit(n)
-            .with_payload(true)
-            .with_vectors(true)
-            .filter(filter.clone());
+        crate::searcher::similar(&View::new(self), &self.synonyms, request, embedder)
+    }
+
+    /// A query over the collection with the options every read shares.
+    fn query_builder(&self, limit: usize) -> QueryPointsBuilder {
+        let mut builder = QueryPointsBuilder::new(&self.options.collection).limit(limit as u64);
         if let Some(consistency) = self.options.read_consistency {
             builder = builder.read_consistency(consistency.value());
         }
-        let sources = vectors.clone();
-        let mut weights = Vec::new();
-        // Each source vector is its own list; together they weigh what one vector list weighs.
-        let share = fusion.vector_weight / vectors.len().max(1) as f32;
-        for v in vectors {
-            builder = builder.add_prefetch(
-                PrefetchQueryBuilder::default()
-                    .query(v)
-                    .using(DENSE)
-                    .params(params.clone())
-                    .filter(filter.clone())
-                    .limit(n),
-            );
-            weights.push(share);
-        }
-        let (indices, values) = query_sparse(&analyzed);
-        if !indices.is_empty() {
-            builder = builder.add_prefetch(
-                PrefetchQueryBuilder::default()
-                    .query(VectorInput::new_sparse(indices, values))
-                    .using(SPARSE)
-                    .filter(filter.clone())
-                    .limit(n),
-            );
-            weights.push(fusion.lexical_weight);
-        }
-        builder = builder.query(Query::new_rrf(
-            RrfBuilder::with_k(fusion.k.round() as u32).weights(weights),
-        ));
-        let built = builder.build();
-        let response = self.call("searching", self.options.query_budget, || {
-            self.client.query(built.clone())
+        builder
+    }
+
+    fn query(&self, what: &str, request: QueryPoints) -> Result<Vec<ScoredPoint>> {
+        let response = self.call(what, self.options.query_budget, || {
+            self.client.query(request.clone())
         })?;
-        // Group the fused step list per incident, best steps first, as the embedded store does
-        // (Qdrant's own groups rank an incident by its single best step).
-        let points = response.result.into_iter().map(|p| {
-            let similarity = dense_of(&p).map(|v| {
-                sources
-                    .iter()
-                    .map(|s| crate::vectors::dot(s, &v))
-                    .fold(f32::MIN, f32::max)
-            });
-            (Json::from(Payload::from(p.payload)), p.score, similarity)
-        });
-        let groups = rank::group_by_incident(
-            points,
-            |(p, _, _)| p["incident_id"].as_str().unwrap_or_default().to_owned(),
-            STEPS_PER_INCIDENT,
-            usize::MAX,
-        );
-        let highlighter = Highlighter::new(&analyzed);
-        let mut incidents = Vec::new();
-        for hits in &groups {
-            // Every group starts with one point.
-            let payload = &hits[0].0;
-            let meta = &payload["incident"];
-            let steps = hits
-                .iter()
-                .map(|(p, score, similarity)| {
-                    let score = Score {
-                        vector_similarity: *similarity,
-                        ..fused_only(*score)
-                    };
-                    to_hit(p, score, &highlighter)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            incidents.push(SimilarIncident {
-                incident_id: parse_incident_id(&payload["incident_id"])?,
-                title: payload["title"].as_str().unwrap_or_default().to_owned(),
-                path: payload["path"].as_str().unwrap_or_default().to_owned(),
-                score: steps.iter().map(|h| h.score.fused).sum(),
-                date: serde_json::from_value::<Option<DateRange>>(meta["date"].clone())
-                    .unwrap_or_default(),
-                severity: meta["severity"].as_str().map(str::to_owned),
-                services: serde_json::from_value(meta["services"].clone()).unwrap_or_default(),
-                card: serde_json::from_value(meta["card"].clone()).unwrap_or_default(),
-                steps,
-            });
-        }
-        incidents.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.incident_id.cmp(&b.incident_id))
-        });
-        incidents.truncate(request.k);
-        let match_quality = rank::quality_of_similar(&analyzed, &incidents);
-        Ok(SimilarResponse {
-            incidents,
-            match_quality,
-            took_ms: started.elapsed().as_millis() as u64,
-        })
+        Ok(response.result)
     }
 
     /// Payloads and dense vectors of an incident's points.
     fn incident_points(&self, id: &IncidentId) -> Result<Vec<(Json, Vec<f32>)>> {
         let name = self.options.collection.clone();
-        let filter = Filter::must([Condition::matches("incident_id", id.as_str().to_owned())]);
+        let filter = Filter::must([
+            Condition::matches("incident_id", id.as_str().to_owned()),
+            Condition::matches("doc", STEP_DOC.to_owned()),
+        ]);
         let response = self.call("reading an incident", self.options.query_budget, || {
             self.client.scroll(
                 ScrollPointsBuilder::new(&name)
@@ -1048,12 +819,369 @@ impl crate::api::QueryStore for QdrantStore {
     }
 }
 
+/// `doc` of a step point.
+const STEP_DOC: &str = "step";
+/// `doc` of an incident point: one per incident, with the [`WHOLE`] sparse vector of its whole
+/// write-up (the incident-level leg) and its metadata.
+const INCIDENT_DOC: &str = "incident";
+
+/// Compiled filters of one request: the Qdrant filter, and the query whose quoted phrases a
+/// step must contain (checked on each returned step, as the embedded store's phrase query
+/// decides it).
+struct Mask {
+    filter: Filter,
+    required: Option<Analyzed>,
+}
+
+/// A step a request's answers carried.
+struct SeenStep {
+    payload: Json,
+    incident: u32,
+}
+
+/// What one request has seen of the collection, numbered in arrival order: the pipeline
+/// addresses steps and incidents by these numbers.
+#[derive(Default)]
+struct Seen {
+    steps: Vec<SeenStep>,
+    step_numbers: HashMap<String, u32>,
+    incidents: Vec<IncidentId>,
+    incident_numbers: HashMap<IncidentId, u32>,
+    /// The first step seen of each incident: its title, path and metadata.
+    first_step: HashMap<u32, u32>,
+}
+
+impl Seen {
+    fn incident(&mut self, id: IncidentId) -> u32 {
+        if let Some(&n) = self.incident_numbers.get(&id) {
+            return n;
+        }
+        let n = self.incidents.len() as u32;
+        self.incidents.push(id.clone());
+        self.incident_numbers.insert(id, n);
+        n
+    }
+
+    fn step(&mut self, payload: Json) -> Result<u32> {
+        let step_id = payload["step_id"].as_str().unwrap_or_default().to_owned();
+        if let Some(&n) = self.step_numbers.get(&step_id) {
+            return Ok(n);
+        }
+        let incident = self.incident(parse_incident_id(&payload["incident_id"])?);
+        let n = self.steps.len() as u32;
+        self.steps.push(SeenStep { payload, incident });
+        self.step_numbers.insert(step_id, n);
+        self.first_step.entry(incident).or_insert(n);
+        Ok(n)
+    }
+}
+
+/// The collection as one request sees it.
+struct View<'a> {
+    store: &'a QdrantStore,
+    seen: std::sync::Mutex<Seen>,
+}
+
+impl<'a> View<'a> {
+    fn new(store: &'a QdrantStore) -> Self {
+        View {
+            store,
+            seen: std::sync::Mutex::new(Seen::default()),
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        // A panic while holding the lock leaves only append-only tables behind.
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Returned step points, numbered, without those that miss a required phrase.
+    fn ranked(&self, points: Vec<ScoredPoint>, mask: &Mask) -> Result<Ranked<u32>> {
+        let mut seen = self.seen();
+        let mut out = Vec::with_capacity(points.len());
+        for p in points {
+            let payload = Json::from(Payload::from(p.payload));
+            if let Some(analyzed) = &mask.required {
+                let text = payload["text"].as_str().unwrap_or_default();
+                if !analyzed.satisfies_required(text, &all_text(&payload)) {
+                    continue;
+                }
+            }
+            out.push((seen.step(payload)?, p.score));
+        }
+        Ok(out)
+    }
+
+    fn id_of(&self, incident: u32) -> IncidentId {
+        self.seen().incidents[incident as usize].clone()
+    }
+}
+
+impl Retrieval for View<'_> {
+    type Step = u32;
+    type Incident = u32;
+    type Mask = Mask;
+
+    fn check_model(&self, embedder: &dyn Embedder) -> Result<()> {
+        self.store.check_model(embedder)
+    }
+
+    fn dimension(&self) -> usize {
+        self.store.dimension
+    }
+
+    fn mask(
+        &self,
+        filters: &Filters,
+        exclude: Option<u32>,
+        required: Option<&Analyzed>,
+    ) -> Result<Mask> {
+        if !filters.incident_ids.is_empty() {
+            let held = self.store.held_incidents(&filters.incident_ids)?;
+            if let Some(missing) = filters.incident_ids.iter().find(|id| !held.contains(*id)) {
+                return Err(Error::UnknownIncident(missing.clone()));
+            }
+        }
+        let exclude = exclude.map(|n| self.id_of(n));
+        Ok(Mask {
+            filter: to_filter(filters, exclude.as_ref()),
+            required: required.filter(|a| !a.required.is_empty()).cloned(),
+        })
+    }
+
+    fn lexical(&self, analyzed: &Analyzed, n: usize, mask: &Mask) -> Result<Ranked<u32>> {
+        let (indices, values) = query_sparse(analyzed);
+        if indices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let request = self
+            .store
+            .query_builder(n)
+            .query(VectorInput::new_sparse(indices, values))
+            .using(SPARSE)
+            .filter(mask.filter.clone())
+            .with_payload(true)
+            .build();
+        let points = self.store.query("searching full text", request)?;
+        self.ranked(points, mask)
+    }
+
+    fn vectors(&self, queries: &[Vec<f32>], n: usize, mask: &Mask) -> Result<Vec<Ranked<u32>>> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params = SearchParamsBuilder::default().exact(self.store.options.exact);
+        let requests: Vec<QueryPoints> = queries
+            .iter()
+            .map(|q| {
+                self.store
+                    .query_builder(n)
+                    .query(q.clone())
+                    .using(DENSE)
+                    .params(params.clone())
+                    .filter(mask.filter.clone())
+                    .with_payload(true)
+                    .build()
+            })
+            .collect();
+        let name = self.store.options.collection.clone();
+        let mut batch = QueryBatchPointsBuilder::new(&name, requests);
+        if let Some(consistency) = self.store.options.read_consistency {
+            batch = batch.read_consistency(consistency.value());
+        }
+        let batch = batch.build();
+        let response =
+            self.store
+                .call("searching vectors", self.store.options.query_budget, || {
+                    self.store.client.query_batch(batch.clone())
+                })?;
+        response
+            .result
+            .into_iter()
+            .map(|r| self.ranked(r.result, mask))
+            .collect()
+    }
+
+    fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<IncidentRanks<u32>> {
+        let (indices, values) = query_sparse(analyzed);
+        if indices.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let request = self
+            .store
+            .query_builder(n)
+            .query(VectorInput::new_sparse(indices, values))
+            .using(WHOLE)
+            .with_payload(PayloadIncludeSelector::new(vec!["incident_id".to_owned()]))
+            .build();
+        let points = self.store.query("searching whole write-ups", request)?;
+        let mut seen = self.seen();
+        let mut out = HashMap::with_capacity(points.len());
+        for (position, p) in points.into_iter().enumerate() {
+            let payload = Json::from(Payload::from(p.payload));
+            let incident = seen.incident(parse_incident_id(&payload["incident_id"])?);
+            out.entry(incident)
+                .or_insert((position as u32 + 1, p.score));
+        }
+        Ok(out)
+    }
+
+    fn incident_of(&self, step: u32) -> u32 {
+        self.seen().steps[step as usize].incident
+    }
+
+    fn find_incident(&self, id: &IncidentId) -> Result<Option<u32>> {
+        let held = self.store.held_incidents(std::slice::from_ref(id))?;
+        Ok(held.into_iter().next().map(|id| self.seen().incident(id)))
+    }
+
+    fn incident_with_hash(&self, hash: &ContentHash) -> Result<Option<u32>> {
+        let name = self.store.options.collection.clone();
+        let filter = Filter::must([
+            Condition::matches("doc", INCIDENT_DOC.to_owned()),
+            Condition::matches("content_hash", hash.as_str().to_owned()),
+        ]);
+        let response = self.store.call(
+            "looking up a write-up",
+            self.store.options.query_budget,
+            || {
+                self.store.client.scroll(
+                    ScrollPointsBuilder::new(&name)
+                        .filter(filter.clone())
+                        .limit(1)
+                        .with_payload(PayloadIncludeSelector::new(vec!["incident_id".to_owned()])),
+                )
+            },
+        )?;
+        let Some(p) = response.result.into_iter().next() else {
+            return Ok(None);
+        };
+        let id = parse_incident_id(&Json::from(Payload::from(p.payload))["incident_id"])?;
+        Ok(Some(self.seen().incident(id)))
+    }
+
+    fn source(&self, incident: u32) -> Result<SourceSteps> {
+        let id = self.id_of(incident);
+        let mut points = self.store.incident_points(&id)?;
+        if points.is_empty() {
+            return Err(Error::UnknownIncident(id));
+        }
+        points.sort_by_key(|(p, _)| p["ordinal"].as_u64());
+        let title = points[0].0["title"].as_str().unwrap_or_default().to_owned();
+        let situation: Vec<_> = points
+            .iter()
+            .filter(|(p, _)| {
+                serde_json::from_value::<StepKind>(p["kind"].clone())
+                    .is_ok_and(|k| SITUATION_KINDS.contains(&k))
+            })
+            .cloned()
+            .collect();
+        let mut chosen = if situation.is_empty() {
+            points
+        } else {
+            situation
+        };
+        chosen.truncate(MAX_SOURCE_STEPS);
+        let mut text = title;
+        for (p, _) in &chosen {
+            text.push('\n');
+            text.push_str(p["text"].as_str().unwrap_or_default());
+        }
+        let vectors = chosen.into_iter().map(|(_, v)| v).collect();
+        Ok(SourceSteps { text, vectors })
+    }
+
+    fn hits(&self, steps: &[(u32, Score)], snippet: &dyn Fn(&str) -> String) -> Result<Vec<Hit>> {
+        let seen = self.seen();
+        steps
+            .iter()
+            .map(|(step, score)| {
+                to_hit(&seen.steps[*step as usize].payload, score.clone(), snippet)
+            })
+            .collect()
+    }
+
+    fn summary(&self, incident: u32) -> Result<IncidentSummary> {
+        let seen = self.seen();
+        let step = seen.first_step.get(&incident).ok_or_else(|| {
+            Error::Qdrant(format!(
+                "no step of incident {} was returned",
+                seen.incidents[incident as usize]
+            ))
+        })?;
+        let payload = &seen.steps[*step as usize].payload;
+        let meta = &payload["incident"];
+        Ok(IncidentSummary {
+            incident_id: seen.incidents[incident as usize].clone(),
+            title: payload["title"].as_str().unwrap_or_default().to_owned(),
+            path: payload["path"].as_str().unwrap_or_default().to_owned(),
+            date: serde_json::from_value::<Option<DateRange>>(meta["date"].clone())
+                .unwrap_or_default(),
+            severity: meta["severity"].as_str().map(str::to_owned),
+            services: serde_json::from_value(meta["services"].clone()).unwrap_or_default(),
+            card: serde_json::from_value(meta["card"].clone()).unwrap_or_default(),
+        })
+    }
+}
+
 /// Time limit of a `/healthz` probe of Qdrant, retries included.
 const HEALTH_BUDGET: Duration = Duration::from_secs(2);
 
 /// Steps of an incident revision: `{incident id}@{first 16 hex digits of its file's hash}`.
 fn revision(id: &IncidentId, hash: &str) -> String {
     format!("{}@{}", id.as_str(), &hash[..hash.len().min(16)])
+}
+
+/// The point of a whole write-up: the [`WHOLE`] sparse vector of its title, every heading once
+/// and every step (as the embedded store's incident index holds it), and its metadata.
+fn incident_point(incident: &precedent_core::Incident, rev: &str) -> Result<PointStruct> {
+    let mut headings: Vec<&str> = Vec::new();
+    for step in &incident.steps {
+        for h in &step.heading_path {
+            if !headings.contains(&h.as_str()) {
+                headings.push(h);
+            }
+        }
+    }
+    let headings = headings.join("\n");
+    let text = incident
+        .steps
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (indices, values) = sparse_weights(&[
+        (&incident.title, BOOSTS.title, AVG_TITLE, STEM),
+        (&headings, BOOSTS.headings, AVG_WHOLE_HEADINGS, STEM),
+        (&text, BOOSTS.text, AVG_WHOLE_TEXT, STEM),
+        (
+            &format!("{}\n{headings}\n{text}", incident.title),
+            BOOSTS.ident,
+            AVG_WHOLE_TEXT,
+            IDENT,
+        ),
+    ]);
+    let payload = Payload::try_from(json!({
+        "doc": INCIDENT_DOC,
+        "incident_id": incident.id.as_str(),
+        "incident_rev": rev,
+        "content_hash": incident.content_hash.as_str(),
+        "title": incident.title,
+        "path": incident.path,
+    }))
+    .map_err(|e| Error::Qdrant(e.to_string()))?;
+    let id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("precedent:incident:{}", incident.id.as_str()).as_bytes(),
+    )
+    .to_string();
+    Ok(PointStruct::new(
+        id,
+        NamedVectors::default().add_vector(WHOLE, Vector::new_sparse(indices, values)),
+        payload,
+    ))
 }
 
 /// UUIDv5 (URL namespace) of the step id.
@@ -1067,15 +1195,6 @@ fn point_id(id: &StepId) -> String {
 
 fn lower(values: &[String]) -> Vec<String> {
     values.iter().map(|s| s.trim().to_lowercase()).collect()
-}
-
-fn embed_one(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>> {
-    let v = embedder
-        .embed(&[text])
-        .map_err(Error::Embed)?
-        .pop()
-        .ok_or_else(|| Error::Embed("embedder returned no vector".into()))?;
-    Ok(v)
 }
 
 /// Sparse dimension of a term: a stable 32-bit hash of the analyser tag and the term.
@@ -1100,16 +1219,20 @@ const IDENT: u8 = b'i';
 fn doc_sparse(title: &str, headings: &[String], text: &str) -> (Vec<u32>, Vec<f32>) {
     let headings = headings.join(" \u{2192} ");
     let all = format!("{title}\n{headings}\n{text}");
-    let mut weights: BTreeMap<u32, f32> = BTreeMap::new();
-    let mut stem = stem_index_analyzer();
-    let mut ident = ident_analyzer();
-    let fields: [(&str, f32, f32, u8); 4] = [
+    sparse_weights(&[
         (title, BOOSTS.title, AVG_TITLE, STEM),
         (&headings, BOOSTS.headings, AVG_HEADINGS, STEM),
         (text, BOOSTS.text, AVG_TEXT, STEM),
         (&all, BOOSTS.ident, AVG_IDENT, IDENT),
-    ];
-    for (field, boost, avg, tag) in fields {
+    ])
+}
+
+/// BM25 document weights of fields given as (text, boost, typical length in terms, analyser).
+fn sparse_weights(fields: &[(&str, f32, f32, u8)]) -> (Vec<u32>, Vec<f32>) {
+    let mut weights: BTreeMap<u32, f32> = BTreeMap::new();
+    let mut stem = stem_index_analyzer();
+    let mut ident = ident_analyzer();
+    for &(field, boost, avg, tag) in fields {
         let analyzer = if tag == STEM { &mut stem } else { &mut ident };
         let toks = terms(analyzer, field);
         let len = toks.len() as f32;
@@ -1233,14 +1356,6 @@ fn parse_incident_id(v: &Json) -> Result<IncidentId> {
         .map_err(|e| Error::Qdrant(format!("point with a bad incident id: {e}")))
 }
 
-/// A score from Qdrant's server-side fusion, which reports no per-retriever ranks.
-fn fused_only(fused: f32) -> Score {
-    Score {
-        fused,
-        ..Score::default()
-    }
-}
-
 /// Title, headings and text of a step payload, as the identifier field holds them.
 fn all_text(p: &Json) -> String {
     let headings: Vec<&str> = p["headings"]
@@ -1255,15 +1370,7 @@ fn all_text(p: &Json) -> String {
     )
 }
 
-/// The dense vector of a returned point, when it was asked for.
-fn dense_of(p: &qdrant_client::qdrant::ScoredPoint) -> Option<Vec<f32>> {
-    match p.vectors.as_ref()?.get_vector_by_name(DENSE)? {
-        qdrant_client::qdrant::vector_output::Vector::Dense(d) => Some(d.data),
-        _ => None,
-    }
-}
-
-fn to_hit(p: &Json, score: Score, highlighter: &Highlighter) -> Result<Hit> {
+fn to_hit(p: &Json, score: Score, snippet: &dyn Fn(&str) -> String) -> Result<Hit> {
     let text = p["text"].as_str().unwrap_or_default().to_owned();
     Ok(Hit {
         step_id: StepId::parse(p["step_id"].as_str().unwrap_or_default())
@@ -1276,7 +1383,7 @@ fn to_hit(p: &Json, score: Score, highlighter: &Highlighter) -> Result<Hit> {
         heading_path: serde_json::from_value(p["headings"].clone()).unwrap_or_default(),
         date: serde_json::from_value(p["incident"]["date"].clone()).unwrap_or_default(),
         services: serde_json::from_value(p["incident"]["services"].clone()).unwrap_or_default(),
-        snippet: highlighter.snippet(&text),
+        snippet: snippet(&text),
         text,
         score,
         citation: Citation {

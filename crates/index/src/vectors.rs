@@ -203,8 +203,8 @@ impl VectorStore {
 }
 
 /// Keeps the `n` best (highest score, then lowest slot) of `scored`, sorted.
-pub(crate) fn top_n(scored: &mut Vec<(u32, f32)>, n: usize) {
-    let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+pub(crate) fn top_n<T: Ord>(scored: &mut Vec<(T, f32)>, n: usize) {
+    let cmp = |a: &(T, f32), b: &(T, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if scored.len() > n && n > 0 {
         scored.select_nth_unstable_by(n - 1, cmp);
         scored.truncate(n);

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! One point per step, its id the UUIDv5 of the step id (so re-upserting is idempotent), with
+//! One point per step (`doc: "step"`), its id the UUIDv5 of the step id (so re-upserting is
+//! idempotent), with
 //! - a dense named vector [`DENSE`] (cosine, the model's dimension): the step's embedding;
 //! - a sparse named vector [`SPARSE`] with Qdrant's IDF modifier: BM25 term weights computed
 //!   here with the analysers of the full-text index (stemmed words of title, headings and text
@@ -11,6 +12,9 @@
 //!   client-side and IDF is the collection's;
 //! - a payload with the step, its incident's metadata and citation, and keyword/integer payload
 //!   indexes for every filter.
+//!
+//! and one point per incident (`doc: "incident"`) with a sparse vector [`WHOLE`]: the whole
+//! write-up's BM25 weights, for the incident-level leg.
 //!
 //! The collection's metadata records the model id, dimension and layout version; opening a
 //! collection written for another model is an error that says what to do.
@@ -27,13 +31,13 @@
 //!
 //! # Queries
 //!
-//! `search` is one Query API call: dense and sparse prefetches (each with the filters) fused by
-//! reciprocal-rank fusion (k = 60 and the weights of [`FusionOptions`]) on the server. Qdrant
-//! reports the fused score only, so hybrid hits carry no per-retriever ranks. `similar` is one
-//! fused query whose step list is grouped per incident here (at most 3 steps each), incidents
-//! ranked by the sum of their steps' fused scores as in the embedded store; Qdrant's
-//! `query_groups` ranks a group by its single best step, which agreed with the embedded store
-//! on only 70% of the top 10 in the parity test.
+//! Queries run in the one pipeline of `searcher.rs`, over a per-request view of the
+//! collection (`View`, numbering the points its answers carry): the BM25 leg is a sparse query,
+//! the vector leg a batch of dense queries (one per source vector for `similar`), the
+//! incident-level leg a sparse query on [`WHOLE`], each with the filters; fusion, grouping and
+//! hit shaping happen in the pipeline, as for the embedded store, so both rank alike and hybrid
+//! hits carry per-retriever ranks. The legs read only step and incident ids; the steps shown
+//! are then read in full with one `get_points` (`View::prepare`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -43,11 +47,12 @@ use std::time::{Duration, Instant};
 use precedent_core::{ContentHash, DateRange, Embedder, IncidentId, StepId, StepKind};
 use qdrant_client::qdrant::{
     Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
-    Distance, FacetCountsBuilder, FieldType, Filter, Modifier, NamedVectors,
-    PayloadIncludeSelector, PointStruct, QueryBatchPointsBuilder, QueryPoints, QueryPointsBuilder,
-    Range, ReadConsistencyType, ScoredPoint, ScrollPointsBuilder, SearchParamsBuilder,
-    SparseVectorParamsBuilder, SparseVectorsConfigBuilder, UpsertPointsBuilder, Vector,
-    VectorInput, VectorParamsBuilder, VectorsConfigBuilder, facet_value, read_consistency,
+    Distance, FacetCountsBuilder, FieldType, Filter, GetPointsBuilder, Modifier, NamedVectors,
+    PayloadIncludeSelector, PointId, PointStruct, QueryBatchPointsBuilder, QueryPoints,
+    QueryPointsBuilder, Range, ReadConsistencyType, ScoredPoint, ScrollPointsBuilder,
+    SearchParamsBuilder, SparseVectorParamsBuilder, SparseVectorsConfigBuilder,
+    UpsertPointsBuilder, Vector, VectorInput, VectorParamsBuilder, VectorsConfigBuilder,
+    facet_value, read_consistency,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use serde_json::{Value as Json, json};
@@ -833,10 +838,25 @@ struct Mask {
     required: Option<Analyzed>,
 }
 
+impl Mask {
+    /// What retrieval reads of each returned step: its ids, and the fields a required phrase
+    /// is checked against. The shown steps are read in full afterwards (`prepare`): a step's
+    /// whole payload, card included, is about 2 KB, and each leg returns up to hundreds.
+    fn lean(&self) -> PayloadIncludeSelector {
+        let mut fields = vec!["step_id".to_owned(), "incident_id".to_owned()];
+        if self.required.is_some() {
+            fields.extend(["text", "title", "headings"].map(str::to_owned));
+        }
+        PayloadIncludeSelector::new(fields)
+    }
+}
+
 /// A step a request's answers carried.
 struct SeenStep {
     payload: Json,
     incident: u32,
+    /// Whether `payload` is the whole payload, or only the fields retrieval asked for.
+    full: bool,
 }
 
 /// What one request has seen of the collection, numbered in arrival order: the pipeline
@@ -847,8 +867,6 @@ struct Seen {
     step_numbers: HashMap<String, u32>,
     incidents: Vec<IncidentId>,
     incident_numbers: HashMap<IncidentId, u32>,
-    /// The first step seen of each incident: its title, path and metadata.
-    first_step: HashMap<u32, u32>,
 }
 
 impl Seen {
@@ -869,9 +887,12 @@ impl Seen {
         }
         let incident = self.incident(parse_incident_id(&payload["incident_id"])?);
         let n = self.steps.len() as u32;
-        self.steps.push(SeenStep { payload, incident });
+        self.steps.push(SeenStep {
+            payload,
+            incident,
+            full: false,
+        });
         self.step_numbers.insert(step_id, n);
-        self.first_step.entry(incident).or_insert(n);
         Ok(n)
     }
 }
@@ -962,7 +983,7 @@ impl Retrieval for View<'_> {
             .query(VectorInput::new_sparse(indices, values))
             .using(SPARSE)
             .filter(mask.filter.clone())
-            .with_payload(true)
+            .with_payload(mask.lean())
             .build();
         let points = self.store.query("searching full text", request)?;
         self.ranked(points, mask)
@@ -982,7 +1003,7 @@ impl Retrieval for View<'_> {
                     .using(DENSE)
                     .params(params.clone())
                     .filter(mask.filter.clone())
-                    .with_payload(true)
+                    .with_payload(mask.lean())
                     .build()
             })
             .collect();
@@ -1093,7 +1114,64 @@ impl Retrieval for View<'_> {
         Ok(SourceSteps { text, vectors })
     }
 
+    fn prepare(&self, steps: &[u32]) -> Result<()> {
+        let wanted: Vec<String> = {
+            let seen = self.seen();
+            let mut ids: Vec<String> = steps
+                .iter()
+                .map(|&n| &seen.steps[n as usize])
+                .filter(|s| !s.full)
+                .map(|s| s.payload["step_id"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<PointId> = wanted
+            .iter()
+            .map(|id| {
+                StepId::parse(id)
+                    .map(|id| PointId::from(point_id(&id)))
+                    .map_err(|_| Error::Qdrant(format!("a point has the bad step id {id:?}")))
+            })
+            .collect::<Result<_>>()?;
+        let name = self.store.options.collection.clone();
+        let mut request = GetPointsBuilder::new(&name, ids).with_payload(true);
+        if let Some(consistency) = self.store.options.read_consistency {
+            request = request.read_consistency(consistency.value());
+        }
+        let request = request.build();
+        let response = self
+            .store
+            .call("reading steps", self.store.options.query_budget, || {
+                self.store.client.get_points(request.clone())
+            })?;
+        let mut seen = self.seen();
+        for p in response.result {
+            let payload = Json::from(Payload::from(p.payload));
+            let step_id = payload["step_id"].as_str().unwrap_or_default();
+            if let Some(&n) = seen.step_numbers.get(step_id) {
+                let step = &mut seen.steps[n as usize];
+                step.payload = payload;
+                step.full = true;
+            }
+        }
+        // A point deleted between the query and now: its hit would have no text.
+        match steps.iter().find(|&&n| !seen.steps[n as usize].full) {
+            Some(&n) => Err(Error::QdrantUnavailable(format!(
+                "step {} changed while it was being read; ask again",
+                seen.steps[n as usize].payload["step_id"]
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn hits(&self, steps: &[(u32, Score)], snippet: &dyn Fn(&str) -> String) -> Result<Vec<Hit>> {
+        let numbers: Vec<u32> = steps.iter().map(|(n, _)| *n).collect();
+        self.prepare(&numbers)?;
         let seen = self.seen();
         steps
             .iter()
@@ -1105,13 +1183,18 @@ impl Retrieval for View<'_> {
 
     fn summary(&self, incident: u32) -> Result<IncidentSummary> {
         let seen = self.seen();
-        let step = seen.first_step.get(&incident).ok_or_else(|| {
-            Error::Qdrant(format!(
-                "no step of incident {} was returned",
-                seen.incidents[incident as usize]
-            ))
-        })?;
-        let payload = &seen.steps[*step as usize].payload;
+        // Any step of the incident read in full (`prepare` read the ones `similar` shows).
+        let step = seen
+            .steps
+            .iter()
+            .find(|s| s.incident == incident && s.full)
+            .ok_or_else(|| {
+                Error::Qdrant(format!(
+                    "no step of incident {} was read",
+                    seen.incidents[incident as usize]
+                ))
+            })?;
+        let payload = &step.payload;
         let meta = &payload["incident"];
         Ok(IncidentSummary {
             incident_id: seen.incidents[incident as usize].clone(),

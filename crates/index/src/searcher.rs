@@ -60,6 +60,8 @@ pub(crate) struct IncidentSummary {
 ///   store does not hold, and with a quoted phrase in `required`, allows only steps that
 ///   contain it.
 /// - `vectors` scores by cosine similarity of unit vectors (the dot product).
+/// - `hits` and `summary` answer for steps returned in this request; after `prepare` of
+///   those steps they make no further call to the store.
 pub(crate) trait Retrieval: Sync {
     /// A step, as the store addresses it during the request.
     type Step: Copy + Eq + Hash + Ord + Send + Sync + Debug;
@@ -104,6 +106,12 @@ pub(crate) trait Retrieval: Sync {
     fn incident_with_hash(&self, hash: &ContentHash) -> Result<Option<Self::Incident>>;
     /// An indexed incident as the source of `similar`.
     fn source(&self, incident: Self::Incident) -> Result<SourceSteps>;
+    /// Reads in full the returned steps about to be shown (`hits`, `summary`), in one go;
+    /// stores whose retrieval already holds them need do nothing.
+    fn prepare(&self, steps: &[Self::Step]) -> Result<()> {
+        let _ = steps;
+        Ok(())
+    }
     /// Returned steps as hits, in order.
     fn hits(
         &self,
@@ -370,6 +378,11 @@ pub(crate) fn similar<R: Retrieval>(
         .collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     ranked.truncate(request.k);
+    let shown: Vec<R::Step> = ranked
+        .iter()
+        .flat_map(|(_, _, steps)| steps.iter().map(|c| c.step))
+        .collect();
+    store.prepare(&shown)?;
     let highlighter = Highlighter::new(&analyzed);
     let incidents = ranked
         .into_iter()

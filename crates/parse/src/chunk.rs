@@ -221,6 +221,8 @@ fn classify_text(
         kind
     } else if row {
         classify::wording_kind(text, &classify::TIMELINE_KINDS).unwrap_or(TimelineEvent)
+    } else if matches!(hint, None | Some(Other)) && classify::is_action_item(text) {
+        FollowUp
     } else if let Some(kind) = hint {
         kind
     } else if first_in_root {
@@ -388,10 +390,18 @@ fn read_sequence(chunks: &mut [Chunk], sections: &[Section]) {
         let mut marked = 0;
         let section = chunks[k].section;
         for i in (k.saturating_sub(3)..k).rev() {
-            let step = &mut chunks[i];
-            if step.section != section || !step.row {
+            if chunks[i].section != section || !chunks[i].row {
                 break;
             }
+            // "Network infrastructure replacement completed": the work it completes, started
+            // rows before ("Started replacing the network infrastructure"), restored service.
+            if classify::is_completion(&chunks[i].text)
+                && let Some(start) = started_by(chunks, i, section)
+            {
+                chunks[start].kind = Mitigation;
+                chunks[start].outcome = Some(Outcome::Helped);
+            }
+            let step = &mut chunks[i];
             match (step.kind, step.outcome) {
                 (Action, Some(Outcome::DidNotHelp)) | (Investigation, _) => break,
                 (Action, _) => {
@@ -407,6 +417,32 @@ fn read_sequence(chunks: &mut [Chunk], sections: &[Section]) {
             }
         }
     }
+}
+
+/// The action row of `section` before `done` whose work the completion row `done` reports
+/// finished: the nearest one that shares a content word with it, within 6 rows.
+fn started_by(chunks: &[Chunk], done: usize, section: usize) -> Option<usize> {
+    let stems = |text: &str| -> Vec<String> {
+        text.split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| w.len() >= 5)
+            .map(|w| w[..5].to_ascii_lowercase())
+            .filter(|w| !matches!(w.as_str(), "compl" | "finis" | "start" | "began" | "begin"))
+            .collect()
+    };
+    let wanted = stems(classify::body(&chunks[done].text));
+    if wanted.is_empty() {
+        return None;
+    }
+    (done.saturating_sub(6)..done).rev().find(|&j| {
+        let c = &chunks[j];
+        c.section == section
+            && c.row
+            && c.kind == StepKind::Action
+            && c.outcome != Some(Outcome::DidNotHelp)
+            && stems(classify::body(&c.text))
+                .iter()
+                .any(|w| wanted.contains(w))
+    })
 }
 
 /// Byte ranges of a timeline entry or narrative paragraph: one per sentence group of at least

@@ -245,8 +245,27 @@ pub(crate) fn wording_kind(text: &str, allowed: &[StepKind]) -> Option<StepKind>
             return acted;
         }
     }
+    // A hypothesis given as the reason for an act is the act ("Suspecting network issues,
+    // the proxy pod is restarted"; "In an attempt to fix the problem, we deleted ...").
+    if kind == StepKind::Investigation {
+        let acted = std::iter::once(text.trim())
+            .chain(later_sentences(text))
+            .filter_map(|sentence| PURPOSE_LEAD.captures(sentence))
+            .filter_map(|caps| best_cue(caps.get(1)?.as_str(), allowed))
+            .find(|k| matches!(k, StepKind::Action | StepKind::Mitigation));
+        if acted.is_some() {
+            return acted;
+        }
+    }
     Some(kind)
 }
+
+/// A sentence that opens with why something was done, then says what was: the main clause.
+static PURPOSE_LEAD: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?i)^(?:[\s\-*•]+)?(?:suspecting|thinking|believing|assuming|hoping|guessing|in an attempt to|in order to|to rule out)\b[^,.;]{0,100}, ([^.;]{8,})",
+    )
+});
 
 /// The sentences of `text` after its first that tell of something done then, not of an
 /// earlier change ("DockerHub password was changed as part of ...").
@@ -405,6 +424,55 @@ static BOILERPLATE: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 
+/// A list item that opens with a verb in the imperative ("- Investigate why the alert did not
+/// fire", "• Add a runbook"): what a write-up's action items look like, whatever section they
+/// are in. Timeline rows tell what was done, in the past tense; these say what to do.
+pub(crate) fn is_action_item(text: &str) -> bool {
+    let t = text.trim_start();
+    let bulleted = ["- ", "* ", "• ", "+ "].iter().any(|m| t.starts_with(m))
+        || t.split_once(". ").is_some_and(|(n, _)| {
+            !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit())
+        });
+    bulleted && IMPERATIVE.is_match(body(t))
+}
+
+static IMPERATIVE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&ascii_boundaries(
+        r"^(?:\[[ x]\] )?(?:Investigate|Add|Make sure|Make|Create|Chase|Consider|Improve|Fix|Reduce|Document|Implement|Change|Write|Update|Use|Ensure|Increase|Replace|Clarify|Review|Monitor|Evaluate|Set up|Automate|Audit|Define|Establish|Introduce|Migrate|Upgrade|Remove|Limit|Alert on|Test|Move|Deprecate|Refactor|Rewrite|Build|Extend|Expose|Track|Verify|Require|Split|Rename|Revisit|Explore|Look into|Figure out|Discuss|Decide|Schedule|Plan|Prepare|Train|Educate|Share|Publish|Restrict|Configure|Tune|Adjust|Provide|Allow|Prevent|Avoid|Stop|Switch|Enable|Disable|Puppetize|File)\b(?: (?:a|an|the|to|that|why|how|whether|if|all|our|more|better|new|some|each|every|us|them|it|this|these|[a-z][\w-]*))",
+    ))
+    .expect("imperative pattern compiles")
+});
+
+/// Instructions of incident templates left in the text, with the section each one opens
+/// (`None`: a note that opens none). Headings lost in a plain-text export leave these as the
+/// only marks of where the follow-ups or the documentation notes begin.
+static TEMPLATE_INSTRUCTIONS: LazyLock<Vec<(Regex, Option<&'static str>)>> = LazyLock::new(|| {
+    vec![
+        (
+            regex(r"(?i)^(?:explicit )?next steps to prevent this from happening again\b"),
+            Some("Next steps"),
+        ),
+        (
+            regex(r"(?i)^where is the documentation that someone responding to this\b"),
+            Some("Documentation"),
+        ),
+        (
+            regex(r"(?i)^note: please add the #?[\w-]+ phabricator project to these\b"),
+            None,
+        ),
+    ]
+});
+
+/// The section a template instruction opens (`Some(None)`: an instruction that opens none),
+/// or `None` when `line` is not one.
+pub(crate) fn template_instruction(line: &str) -> Option<Option<&'static str>> {
+    let b = body(line);
+    TEMPLATE_INSTRUCTIONS
+        .iter()
+        .find(|(r, _)| r.is_match(b))
+        .map(|&(_, section)| section)
+}
+
 /// A metadata line left in the body ("Severity: SEV2", "Authors: ...").
 static METADATA: LazyLock<Regex> = LazyLock::new(|| {
     regex(
@@ -422,7 +490,11 @@ pub(crate) fn is_boilerplate(text: &str) -> bool {
     if b.is_empty() {
         return true;
     }
-    if PLACEHOLDER.is_match(text) || BOILERPLATE.is_match(b) || METADATA.is_match(b) {
+    if PLACEHOLDER.is_match(text)
+        || BOILERPLATE.is_match(b)
+        || METADATA.is_match(b)
+        || template_instruction(b).is_some()
+    {
         return true;
     }
     // An unanswered template question: the whole step is one or two questions.
@@ -569,13 +641,13 @@ static OUTCOME_CUES: LazyLock<[(Outcome, Regex); 4]> = LazyLock::new(|| {
         (
             Outcome::RuledOut,
             regex(
-                r"(?i)\b(?:rul(?:ed?|ing) (?:(?:it|this|that|them|those) )?out|(?:was|is) ?n[o']t the (?:cause|problem|issue|culprit)|not (?:the|a) (?:cause|culprit)|red herrings?|false (?:lead|alarm|positive)|turned out not to|no evidence (?:of|that)|disproved|eliminated|unrelated|not related|no correlation|not (?:to )?be the case|(?:looked|looks|was|were|is|are|both|all|seemed) (?:fine|normal|healthy|ok|correct|unchanged)|confirmed (?:they|it|that \w+) (?:were|was|is|are) (?:healthy|fine|ok)|nothing (?:wrong|unusual|suspicious|obvious)|no (?:problems?|issues?) (?:with|in|on|found)|shows? no (?:problems?|issues?|errors?)|(?:endpoint|service|proxy) working means|didn't think|did not think|are (?:both )?(?:working|functioning|fine) (?:fine|correctly|as expected)?)\b",
+                r"(?i)\b(?:rul(?:ed?|ing) (?:(?:it|this|that|them|those) )?out|(?:was|is) ?n[o']t the (?:cause|problem|issue|culprit)|not (?:the|a) (?:cause|culprit)|red herrings?|false (?:lead|alarm|positive)|turned out not to|no evidence (?:of|that)|disproved|eliminated|unrelated|not related|no correlation|not (?:to )?be the case|(?:looked|looks|was|were|is|are|both|all|seemed) (?:fine|normal|healthy|ok|correct|unchanged)|confirmed (?:they|it|that \w+) (?:were|was|is|are) (?:healthy|fine|ok)|nothing (?:wrong|unusual|suspicious|obvious)|nothing (?:on|in|about) (?:the )?[\w-]+ (?:\w+ )?(?:preventing|blocking|stopping|causing)|no (?:problems?|issues?) (?:with|in|on|found)|shows? no (?:problems?|issues?|errors?)|(?:endpoint|service|proxy) working means|didn't think|did not think|are (?:both )?(?:working|functioning|fine) (?:fine|correctly|as expected)?)\b",
             ),
         ),
         (
             Outcome::Confirmed,
             regex(
-                r"(?i)\b(?:turned out to be|turns out|confirmed|(?:was|is) indeed|identified (?:the|as|that)|is identified|(?:was|were|is) identified|found (?:the|a|that|out)|discovered|revealed|conclu(?:ded|sion)|determined (?:that|the)|realiz(?:es|ed)|realis(?:es|ed)|root cause (?:was|is|identified)|pinpointed|verified that|proved to be|traced (?:it|the \w+)? ?(?:back )?to|the culprit|known issues?|explanation|is suspected as the source|source of the problem)\b",
+                r"(?i)\b(?:turned out to be|turns out|confirmed|(?:was|is) indeed|identified (?:the|as|that)|is identified|(?:was|were|is) identified|found (?:the|a|that|out)|discovered|revealed|conclu(?:ded|sion)|determined (?:that|the)|realiz(?:es|ed)|realis(?:es|ed)|root cause (?:was|is|identified)|pinpointed|verified that|proved to be|traced (?:it|the \w+)? ?(?:back )?to|the culprit|known issues?|explanation|is suspected as the source|source of the problem|, but (?:rather )?(?:an?|the) (?:[\w-]+ ){0,3}(?:issue|problem|bug|exhaustion|leak|misconfiguration)\b)\b",
             ),
         ),
         (

@@ -38,6 +38,22 @@ pub(crate) fn leaves(text: &str) -> Vec<Leaf> {
             let next = next.trim();
             next.len() >= 3 && (next.bytes().all(|b| b == b'=') || next.bytes().all(|b| b == b'-'))
         });
+        if let Some(section) = classify::template_instruction(trimmed) {
+            // A template's instruction left in the text ("Explicit next steps to prevent this
+            // from happening again ...") opens the section it asks for; the line itself is
+            // template text, `other`.
+            flush(&mut current, &mut out, &mut open_item);
+            list = None;
+            if let Some(section) = section {
+                let mut heading = Leaf::new(LeafKind::Heading(2));
+                heading.push(section, line_no);
+                out.push(heading);
+            }
+            let mut leaf = Leaf::new(LeafKind::Paragraph { in_item: false });
+            leaf.push(trimmed, line_no);
+            out.push(leaf);
+            continue;
+        }
         if !is_heading(trimmed) && is_template_question(trimmed, lines.get(i + 1).copied()) {
             // A template question left in the text ("How many people were involved in the
             // remediation?") ends the section above it; the line itself stays a step.

@@ -144,3 +144,56 @@ fn every_sample_has_a_card_with_classes() {
         "{classified} of {checked} classified"
     );
 }
+
+/// A plain-text export whose headings were lost: the template's own instructions mark where the
+/// follow-ups begin, an imperative list item is an action item wherever it stands, a hypothesis
+/// given as the reason for an act is the act, and a completion row credits the work it completes.
+#[test]
+fn plain_text_without_headings_reads_by_template_and_wording() {
+    use Outcome::*;
+    use StepKind::*;
+    let text = "\
+The queue workers of the billing service stopped for two hours after a kernel update.
+
+All times are in UTC.
+• 09:02 first alert about billing jobs piling up.
+• 09:20 workers are determined to be stuck. Suspecting a bad worker image, the worker pool is restarted.
+• 09:31 This does not resolve the issue, the jobs stay queued.
+• 09:40 we now know that there is nothing on the hosts preventing the workers from starting.
+• 09:55 Started replacing the worker hosts with hosts on the previous kernel.
+• 10:40 Worker host replacement completed
+• 10:41 Queue depth keeps growing for a few minutes
+• 11:05 All systems verified operational
+
+Where did we get lucky?
+• the backlog fit in the queue's retention
+
+Explicit next steps to prevent this from happening again as much as possible, with tasks linked for every step.
+
+NOTE: Please add the #wikimedia-incident Phabricator project to these follow-up tasks and move them.
+• Pin the kernel version of worker hosts
+• Add an alert on queue depth
+";
+    let parsed = precedent_parse::parse(
+        "billing-workers.txt",
+        text.as_bytes(),
+        &ParseOptions::default(),
+    );
+    let incident = parsed.incident.expect("parses");
+    let check = |line: u32, kind: StepKind, outcome: Option<Outcome>| {
+        assert_eq!(at_line(&incident, line), (kind, outcome), "line {line}");
+    };
+    check(5, Action, Some(DidNotHelp)); // the restart, for a suspected bad image
+    check(7, Investigation, Some(RuledOut)); // nothing on the hosts prevents it
+    check(8, Mitigation, Some(Helped)); // the replacement that "completed" before recovery
+    check(16, Other, None); // the template's instruction
+    check(18, Other, None); // the template's note
+    check(19, FollowUp, None);
+    check(20, FollowUp, None);
+    let next_steps = incident
+        .steps
+        .iter()
+        .find(|s| s.line_start == 19)
+        .expect("a step at line 19");
+    assert_eq!(next_steps.heading_path, ["Next steps"], "{next_steps:?}");
+}

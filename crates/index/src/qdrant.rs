@@ -1220,21 +1220,7 @@ fn revision(id: &IncidentId, hash: &str) -> String {
 /// The point of a whole write-up: the [`WHOLE`] sparse vector of its title, every heading once
 /// and every step (as the embedded store's incident index holds it), and its metadata.
 fn incident_point(incident: &precedent_core::Incident, rev: &str) -> Result<PointStruct> {
-    let mut headings: Vec<&str> = Vec::new();
-    for step in &incident.steps {
-        for h in &step.heading_path {
-            if !headings.contains(&h.as_str()) {
-                headings.push(h);
-            }
-        }
-    }
-    let headings = headings.join("\n");
-    let text = incident
-        .steps
-        .iter()
-        .map(|s| s.text.as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let (headings, text) = crate::writer::whole_write_up(incident);
     let (indices, values) = sparse_weights(&[
         (&incident.title, BOOSTS.title, AVG_TITLE, STEM),
         (&headings, BOOSTS.headings, AVG_WHOLE_HEADINGS, STEM),

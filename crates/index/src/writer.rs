@@ -1029,22 +1029,8 @@ impl IndexWriter {
             let mut doc = TantivyDocument::default();
             doc.add_text(f.incident_id, incident.id.as_str());
             doc.add_u64(f.key, incident_key(incident.id.as_str()));
-            // The whole write-up for the incident-level leg: each heading once, every step.
-            let mut headings: Vec<&str> = Vec::new();
-            for step in &incident.steps {
-                for h in &step.heading_path {
-                    if !headings.contains(&h.as_str()) {
-                        headings.push(h);
-                    }
-                }
-            }
-            let headings = headings.join("\n");
-            let text = incident
-                .steps
-                .iter()
-                .map(|s| s.text.as_str())
-                .collect::<Vec<_>>()
-                .join("\n");
+            // The whole write-up for the incident-level leg.
+            let (headings, text) = whole_write_up(incident);
             doc.add_text(f.title, &incident.title);
             doc.add_text(f.headings, &headings);
             doc.add_text(f.ident, format!("{}\n{headings}\n{text}", incident.title));
@@ -1451,6 +1437,26 @@ fn normalise_relative(path: &str) -> Result<String> {
         });
     }
     Ok(normalised)
+}
+
+/// A write-up as a whole, as the incident-level leg searches it: every heading once, in order,
+/// and every step's text, each one line apart.
+pub(crate) fn whole_write_up(incident: &Incident) -> (String, String) {
+    let mut headings: Vec<&str> = Vec::new();
+    for step in &incident.steps {
+        for h in &step.heading_path {
+            if !headings.contains(&h.as_str()) {
+                headings.push(h);
+            }
+        }
+    }
+    let text = incident
+        .steps
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (headings.join("\n"), text)
 }
 
 #[cfg(test)]

@@ -44,14 +44,7 @@ pub(crate) fn leaves(text: &str) -> Vec<Leaf> {
             // template text, `other`.
             flush(&mut current, &mut out, &mut open_item);
             list = None;
-            if let Some(section) = section {
-                let mut heading = Leaf::new(LeafKind::Heading(2));
-                heading.push(section, line_no);
-                out.push(heading);
-            }
-            let mut leaf = Leaf::new(LeafKind::Paragraph { in_item: false });
-            leaf.push(trimmed, line_no);
-            out.push(leaf);
+            template_line(&mut out, section, trimmed, line_no);
             continue;
         }
         if !is_heading(trimmed) && is_template_question(trimmed, lines.get(i + 1).copied()) {
@@ -59,12 +52,7 @@ pub(crate) fn leaves(text: &str) -> Vec<Leaf> {
             // remediation?") ends the section above it; the line itself stays a step.
             flush(&mut current, &mut out, &mut open_item);
             list = None;
-            let mut heading = Leaf::new(LeafKind::Heading(2));
-            heading.push(trimmed, line_no);
-            out.push(heading);
-            let mut leaf = Leaf::new(LeafKind::Paragraph { in_item: false });
-            leaf.push(trimmed, line_no);
-            out.push(leaf);
+            template_line(&mut out, Some(trimmed), trimmed, line_no);
             continue;
         }
         if is_heading(trimmed) || underline {
@@ -108,6 +96,19 @@ pub(crate) fn leaves(text: &str) -> Vec<Leaf> {
     }
     flush(&mut current, &mut out, &mut open_item);
     out
+}
+
+/// A line a template left: the heading of the section it opens, if any, then the line itself
+/// as a step of its own.
+fn template_line(out: &mut Vec<Leaf>, section: Option<&str>, line: &str, line_no: u32) {
+    if let Some(section) = section {
+        let mut heading = Leaf::new(LeafKind::Heading(2));
+        heading.push(section, line_no);
+        out.push(heading);
+    }
+    let mut leaf = Leaf::new(LeafKind::Paragraph { in_item: false });
+    leaf.push(line, line_no);
+    out.push(leaf);
 }
 
 /// A bare heading line: short, not a sentence, and a known section name.

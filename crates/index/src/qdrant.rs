@@ -938,6 +938,46 @@ impl<'a> View<'a> {
     fn id_of(&self, incident: u32) -> IncidentId {
         self.seen().incidents[incident as usize].clone()
     }
+
+    /// The BM25 query over steps, `None` when the query has no terms.
+    fn lexical_request(&self, analyzed: &Analyzed, n: usize, mask: &Mask) -> Option<QueryPoints> {
+        let (indices, values) = query_sparse(analyzed);
+        (!indices.is_empty()).then(|| {
+            self.store
+                .query_builder(n)
+                .query(VectorInput::new_sparse(indices, values))
+                .using(SPARSE)
+                .filter(mask.filter.clone())
+                .with_payload(mask.lean())
+                .build()
+        })
+    }
+
+    /// The BM25 query over whole write-ups (the incident points), unfiltered.
+    fn incident_request(&self, analyzed: &Analyzed, n: usize) -> Option<QueryPoints> {
+        let (indices, values) = query_sparse(analyzed);
+        (!indices.is_empty()).then(|| {
+            self.store
+                .query_builder(n)
+                .query(VectorInput::new_sparse(indices, values))
+                .using(WHOLE)
+                .with_payload(PayloadIncludeSelector::new(vec!["incident_id".to_owned()]))
+                .build()
+        })
+    }
+
+    /// Incident points as ranks of the incident-level leg.
+    fn incident_ranks(&self, points: Vec<ScoredPoint>) -> Result<IncidentRanks<u32>> {
+        let mut seen = self.seen();
+        let mut out = HashMap::with_capacity(points.len());
+        for (position, p) in points.into_iter().enumerate() {
+            let payload = Json::from(Payload::from(p.payload));
+            let incident = seen.incident(parse_incident_id(&payload["incident_id"])?);
+            out.entry(incident)
+                .or_insert((position as u32 + 1, p.score));
+        }
+        Ok(out)
+    }
 }
 
 impl Retrieval for View<'_> {
@@ -973,20 +1013,52 @@ impl Retrieval for View<'_> {
     }
 
     fn lexical(&self, analyzed: &Analyzed, n: usize, mask: &Mask) -> Result<Ranked<u32>> {
-        let (indices, values) = query_sparse(analyzed);
-        if indices.is_empty() {
+        let Some(request) = self.lexical_request(analyzed, n, mask) else {
             return Ok(Vec::new());
-        }
-        let request = self
-            .store
-            .query_builder(n)
-            .query(VectorInput::new_sparse(indices, values))
-            .using(SPARSE)
-            .filter(mask.filter.clone())
-            .with_payload(mask.lean())
-            .build();
+        };
         let points = self.store.query("searching full text", request)?;
         self.ranked(points, mask)
+    }
+
+    fn lexical_with_incidents(
+        &self,
+        analyzed: &Analyzed,
+        n: usize,
+        mask: &Mask,
+        with_incidents: bool,
+    ) -> Result<(Ranked<u32>, Option<IncidentRanks<u32>>)> {
+        if !with_incidents {
+            return Ok((self.lexical(analyzed, n, mask)?, None));
+        }
+        let (Some(steps), Some(whole)) = (
+            self.lexical_request(analyzed, n, mask),
+            self.incident_request(analyzed, n),
+        ) else {
+            // No query terms: neither leg has anything to find.
+            return Ok((Vec::new(), Some(HashMap::new())));
+        };
+        // Both sparse queries in one round trip.
+        let name = self.store.options.collection.clone();
+        let mut batch = QueryBatchPointsBuilder::new(&name, vec![steps, whole]);
+        if let Some(consistency) = self.store.options.read_consistency {
+            batch = batch.read_consistency(consistency.value());
+        }
+        let batch = batch.build();
+        let response = self.store.call(
+            "searching full text",
+            self.store.options.query_budget,
+            || self.store.client.query_batch(batch.clone()),
+        )?;
+        let mut results = response.result.into_iter();
+        let (Some(steps), Some(whole)) = (results.next(), results.next()) else {
+            return Err(Error::Qdrant(
+                "a batch of two queries returned fewer answers".into(),
+            ));
+        };
+        Ok((
+            self.ranked(steps.result, mask)?,
+            Some(self.incident_ranks(whole.result)?),
+        ))
     }
 
     fn vectors(&self, queries: &[Vec<f32>], n: usize, mask: &Mask) -> Result<Vec<Ranked<u32>>> {
@@ -1026,27 +1098,11 @@ impl Retrieval for View<'_> {
     }
 
     fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<IncidentRanks<u32>> {
-        let (indices, values) = query_sparse(analyzed);
-        if indices.is_empty() {
+        let Some(request) = self.incident_request(analyzed, n) else {
             return Ok(HashMap::new());
-        }
-        let request = self
-            .store
-            .query_builder(n)
-            .query(VectorInput::new_sparse(indices, values))
-            .using(WHOLE)
-            .with_payload(PayloadIncludeSelector::new(vec!["incident_id".to_owned()]))
-            .build();
+        };
         let points = self.store.query("searching whole write-ups", request)?;
-        let mut seen = self.seen();
-        let mut out = HashMap::with_capacity(points.len());
-        for (position, p) in points.into_iter().enumerate() {
-            let payload = Json::from(Payload::from(p.payload));
-            let incident = seen.incident(parse_incident_id(&payload["incident_id"])?);
-            out.entry(incident)
-                .or_insert((position as u32 + 1, p.score));
-        }
-        Ok(out)
+        self.incident_ranks(points)
     }
 
     fn incident_of(&self, step: u32) -> u32 {

@@ -98,6 +98,24 @@ pub(crate) trait Retrieval: Sync {
     /// BM25 top `n` write-ups as wholes (title, headings, every step), unfiltered: the leg
     /// only re-weighs steps the filtered step legs found.
     fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<IncidentRanks<Self::Incident>>;
+    /// `lexical` and, when `with_incidents`, `incident_leg` for the same query: stores that
+    /// can answer both in one round trip do.
+    #[allow(clippy::type_complexity)]
+    fn lexical_with_incidents(
+        &self,
+        analyzed: &Analyzed,
+        n: usize,
+        mask: &Self::Mask,
+        with_incidents: bool,
+    ) -> Result<(Ranked<Self::Step>, Option<IncidentRanks<Self::Incident>>)> {
+        let steps = self.lexical(analyzed, n, mask)?;
+        let incidents = if with_incidents {
+            Some(self.incident_leg(analyzed, n)?)
+        } else {
+            None
+        };
+        Ok((steps, incidents))
+    }
     /// The incident a step belongs to (a step the store returned in this request).
     fn incident_of(&self, step: Self::Step) -> Self::Incident;
     /// The incident with this id, `None` when the store does not hold it.
@@ -227,15 +245,7 @@ fn retrieve<R: Retrieval>(
     Ranked<R::Step>,
     Option<IncidentRanks<R::Incident>>,
 )> {
-    let lexical_side = || -> Result<(Ranked<R::Step>, Option<IncidentRanks<R::Incident>>)> {
-        let steps = store.lexical(analyzed, n, mask)?;
-        let incidents = if with_incidents {
-            Some(store.incident_leg(analyzed, n)?)
-        } else {
-            None
-        };
-        Ok((steps, incidents))
-    };
+    let lexical_side = || store.lexical_with_incidents(analyzed, n, mask, with_incidents);
     let vector_side = || -> Result<Ranked<R::Step>> {
         let v = embed_query(store, embedder, query)?;
         Ok(store

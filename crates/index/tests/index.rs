@@ -261,6 +261,10 @@ fn filters_apply_in_every_mode() {
             ..Filters::default()
         });
         assert!(
+            !hits.is_empty(),
+            "{mode:?}: no summary step of the OOM incident"
+        );
+        assert!(
             hits.iter()
                 .all(|h| h.incident_id == oom && h.kind == StepKind::Summary),
             "{mode:?}"

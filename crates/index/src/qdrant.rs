@@ -539,6 +539,8 @@ impl QdrantStore {
         })?;
         Ok(r.hits
             .into_iter()
+            // Deleted incidents stay listed with a count of 0 until the segment is optimised.
+            .filter(|h| h.count > 0)
             .filter_map(|h| match h.value?.variant? {
                 facet_value::Variant::StringValue(s) => IncidentId::parse(&s).ok(),
                 _ => None,
@@ -566,6 +568,9 @@ impl QdrantStore {
                 return Ok(r
                     .hits
                     .into_iter()
+                    // An exact facet still lists values whose points were all deleted, with a
+                    // count of 0, until the segment is optimised: such a revision is not held.
+                    .filter(|h| h.count > 0)
                     .filter_map(|h| match h.value?.variant? {
                         facet_value::Variant::StringValue(s) => Some((s, h.count)),
                         _ => None,

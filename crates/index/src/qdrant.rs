@@ -944,31 +944,47 @@ impl<'a> View<'a> {
         self.seen().incidents[incident as usize].clone()
     }
 
-    /// The BM25 query over steps, `None` when the query has no terms.
-    fn lexical_request(&self, analyzed: &Analyzed, n: usize, mask: &Mask) -> Option<QueryPoints> {
-        let (indices, values) = query_sparse(analyzed);
+    /// A BM25 query on the sparse vector `using` (steps: [`SPARSE`], whole write-ups:
+    /// [`WHOLE`]), `None` when the query has no terms.
+    fn sparse_request(
+        &self,
+        sparse: &(Vec<u32>, Vec<f32>),
+        n: usize,
+        using: &str,
+    ) -> Option<QueryPointsBuilder> {
+        let (indices, values) = sparse.clone();
         (!indices.is_empty()).then(|| {
             self.store
                 .query_builder(n)
                 .query(VectorInput::new_sparse(indices, values))
-                .using(SPARSE)
-                .filter(mask.filter.clone())
-                .with_payload(mask.lean())
-                .build()
+                .using(using)
         })
     }
 
+    /// The BM25 query over steps.
+    fn lexical_request(
+        &self,
+        sparse: &(Vec<u32>, Vec<f32>),
+        n: usize,
+        mask: &Mask,
+    ) -> Option<QueryPoints> {
+        let request = self.sparse_request(sparse, n, SPARSE)?;
+        Some(
+            request
+                .filter(mask.filter.clone())
+                .with_payload(mask.lean())
+                .build(),
+        )
+    }
+
     /// The BM25 query over whole write-ups (the incident points), unfiltered.
-    fn incident_request(&self, analyzed: &Analyzed, n: usize) -> Option<QueryPoints> {
-        let (indices, values) = query_sparse(analyzed);
-        (!indices.is_empty()).then(|| {
-            self.store
-                .query_builder(n)
-                .query(VectorInput::new_sparse(indices, values))
-                .using(WHOLE)
+    fn incident_request(&self, sparse: &(Vec<u32>, Vec<f32>), n: usize) -> Option<QueryPoints> {
+        let request = self.sparse_request(sparse, n, WHOLE)?;
+        Some(
+            request
                 .with_payload(PayloadIncludeSelector::new(vec!["incident_id".to_owned()]))
-                .build()
-        })
+                .build(),
+        )
     }
 
     /// Incident points as ranks of the incident-level leg.
@@ -1018,7 +1034,7 @@ impl Retrieval for View<'_> {
     }
 
     fn lexical(&self, analyzed: &Analyzed, n: usize, mask: &Mask) -> Result<Ranked<u32>> {
-        let Some(request) = self.lexical_request(analyzed, n, mask) else {
+        let Some(request) = self.lexical_request(&query_sparse(analyzed), n, mask) else {
             return Ok(Vec::new());
         };
         let points = self.store.query("searching full text", request)?;
@@ -1035,9 +1051,10 @@ impl Retrieval for View<'_> {
         if !with_incidents {
             return Ok((self.lexical(analyzed, n, mask)?, None));
         }
+        let sparse = query_sparse(analyzed);
         let (Some(steps), Some(whole)) = (
-            self.lexical_request(analyzed, n, mask),
-            self.incident_request(analyzed, n),
+            self.lexical_request(&sparse, n, mask),
+            self.incident_request(&sparse, n),
         ) else {
             // No query terms: neither leg has anything to find.
             return Ok((Vec::new(), Some(HashMap::new())));
@@ -1103,7 +1120,7 @@ impl Retrieval for View<'_> {
     }
 
     fn incident_leg(&self, analyzed: &Analyzed, n: usize) -> Result<IncidentRanks<u32>> {
-        let Some(request) = self.incident_request(analyzed, n) else {
+        let Some(request) = self.incident_request(&query_sparse(analyzed), n) else {
             return Ok(HashMap::new());
         };
         let points = self.store.query("searching whole write-ups", request)?;

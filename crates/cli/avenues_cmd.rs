@@ -7,12 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use precedent_index::{
     Avenue, AvenueGroup, AvenuesRequest, CompareRequest, MAX_NOTES_BYTES, MatchQuality, NoteMatch,
-    QueryStore,
 };
 
-use crate::common::{
-    FilterArgs, IndexArgs, ModelArgs, StoreArgs, StoreKind, explain, open, print_json,
-};
+use crate::common::{FilterArgs, IndexArgs, ModelArgs, StoreArgs, explain, open_store, print_json};
 use crate::output::{ColorWhen, Printer, citation};
 use crate::search_cmd::{NO_CLOSE_PRECEDENT, kind_label};
 
@@ -48,35 +45,20 @@ pub struct AvenuesArgs {
     store: StoreArgs,
 }
 
-/// The store `similar` runs on, and the embedded index the incidents are read from.
-fn stores(
-    store: &StoreArgs,
-    index: &IndexArgs,
-    embedder: &dyn precedent_core::Embedder,
-) -> anyhow::Result<(precedent_index::Engine, Option<Box<dyn QueryStore>>)> {
-    let engine = open(index)?;
-    let remote: Option<Box<dyn QueryStore>> = match store.store {
-        StoreKind::Embedded => None,
-        StoreKind::Qdrant => Some(Box::new(store.qdrant(embedder)?)),
-    };
-    Ok((engine, remote))
-}
-
 pub fn avenues(args: AvenuesArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
     let embedder = args
         .model
         .load_for(&args.index.index)
         .context("avenues needs the embedding model")?;
-    let (engine, remote) = stores(&args.store, &args.index, embedder.as_ref())?;
+    let store = open_store(&args.store, &args.index, embedder.as_ref())?;
     let request = AvenuesRequest {
         query: args.query.join(" "),
         k: args.k,
         incidents: args.incident_pool,
-        filters: args.filters.to_filters(Some(&engine))?,
+        filters: args.filters.to_filters(store.as_ref())?,
         outcome: args.outcome,
     };
-    let store: &dyn QueryStore = remote.as_deref().unwrap_or(&engine);
-    let response = precedent_index::avenues(store, &engine, &request, embedder.as_ref())
+    let response = precedent_index::avenues(store.as_ref(), &request, embedder.as_ref())
         .map_err(|e| explain(e.into(), &args.model, &args.index))?;
     let found = !response.avenues.is_empty();
     if args.json {
@@ -189,14 +171,13 @@ pub fn compare(args: CompareArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
         .model
         .load_for(&args.index.index)
         .context("compare needs the embedding model")?;
-    let (engine, remote) = stores(&args.store, &args.index, embedder.as_ref())?;
+    let store = open_store(&args.store, &args.index, embedder.as_ref())?;
     let request = CompareRequest {
         notes,
         k: args.k,
-        filters: args.filters.to_filters(Some(&engine))?,
+        filters: args.filters.to_filters(store.as_ref())?,
     };
-    let store: &dyn QueryStore = remote.as_deref().unwrap_or(&engine);
-    let response = precedent_index::compare(store, &engine, &request, embedder.as_ref())
+    let response = precedent_index::compare(store.as_ref(), &request, embedder.as_ref())
         .map_err(|e| explain(e.into(), &args.model, &args.index))?;
     let found = !response.incidents.is_empty();
     if args.json {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::NaiveDate;
-use precedent_core::{Embedder, IncidentId, RemediationClass, StepKind, TriggerClass};
+use precedent_core::{Embedder, RemediationClass, StepKind, TriggerClass};
 use precedent_embed::{BertEmbedder, EmbedderOptions, Precision, resolve_model_dir};
 use precedent_index::dates::{DateEdge, parse_date, today};
 #[cfg(feature = "qdrant")]
 pub use precedent_index::qdrant::QdrantStore;
-use precedent_index::{Engine, Filters};
+use precedent_index::{Engine, Filters, Store};
 
 /// Stands in for the Qdrant store in a build without the `qdrant` feature: it cannot exist, so
 /// its methods are never called; `--store qdrant` fails with a clear error before.
@@ -45,7 +45,7 @@ pub struct Summary {
 }
 
 #[cfg(not(feature = "qdrant"))]
-impl precedent_index::QueryStore for QdrantStore {
+impl precedent_index::Store for QdrantStore {
     fn search(
         &self,
         _: &precedent_index::SearchRequest,
@@ -58,6 +58,27 @@ impl precedent_index::QueryStore for QdrantStore {
         _: &precedent_index::SimilarRequest,
         _: &dyn Embedder,
     ) -> precedent_index::Result<precedent_index::SimilarResponse> {
+        match *self {}
+    }
+    fn incident(
+        &self,
+        _: &precedent_core::IncidentId,
+    ) -> precedent_index::Result<Option<precedent_core::Incident>> {
+        match *self {}
+    }
+    fn resolve_incident(&self, _: &str) -> precedent_index::Result<precedent_core::IncidentId> {
+        match *self {}
+    }
+    fn facets(&self) -> precedent_index::Result<precedent_index::Facets> {
+        match *self {}
+    }
+    fn stats(&self) -> precedent_index::Result<precedent_index::Stats> {
+        match *self {}
+    }
+    fn list_incidents(
+        &self,
+        _: usize,
+    ) -> precedent_index::Result<Vec<precedent_index::IncidentEntry>> {
         match *self {}
     }
     fn kind(&self) -> &'static str {
@@ -107,6 +128,17 @@ impl ModelArgs {
     /// one with it, and `index` updates it in place instead of re-embedding everything.
     pub fn load_for(&self, index: &std::path::Path) -> anyhow::Result<Arc<dyn Embedder>> {
         let precision = match (self.precision, precedent_index::index_model_id(index)) {
+            (Precision::Auto, Some(id)) if id.ends_with("+bf16") => Precision::Bf16,
+            (Precision::Auto, Some(_)) => Precision::F32,
+            (precision, _) => precision,
+        };
+        self.load_with(precision)
+    }
+
+    /// The model for the Qdrant collection of `store` with no local index: `auto` precision
+    /// takes the collection's (or, for a new collection, that of a new index).
+    pub fn load_for_collection(&self, store: &StoreArgs) -> anyhow::Result<Arc<dyn Embedder>> {
+        let precision = match (self.precision, store.collection_model()?) {
             (Precision::Auto, Some(id)) if id.ends_with("+bf16") => Precision::Bf16,
             (Precision::Auto, Some(_)) => Precision::F32,
             (precision, _) => precision,
@@ -170,8 +202,8 @@ pub fn explain(err: anyhow::Error, model: &ModelArgs, index: &IndexArgs) -> anyh
 pub enum StoreKind {
     /// The index directory (`--index`): one machine, no server.
     Embedded,
-    /// A Qdrant server or cluster (`--qdrant-url`); `index` still keeps its manifest and
-    /// vectors in `--index`.
+    /// A Qdrant server or cluster (`--qdrant-url`): every read comes from the collection;
+    /// `index` stages in `--index` first; `serve`, `mcp` and `show` need no local index.
     Qdrant,
 }
 
@@ -266,9 +298,30 @@ impl StoreArgs {
         anyhow::bail!("this build of precedent has no Qdrant store (build with --features qdrant)")
     }
 
+    /// The model id the collection was made for, `None` when it does not exist yet.
+    #[cfg(feature = "qdrant")]
+    pub fn collection_model(&self) -> anyhow::Result<Option<String>> {
+        Ok(QdrantStore::model_of_collection(&self.qdrant_options()?)?)
+    }
+
+    #[cfg(not(feature = "qdrant"))]
+    pub fn collection_model(&self) -> anyhow::Result<Option<String>> {
+        anyhow::bail!("this build of precedent has no Qdrant store (build with --features qdrant)")
+    }
+
     /// Connects to the Qdrant collection for `embedder`'s model (creating it on first use).
     #[cfg(feature = "qdrant")]
     pub fn qdrant(&self, embedder: &dyn Embedder) -> anyhow::Result<QdrantStore> {
+        Ok(QdrantStore::connect(
+            self.qdrant_options()?,
+            embedder.model_id(),
+            embedder.dimension(),
+        )?)
+    }
+
+    /// The connection and collection options the flags give.
+    #[cfg(feature = "qdrant")]
+    fn qdrant_options(&self) -> anyhow::Result<precedent_index::qdrant::QdrantOptions> {
         use precedent_index::qdrant::QdrantOptions;
         let mut options = QdrantOptions::new(&self.qdrant_url, &self.collection);
         options.exact = self.qdrant_exact;
@@ -288,11 +341,7 @@ impl StoreArgs {
             })?;
             options.api_key = Some(key.trim().to_owned());
         }
-        Ok(QdrantStore::connect(
-            options,
-            embedder.model_id(),
-            embedder.dimension(),
-        )?)
+        Ok(options)
     }
 }
 
@@ -342,16 +391,13 @@ fn parse_until(text: &str) -> Result<NaiveDate, String> {
 }
 
 impl FilterArgs {
-    /// The filters, with `--incident` references resolved against `engine` (taken as exact
-    /// ids when there is none, as with Qdrant).
-    pub fn to_filters(&self, engine: Option<&Engine>) -> anyhow::Result<Filters> {
+    /// The filters, with `--incident` references (ids, id prefixes, paths) resolved by the
+    /// store the command reads.
+    pub fn to_filters(&self, store: &dyn Store) -> anyhow::Result<Filters> {
         let incident_ids = self
             .incidents
             .iter()
-            .map(|r| match engine {
-                Some(engine) => Ok(engine.resolve_incident(r)?),
-                None => IncidentId::parse(r).map_err(anyhow::Error::from),
-            })
+            .map(|r| Ok(store.resolve_incident(r)?))
             .collect::<anyhow::Result<_>>()?;
         Ok(Filters {
             kinds: self.kinds.clone(),
@@ -376,6 +422,19 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     writeln!(out)?;
     out.flush()?;
     Ok(())
+}
+
+/// The store a command reads, as `--store` says: the embedded index at `--index`, or the
+/// Qdrant collection (which needs no local index).
+pub fn open_store(
+    store: &StoreArgs,
+    index: &IndexArgs,
+    embedder: &dyn Embedder,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match store.store {
+        StoreKind::Embedded => Arc::new(open(index)?),
+        StoreKind::Qdrant => Arc::new(store.qdrant(embedder)?),
+    })
 }
 
 /// Opens the embedded index, saying how to build one when there is none.

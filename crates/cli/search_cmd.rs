@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use precedent_core::{Card, CardItem, Embedder, Outcome, StepKind};
-#[cfg(not(feature = "qdrant"))]
-use precedent_index::QueryStore as _;
 use precedent_index::{
     Engine, Hit, MatchQuality, Mode, SYNONYMS_FILE, SearchRequest, SearchResponse, SimilarRequest,
-    SimilarSource, Synonyms,
+    SimilarSource, Store, Synonyms,
 };
 
 use crate::common::{
@@ -127,7 +125,7 @@ pub fn search(args: SearchArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
             } else {
                 Arc::new(NoModel)
             };
-            request = request.with_filters(args.filters.to_filters(Some(&engine))?);
+            request = request.with_filters(args.filters.to_filters(&engine)?);
             let response = engine
                 .search(&request, embedder.as_ref())
                 .map_err(|e| explain(e.into(), &args.model, &args.index))?;
@@ -135,13 +133,13 @@ pub fn search(args: SearchArgs, color: ColorWhen) -> anyhow::Result<ExitCode> {
         }
         StoreKind::Qdrant => {
             let embedder = load_model(&args.model, &args.index, "search in Qdrant")?;
-            request = request.with_filters(args.filters.to_filters(None)?);
             let root = recorded_root(&args.index);
-            let response = args
+            let store = args
                 .store
                 .qdrant(embedder.as_ref())?
-                .with_synonyms(qdrant_synonyms(root.as_deref(), args.synonyms.as_deref())?)
-                .search(&request, embedder.as_ref())?;
+                .with_synonyms(qdrant_synonyms(root.as_deref(), args.synonyms.as_deref())?);
+            request = request.with_filters(args.filters.to_filters(&store)?);
+            let response = store.search(&request, embedder.as_ref())?;
             (response, root)
         }
     };
@@ -393,7 +391,7 @@ fn looks_like_a_reference(word: &str) -> bool {
 }
 
 /// What `similar` compares with, from its arguments.
-fn similar_source(args: &SimilarArgs, engine: Option<&Engine>) -> anyhow::Result<SimilarSource> {
+fn similar_source(args: &SimilarArgs, store: &dyn Store) -> anyhow::Result<SimilarSource> {
     // A file's text is sent as HTTP and MCP send theirs: the engine reads several paragraphs
     // as a draft, and leaves out the incident of a write-up that is itself indexed.
     if let Some(file) = &args.file {
@@ -406,10 +404,8 @@ fn similar_source(args: &SimilarArgs, engine: Option<&Engine>) -> anyhow::Result
     if let Some(text) = &args.text {
         return Ok(SimilarSource::Text(text.clone()));
     }
-    if let [word] = args.source.as_slice()
-        && let Some(engine) = engine
-    {
-        return match engine.resolve_incident(word) {
+    if let [word] = args.source.as_slice() {
+        return match store.resolve_incident(word) {
             Ok(id) => Ok(SimilarSource::Incident(id)),
             Err(
                 err @ precedent_index::Error::IncidentRef {
@@ -420,12 +416,6 @@ fn similar_source(args: &SimilarArgs, engine: Option<&Engine>) -> anyhow::Result
                 .context("pass --text to search for it as a description instead")),
             Err(_) => Ok(SimilarSource::Text(word.clone())),
         };
-    }
-    if let [word] = args.source.as_slice()
-        && looks_like_a_reference(word)
-        && let Ok(id) = precedent_core::IncidentId::parse(word)
-    {
-        return Ok(SimilarSource::Incident(id));
     }
     Ok(SimilarSource::Text(args.source.join(" ")))
 }
@@ -444,9 +434,9 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
                 engine.use_synonyms(file)?;
             }
             let request = SimilarRequest {
-                source: similar_source(&args, Some(&engine))?,
+                source: similar_source(&args, &engine)?,
                 k: args.k,
-                filters: args.filters.to_filters(Some(&engine))?,
+                filters: args.filters.to_filters(&engine)?,
             };
             // An indexed incident's own vectors are the query: no model needed.
             let embedder: Arc<dyn Embedder> = match request.source {
@@ -460,19 +450,21 @@ pub fn similar(args: SimilarArgs, color: ColorWhen) -> anyhow::Result<ExitCode> 
         }
         StoreKind::Qdrant => {
             let embedder = load_model(&args.model, &args.index, "similar in Qdrant")?;
-            // A local index, when there is one, resolves ids, prefixes and paths.
-            let local = Engine::open(&args.index.index).ok();
-            let request = SimilarRequest {
-                source: similar_source(&args, local.as_ref())?,
-                k: args.k,
-                filters: args.filters.to_filters(None)?,
-            };
-            let root = local.as_ref().and_then(Engine::corpus_root);
-            let response = args
+            let root = Engine::open(&args.index.index)
+                .ok()
+                .as_ref()
+                .and_then(Engine::corpus_root);
+            let store = args
                 .store
                 .qdrant(embedder.as_ref())?
-                .with_synonyms(qdrant_synonyms(root.as_deref(), args.synonyms.as_deref())?)
-                .similar(&request, embedder.as_ref())?;
+                .with_synonyms(qdrant_synonyms(root.as_deref(), args.synonyms.as_deref())?);
+            // The collection resolves ids, prefixes and paths.
+            let request = SimilarRequest {
+                source: similar_source(&args, &store)?,
+                k: args.k,
+                filters: args.filters.to_filters(&store)?,
+            };
+            let response = store.similar(&request, embedder.as_ref())?;
             (response, root)
         }
     };

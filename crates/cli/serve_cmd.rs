@@ -88,17 +88,63 @@ pub struct McpArgs {
     store: StoreArgs,
 }
 
-/// The Qdrant store when `--store qdrant`: search and similar go there, writes are published
-/// there after `--index`; incidents and facets stay with `--index`. The caller keeps the returned `Arc` until the server runtime is
-/// gone, so that the store's own runtime is never dropped inside it.
-fn query_store(
+/// What the server answers from, with the embedder for its queries and a line saying so.
+/// `--store embedded`: the index at `--index`. `--store qdrant`: the collection for every read;
+/// the local index too when `--index` holds one (writes then go to it first, and exact and
+/// regex search scan it), else none: a stateless server whose writes go to Qdrant. The caller
+/// keeps the returned backend until the server runtime is gone, so that the Qdrant store's
+/// own runtime is never dropped inside it.
+fn backend(
+    index: &IndexArgs,
+    model: &ModelArgs,
     store: &StoreArgs,
-    embedder: &dyn precedent_core::Embedder,
-) -> anyhow::Result<Option<Arc<dyn precedent_index::QueryStore>>> {
-    Ok(match store.store {
-        StoreKind::Qdrant => Some(Arc::new(store.qdrant(embedder)?)),
-        StoreKind::Embedded => None,
-    })
+) -> anyhow::Result<(
+    precedent_server::Backend,
+    Arc<dyn precedent_core::Embedder>,
+    String,
+)> {
+    let local = || -> anyhow::Result<Arc<precedent_index::Engine>> { Ok(Arc::new(open(index)?)) };
+    match store.store {
+        StoreKind::Embedded => {
+            let embedder = model.load_for(&index.index)?;
+            let what = format!("index {}", index.index.display());
+            Ok((precedent_server::Backend::index(local()?), embedder, what))
+        }
+        StoreKind::Qdrant => {
+            let has_index = index.index.join("manifest.json").is_file();
+            let embedder = if has_index {
+                model.load_for(&index.index)?
+            } else {
+                model.load_for_collection(store)?
+            };
+            let qdrant: Arc<dyn precedent_index::Store> =
+                Arc::new(store.qdrant(embedder.as_ref())?);
+            let (index_engine, what) = if has_index {
+                (
+                    Some(local()?),
+                    format!(
+                        "Qdrant collection {}, writes through the index {}",
+                        store.collection,
+                        index.index.display()
+                    ),
+                )
+            } else {
+                (
+                    None,
+                    format!(
+                        "Qdrant collection {} (no local index at {}: writes go to the collection)",
+                        store.collection,
+                        index.index.display()
+                    ),
+                )
+            };
+            Ok((
+                precedent_server::Backend::store(qdrant, index_engine),
+                embedder,
+                what,
+            ))
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,8 +183,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let engine = Arc::new(open(&args.index)?);
-    let embedder = args.model.load_for(&args.index.index)?;
+    let (backend, embedder, what) = backend(&args.index, &args.model, &args.store)?;
     let mut options = ServerOptions::new(args.addr, &args.index.index);
     options.token = read_token(args.token_file.as_ref())?;
     options.allow_writes = args.allow_writes;
@@ -151,18 +196,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     options.max_connections = args.max_connections as usize;
     options.header_read_timeout = Duration::from_secs(args.header_timeout);
     options.idle_timeout = Duration::from_secs(args.idle_timeout);
-    let store = query_store(&args.store, embedder.as_ref())?;
-    options.query_store = store.clone();
-    let from_qdrant = if store.is_some() {
-        format!(
-            "; search and similar from Qdrant collection {}",
-            args.store.collection
-        )
-    } else {
-        String::new()
-    };
-    let index = args.index.index.display().to_string();
     let bind = args.addr;
+    let kept = backend.clone();
     let runtime = runtime()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(bind)
@@ -172,7 +207,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut server = Box::pin(precedent_server::serve_on(
             listener,
             options,
-            engine,
+            backend,
             embedder,
             async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -184,11 +219,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Poll::Ready(result) = first {
             return result.map_err(anyhow::Error::from);
         }
-        eprintln!("precedent: serving {index} on http://{addr} (MCP at /mcp){from_qdrant}");
+        eprintln!("precedent: serving {what} on http://{addr} (MCP at /mcp)");
         server.await.map_err(anyhow::Error::from)
     })?;
     drop(runtime);
-    drop(store);
+    drop(kept);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -197,19 +232,17 @@ pub fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
         print_config(&args)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let engine = Arc::new(open(&args.index)?);
-    let embedder = args.model.load_for(&args.index.index)?;
+    let (backend, embedder, _) = backend(&args.index, &args.model, &args.store)?;
     let mut options = ServerOptions {
         index_dir: args.index.index.clone(),
         ..ServerOptions::default()
     };
     args.limits.apply(&mut options);
-    let store = query_store(&args.store, embedder.as_ref())?;
-    options.query_store = store.clone();
+    let kept = backend.clone();
     let runtime = runtime()?;
-    runtime.block_on(precedent_server::serve_stdio(options, engine, embedder))?;
+    runtime.block_on(precedent_server::serve_stdio(options, backend, embedder))?;
     drop(runtime);
-    drop(store);
+    drop(kept);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -224,15 +257,35 @@ fn print_config(args: &McpArgs) -> anyhow::Result<()> {
     };
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let model = precedent_embed::resolve_model_dir(args.model.model_dir.as_deref())?;
+    let mut argv = vec![
+        "mcp".to_owned(),
+        "--index".to_owned(),
+        absolute(&args.index.index)?,
+        "--model-dir".to_owned(),
+        absolute(&model)?,
+    ];
+    if args.store.store == StoreKind::Qdrant {
+        // The API key stays in its file; the client reads the file's path only.
+        argv.extend(
+            [
+                "--store",
+                "qdrant",
+                "--qdrant-url",
+                &args.store.qdrant_url,
+                "--collection",
+                &args.store.collection,
+            ]
+            .map(str::to_owned),
+        );
+        if let Some(file) = &args.store.qdrant_api_key_file {
+            argv.extend(["--qdrant-api-key-file".to_owned(), absolute(file)?]);
+        }
+    }
     let config = serde_json::json!({
         "mcpServers": {
             "precedent": {
                 "command": absolute(&exe)?,
-                "args": [
-                    "mcp",
-                    "--index", absolute(&args.index.index)?,
-                    "--model-dir", absolute(&model)?,
-                ],
+                "args": argv,
             }
         }
     });

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use precedent_core::{Incident, Step, StepKind};
 
-use crate::common::{IndexArgs, open, print_json};
+use crate::common::{IndexArgs, ModelArgs, StoreArgs, StoreKind, open, print_json};
 use crate::output::{ColorWhen, Printer, citation};
 use crate::search_cmd::shown_path;
 
@@ -31,23 +31,34 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     index: IndexArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 pub fn run(args: Args, color: ColorWhen) -> anyhow::Result<ExitCode> {
-    let engine = open(&args.index)?;
-    let id = engine.resolve_incident(&args.id)?;
-    let Some(incident) = engine.incident(&id)? else {
-        anyhow::bail!("incident {id} vanished from {}", args.index.index.display());
+    // With --store qdrant the collection holds the incidents: no local index needed.
+    let (store, root): (Box<dyn precedent_index::Store>, _) = match args.store.store {
+        StoreKind::Embedded => {
+            let engine = open(&args.index)?;
+            let root = engine.corpus_root();
+            (Box::new(engine), root)
+        }
+        StoreKind::Qdrant => {
+            let embedder = args.model.load_for_collection(&args.store)?;
+            (Box::new(args.store.qdrant(embedder.as_ref())?), None)
+        }
+    };
+    let id = store.resolve_incident(&args.id)?;
+    let Some(incident) = store.incident(&id)? else {
+        anyhow::bail!("incident {id} vanished from the {} store", store.kind());
     };
     if args.json {
         print_json(&incident)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let root = if args.absolute {
-        engine.corpus_root()
-    } else {
-        None
-    };
+    let root = if args.absolute { root } else { None };
     let path = shown_path(&incident.path, root.as_deref());
     let mut p = Printer::paged(color, args.no_pager);
     print_incident(&mut p, &incident, &path, &args.kinds)?;

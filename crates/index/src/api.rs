@@ -4,7 +4,7 @@
 
 use chrono::NaiveDate;
 use precedent_core::{
-    Card, DateRange, Embedder, IncidentId, Outcome, RemediationClass, StepId, StepKind,
+    Card, DateRange, Embedder, Incident, IncidentId, Outcome, RemediationClass, StepId, StepKind,
     TriggerClass,
 };
 use schemars::JsonSchema;
@@ -514,17 +514,51 @@ pub struct Stats {
     pub dimension: usize,
 }
 
-/// Something that answers [`SearchRequest`]s and [`SimilarRequest`]s: the embedded
-/// [`Engine`](crate::Engine), or the Qdrant store. Front ends (HTTP, MCP) hold one of these
-/// for queries; incidents, facets and writes stay with the embedded index.
-pub trait QueryStore: Send + Sync {
+/// An indexed incident as listings show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentEntry {
+    /// Its id.
+    pub incident_id: IncidentId,
+    /// Its title.
+    pub title: String,
+    /// Its write-up's path relative to the corpus root (or as written through the API).
+    pub path: String,
+}
+
+/// A complete store: everything the front ends (CLI, HTTP, MCP) read, answered from one place
+/// (the embedded [`Engine`](crate::Engine), or the Qdrant store), so a query server needs
+/// nothing else. Search and `similar` run the one pipeline of `searcher.rs` over the store's
+/// retrieval primitives; avenues and compare run over this trait.
+pub trait Store: Send + Sync {
     /// Steps ranked against the request.
     fn search(&self, request: &SearchRequest, embedder: &dyn Embedder) -> Result<SearchResponse>;
     /// Past incidents ranked as wholes against a source.
     fn similar(&self, request: &SimilarRequest, embedder: &dyn Embedder)
     -> Result<SimilarResponse>;
+    /// The full parse of a held incident (steps, card, metadata), `None` when the store holds
+    /// no incident with this id.
+    fn incident(&self, id: &IncidentId) -> Result<Option<Incident>>;
+    /// The incident a person means by `reference`: its full id, a unique prefix of its id, or
+    /// its write-up's path. [`Error::IncidentRef`] lists the closest ids when it names none
+    /// or several.
+    fn resolve_incident(&self, reference: &str) -> Result<IncidentId>;
+    /// Values present, with counts, for filter menus.
+    fn facets(&self) -> Result<Facets>;
+    /// Size and identity of the state served.
+    fn stats(&self) -> Result<Stats>;
+    /// Held incidents sorted by path, at most `limit`.
+    fn list_incidents(&self, limit: usize) -> Result<Vec<IncidentEntry>>;
     /// A short name for logs and `/healthz` ("embedded", "qdrant").
     fn kind(&self) -> &'static str;
+    /// Whether the store answers now (`/healthz`); an error says why not.
+    fn health(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Switches to a newer published state when there is one (the embedded index checks its
+    /// manifest); `true` when it switched.
+    fn refresh(&self) -> Result<bool> {
+        Ok(false)
+    }
     /// Brings the store in line with the published state of the local index at `index_dir`
     /// (after a write through the API). Call it while holding that index's writer lock. The
     /// embedded store is that index, so by default there is nothing to do.
@@ -532,9 +566,29 @@ pub trait QueryStore: Send + Sync {
         let _ = index_dir;
         Ok(())
     }
-    /// Whether the store answers now (`/healthz`); an error says why not.
-    fn health(&self) -> Result<()> {
-        Ok(())
+    /// Indexes (or replaces) a write-up written through the API straight into the store, for
+    /// servers with no local index; the document is owned by the API, so `precedent index DIR`
+    /// never deletes it. A store that takes writes only through a local index says so.
+    fn put_write_up(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        embedder: &dyn Embedder,
+    ) -> Result<crate::UpsertOutcome> {
+        let _ = (path, bytes, embedder);
+        Err(Error::invalid(format!(
+            "the {} store takes writes through its index directory",
+            self.kind()
+        )))
+    }
+    /// Removes a document written through the API from the store; `false` when it held none.
+    /// An incident of a corpus file is an [`Error::OwnedByCorpus`].
+    fn delete_write_up(&self, id: &IncidentId) -> Result<bool> {
+        let _ = id;
+        Err(Error::invalid(format!(
+            "the {} store takes writes through its index directory",
+            self.kind()
+        )))
     }
 }
 

@@ -2,9 +2,9 @@
 //! situation, grouped by outcome ([`avenues`]), and a comparison of an ongoing investigation's
 //! notes with them ([`compare`]).
 //!
-//! Both run over any [`QueryStore`] for finding the resembling incidents, and over the
-//! embedded [`Engine`] for the incidents' steps, outcomes, cards and stored vectors, so they
-//! are written once for every store.
+//! Both run over any [`Store`]: its `similar` finds the resembling incidents and its
+//! `incident` reads their steps, outcomes and cards, so they are written once for every
+//! store.
 //!
 //! An *avenue* is one thing people pursued: a hypothesis checked, an action tried, a
 //! mitigation, or the cause they confirmed. Near-identical avenues of different incidents
@@ -23,9 +23,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    Citation, Filters, MatchQuality, QueryStore, SimilarRequest, SimilarSource, validate_k,
+    Citation, Filters, MatchQuality, SimilarRequest, SimilarSource, Store, validate_k,
 };
-use crate::engine::{Engine, cut};
+use crate::engine::cut;
 use crate::error::{Error, Result};
 
 /// Steps of two incidents whose stored vectors are at least this close (cosine), and that share
@@ -327,8 +327,7 @@ struct Source {
 /// The incidents resembling `source`, best first, with the full parse of each, and how
 /// closely the best of them matches.
 fn sources(
-    store: &dyn QueryStore,
-    engine: &Engine,
+    store: &dyn Store,
     source: SimilarSource,
     n: usize,
     filters: &Filters,
@@ -353,7 +352,7 @@ fn sources(
     let mut out = Vec::with_capacity(similar.incidents.len());
     for found in similar.incidents {
         // An incident deleted since the store answered is skipped, not an error.
-        if let Some(incident) = engine.incident(&found.incident_id)? {
+        if let Some(incident) = store.incident(&found.incident_id)? {
             out.push(Source {
                 incident,
                 weight: (found.score / best).clamp(0.0, 1.0),
@@ -668,8 +667,7 @@ fn summarise(avenues: &[Avenue]) -> (u32, u32) {
 /// The distinct avenues people pursued in the incidents that resemble `request.query`,
 /// grouped by outcome and diversified across incidents and trigger classes.
 pub fn avenues(
-    store: &dyn QueryStore,
-    engine: &Engine,
+    store: &dyn Store,
     request: &AvenuesRequest,
     embedder: &dyn Embedder,
 ) -> Result<AvenuesResponse> {
@@ -678,7 +676,6 @@ pub fn avenues(
     let query = request.query.trim();
     let (sources, match_quality) = sources(
         store,
-        engine,
         SimilarSource::Text(query.to_owned()),
         request.incidents,
         &request.filters,
@@ -869,8 +866,7 @@ fn note_units(notes: &str) -> Vec<NoteUnit> {
 /// incidents checked, tried and fixed that the notes do not mention; which of the notes'
 /// hypotheses were ruled out before; which match a confirmed past cause.
 pub fn compare(
-    store: &dyn QueryStore,
-    engine: &Engine,
+    store: &dyn Store,
     request: &CompareRequest,
     embedder: &dyn Embedder,
 ) -> Result<CompareResponse> {
@@ -884,7 +880,6 @@ pub fn compare(
     }
     let (sources, match_quality) = sources(
         store,
-        engine,
         SimilarSource::Text(request.notes.clone()),
         request.k,
         &request.filters,

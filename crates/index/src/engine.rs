@@ -13,8 +13,9 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 use crate::api::{
-    Citation, FacetCount, Facets, Filters, Hit, MAX_DRAFT_BYTES, MAX_QUERY_BYTES, MatchCounts,
-    MatchQuality, Score, SearchRequest, SearchResponse, SimilarRequest, SimilarResponse, Stats,
+    Citation, FacetCount, Facets, Filters, Hit, IncidentEntry, MAX_DRAFT_BYTES, MAX_QUERY_BYTES,
+    MatchCounts, MatchQuality, Score, SearchRequest, SearchResponse, SimilarRequest,
+    SimilarResponse, Stats,
 };
 use crate::error::{Error, Result};
 use crate::fusion::FusionOptions;
@@ -29,9 +30,7 @@ use crate::synonyms::{SYNONYMS_FILE, Synonyms};
 use crate::vectors::{Ann, VectorStore, top_n};
 use crate::writer::days_since_epoch;
 
-/// Kinds whose steps describe an incident's situation: the query of `similar` from an indexed
-/// incident.
-impl crate::api::QueryStore for Engine {
+impl crate::api::Store for Engine {
     fn search(&self, request: &SearchRequest, embedder: &dyn Embedder) -> Result<SearchResponse> {
         Engine::search(self, request, embedder)
     }
@@ -42,11 +41,118 @@ impl crate::api::QueryStore for Engine {
     ) -> Result<SimilarResponse> {
         Engine::similar(self, request, embedder)
     }
+    fn incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
+        Engine::incident(self, id)
+    }
+    fn resolve_incident(&self, reference: &str) -> Result<IncidentId> {
+        Engine::resolve_incident(self, reference)
+    }
+    fn facets(&self) -> Result<Facets> {
+        Ok(Engine::facets(self))
+    }
+    fn stats(&self) -> Result<Stats> {
+        Ok(Engine::stats(self))
+    }
+    fn list_incidents(&self, limit: usize) -> Result<Vec<IncidentEntry>> {
+        let s = self.snapshot();
+        let mut all: Vec<IncidentEntry> = s
+            .incidents
+            .iter()
+            .map(|i| IncidentEntry {
+                incident_id: i.meta.id.clone(),
+                title: i.meta.title.clone(),
+                path: i.path.clone(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all.truncate(limit);
+        Ok(all)
+    }
     fn kind(&self) -> &'static str {
         "embedded"
     }
+    fn refresh(&self) -> Result<bool> {
+        self.reload_if_changed()
+    }
 }
 
+/// The incident `wanted` names among `held` (id, path) pairs, when it is not a held full id:
+/// a path relative to the corpus root (or absolute under `root`, or in its redacted form), a
+/// unique id or path prefix; else [`Error::IncidentRef`] with the closest ids. Shared by every
+/// store, so a reference means the same everywhere.
+pub(crate) fn resolve_among(
+    wanted: &str,
+    root: Option<&Path>,
+    held: &[(&IncidentId, &str)],
+) -> Result<IncidentId> {
+    let mut path = wanted.replace('\\', "/");
+    if let Some(root) = root
+        && let Ok(rel) = Path::new(wanted).strip_prefix(root)
+    {
+        path = rel.to_string_lossy().replace('\\', "/");
+    }
+    let path = path.trim_start_matches("./");
+    // Paths are stored redacted (a secret in a file name is never indexed): the path as
+    // the user types it names the file by its redacted form.
+    let redacted = precedent_parse::redact_name(path);
+    if let Some((id, _)) = held.iter().find(|(_, p)| *p == path || *p == redacted) {
+        return Ok((*id).clone());
+    }
+    if wanted.is_empty() {
+        return Err(Error::IncidentRef {
+            reference: String::new(),
+            ambiguous: false,
+            candidates: Vec::new(),
+        });
+    }
+    let lower = wanted.to_lowercase();
+    let matches: Vec<&IncidentId> = held
+        .iter()
+        .filter(|(id, p)| {
+            id.as_str().starts_with(&lower) || (!path.is_empty() && p.starts_with(path))
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    match matches.as_slice() {
+        [one] => return Ok((*one).clone()),
+        [] => {}
+        many => {
+            let mut candidates: Vec<String> = many.iter().map(|i| i.to_string()).collect();
+            candidates.sort();
+            candidates.truncate(MAX_CANDIDATES);
+            return Err(Error::IncidentRef {
+                reference: wanted.to_owned(),
+                ambiguous: true,
+                candidates,
+            });
+        }
+    }
+    // Nothing starts with it: the ids and paths nearest to it.
+    let mut scored: Vec<(usize, &str)> = held
+        .iter()
+        .map(|(id, p)| {
+            let id = id.as_str();
+            (
+                closeness(&lower, id).max(closeness(&lower, &p.to_lowercase())),
+                id,
+            )
+        })
+        .filter(|(score, _)| *score > 0)
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    Err(Error::IncidentRef {
+        reference: wanted.to_owned(),
+        ambiguous: false,
+        candidates: scored
+            .into_iter()
+            .take(MAX_CANDIDATES)
+            .map(|(_, id)| id.to_owned())
+            .collect(),
+    })
+}
+
+/// Kinds whose steps describe an incident's situation: the query of `similar` from an indexed
+/// incident.
 pub(crate) const SITUATION_KINDS: [StepKind; 5] = [
     StepKind::Summary,
     StepKind::Detection,
@@ -299,77 +405,12 @@ impl Engine {
         {
             return Ok(id);
         }
-        let mut path = wanted.replace('\\', "/");
-        if let Some(root) = &s.corpus_root
-            && let Ok(rel) = Path::new(wanted).strip_prefix(root)
-        {
-            path = rel.to_string_lossy().replace('\\', "/");
-        }
-        let path = path.trim_start_matches("./");
-        // Paths are stored redacted (a secret in a file name is never indexed): the path as
-        // the user types it names the file by its redacted form.
-        let redacted = precedent_parse::redact_name(path);
-        if let Some(info) = s
+        let held: Vec<(&IncidentId, &str)> = s
             .incidents
             .iter()
-            .find(|i| i.path == path || i.path == redacted)
-        {
-            return Ok(info.meta.id.clone());
-        }
-        if wanted.is_empty() {
-            return Err(Error::IncidentRef {
-                reference: String::new(),
-                ambiguous: false,
-                candidates: Vec::new(),
-            });
-        }
-        let lower = wanted.to_lowercase();
-        let matches: Vec<&IncidentInfo> = s
-            .incidents
-            .iter()
-            .filter(|i| {
-                i.meta.id.as_str().starts_with(&lower)
-                    || (!path.is_empty() && i.path.starts_with(path))
-            })
+            .map(|i| (&i.meta.id, i.path.as_str()))
             .collect();
-        match matches.as_slice() {
-            [one] => return Ok(one.meta.id.clone()),
-            [] => {}
-            many => {
-                let mut candidates: Vec<String> =
-                    many.iter().map(|i| i.meta.id.to_string()).collect();
-                candidates.sort();
-                candidates.truncate(MAX_CANDIDATES);
-                return Err(Error::IncidentRef {
-                    reference: wanted.to_owned(),
-                    ambiguous: true,
-                    candidates,
-                });
-            }
-        }
-        // Nothing starts with it: the ids and paths nearest to it.
-        let mut scored: Vec<(usize, &str)> = s
-            .incidents
-            .iter()
-            .map(|i| {
-                let id = i.meta.id.as_str();
-                (
-                    closeness(&lower, id).max(closeness(&lower, &i.path.to_lowercase())),
-                    id,
-                )
-            })
-            .filter(|(score, _)| *score > 0)
-            .collect();
-        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-        Err(Error::IncidentRef {
-            reference: wanted.to_owned(),
-            ambiguous: false,
-            candidates: scored
-                .into_iter()
-                .take(MAX_CANDIDATES)
-                .map(|(_, id)| id.to_owned())
-                .collect(),
-        })
+        resolve_among(wanted, s.corpus_root.as_deref(), &held)
     }
 
     /// The full parse of an indexed incident, `None` when the id is unknown.

@@ -64,9 +64,9 @@ mod vectors;
 mod writer;
 
 pub use api::{
-    Citation, FacetCount, Facets, Filters, Hit, HitGroup, MAX_DRAFT_BYTES, MAX_K, MAX_QUERY_BYTES,
-    MatchCounts, MatchQuality, Mode, QueryStore, Score, SearchRequest, SearchResponse,
-    SimilarIncident, SimilarRequest, SimilarResponse, SimilarSource, Stats,
+    Citation, FacetCount, Facets, Filters, Hit, HitGroup, IncidentEntry, MAX_DRAFT_BYTES, MAX_K,
+    MAX_QUERY_BYTES, MatchCounts, MatchQuality, Mode, Score, SearchRequest, SearchResponse,
+    SimilarIncident, SimilarRequest, SimilarResponse, SimilarSource, Stats, Store,
 };
 pub use avenues::{
     Avenue, AvenueEvidence, AvenueGroup, AvenuesRequest, AvenuesResponse, CompareRequest,

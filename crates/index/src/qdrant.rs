@@ -39,12 +39,12 @@
 //! hits carry per-retriever ranks. The legs read only step and incident ids; the steps shown
 //! are then read in full with one `get_points` (`View::prepare`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use precedent_core::{ContentHash, DateRange, Embedder, IncidentId, StepId, StepKind};
+use precedent_core::{ContentHash, DateRange, Embedder, Incident, IncidentId, StepId, StepKind};
 use qdrant_client::qdrant::{
     Condition, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
     Distance, FacetCountsBuilder, FieldType, Filter, GetPointsBuilder, Modifier, NamedVectors,
@@ -62,7 +62,7 @@ use crate::api::{
 };
 use crate::engine::{Engine, MAX_SOURCE_STEPS, SITUATION_KINDS};
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Origin};
 use crate::query::{Analyzed, BOOSTS};
 use crate::schema::{ident_analyzer, stem_index_analyzer, terms};
 use crate::searcher::{IncidentRanks, IncidentSummary, Ranked, Retrieval, SourceSteps};
@@ -76,7 +76,7 @@ pub const SPARSE: &str = "bm25";
 /// Name of the sparse BM25 vector of a whole write-up (incident points only).
 pub const WHOLE: &str = "whole";
 /// Version of the point layout; a change needs a new collection.
-const LAYOUT: i64 = 3;
+const LAYOUT: i64 = 4;
 /// Points per upsert request.
 const BATCH: usize = 256;
 /// Attempts of an operation that fails transiently (unreachable, overloaded, timed out).
@@ -93,8 +93,10 @@ const AVG_WHOLE_HEADINGS: f32 = 20.0;
 const AVG_WHOLE_TEXT: f32 = 800.0;
 
 /// Payload indexes: one per filter, plus the revision that indexing counts.
-const PAYLOAD_INDEXES: [(&str, FieldType); 11] = [
+const PAYLOAD_INDEXES: [(&str, FieldType); 13] = [
     ("doc", FieldType::Keyword),
+    ("origin", FieldType::Keyword),
+    ("path", FieldType::Keyword),
     ("content_hash", FieldType::Keyword),
     ("trigger_class", FieldType::Keyword),
     ("remediation_class", FieldType::Keyword),
@@ -271,6 +273,13 @@ impl QdrantStore {
     /// Connects, creates the collection (vectors, payload indexes, metadata) when it does not
     /// exist, and checks that an existing one was made for `model_id` and `dimension`.
     pub fn connect(options: QdrantOptions, model_id: &str, dimension: usize) -> Result<Self> {
+        let store = Self::client_for(options, model_id, dimension)?;
+        store.ensure_collection()?;
+        Ok(store)
+    }
+
+    /// A client for `options`, without touching the collection.
+    fn client_for(options: QdrantOptions, model_id: &str, dimension: usize) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -283,16 +292,14 @@ impl QdrantStore {
             .skip_compatibility_check()
             .build()
             .map_err(|e| Error::Qdrant(format!("invalid Qdrant URL {}: {e}", options.url)))?;
-        let store = Self {
+        Ok(Self {
             client,
             runtime,
             options,
             model_id: model_id.to_owned(),
             dimension,
             synonyms: Synonyms::builtin(),
-        };
-        store.ensure_collection()?;
-        Ok(store)
+        })
     }
 
     /// Replaces the synonym table (the built-in one by default), e.g. with
@@ -548,8 +555,8 @@ impl QdrantStore {
             .collect())
     }
 
-    /// Points per incident revision, as Qdrant holds them.
-    fn revisions(&self, at_least: usize) -> Result<HashMap<String, u64>> {
+    /// Points per incident revision, as Qdrant holds them (of the points `filter` allows).
+    fn revisions(&self, at_least: usize, filter: Option<Filter>) -> Result<HashMap<String, u64>> {
         let name = self.options.collection.clone();
         let mut limit = (at_least as u64 * 2).max(1024);
         loop {
@@ -557,11 +564,13 @@ impl QdrantStore {
                 "reading incident revisions",
                 self.options.write_budget,
                 || {
-                    self.client.facet(
-                        FacetCountsBuilder::new(&name, "incident_rev")
-                            .limit(limit)
-                            .exact(true),
-                    )
+                    let mut request = FacetCountsBuilder::new(&name, "incident_rev")
+                        .limit(limit)
+                        .exact(true);
+                    if let Some(filter) = &filter {
+                        request = request.filter(filter.clone());
+                    }
+                    self.client.facet(request)
                 },
             )?;
             if (r.hits.len() as u64) < limit {
@@ -608,21 +617,36 @@ impl QdrantStore {
                 "the local index changed during the sync; run it again".into(),
             ));
         }
-        let expected: BTreeMap<String, (IncidentId, u64)> = manifest
+        let expected: BTreeMap<String, (IncidentId, u64, Origin)> = manifest
             .files
             .values()
             .map(|f| {
                 (
                     revision(&f.incident.id, f.hash.as_str()),
                     // Its steps and its incident point.
-                    (f.incident.id.clone(), f.steps.len() as u64 + 1),
+                    (f.incident.id.clone(), f.steps.len() as u64 + 1, f.origin),
                 )
             })
             .collect();
-        let held = self.revisions(expected.len())?;
+        let held = self.revisions(expected.len(), None)?;
+        // Documents written straight into the collection through the API (by a server with no
+        // local index) belong to the API: the local index does not know them, and its sync
+        // leaves them alone. One it knows too is mirrored from it like any other.
+        let api_only = self.revisions(
+            0,
+            Some(Filter::must([Condition::matches(
+                "origin",
+                origin_name(Origin::Api).to_owned(),
+            )])),
+        )?;
+        let local: HashSet<&IncidentId> = expected.values().map(|(id, _, _)| id).collect();
         let stale: Vec<String> = held
             .iter()
-            .filter(|(rev, n)| expected.get(*rev).is_none_or(|(_, want)| want != *n))
+            .filter(|(rev, n)| expected.get(*rev).is_none_or(|(_, want, _)| want != *n))
+            .filter(|(rev, _)| {
+                !api_only.contains_key(*rev)
+                    || incident_of_revision(rev).is_none_or(|id| local.contains(&id))
+            })
             .map(|(rev, _)| rev.clone())
             .collect();
         let name = self.options.collection.clone();
@@ -636,10 +660,10 @@ impl QdrantStore {
                 )
             })?;
         }
-        let todo: Vec<(&String, &IncidentId)> = expected
+        let todo: Vec<(&String, &IncidentId, Origin)> = expected
             .iter()
-            .filter(|(rev, (_, n))| held.get(*rev) != Some(n) && *n > 0)
-            .map(|(rev, (id, _))| (rev, id))
+            .filter(|(rev, (_, n, _))| held.get(*rev) != Some(n) && *n > 0)
+            .map(|(rev, (id, _, origin))| (rev, id, *origin))
             .collect();
         progress.start(Phase::Mirror, todo.len() as u64);
         let mut summary = QdrantSyncSummary {
@@ -647,56 +671,20 @@ impl QdrantStore {
             ..QdrantSyncSummary::default()
         };
         let mut batch: Vec<PointStruct> = Vec::with_capacity(BATCH);
-        for (rev, id) in todo {
+        for (rev, id, origin) in todo {
             let incident = engine.incident(id)?.ok_or_else(|| {
                 Error::Corrupt(format!("manifest names {id}, the index lacks it"))
             })?;
-            for step in &incident.steps {
-                let vector = engine
-                    .step_vector(&step.id)
-                    .ok_or_else(|| Error::Corrupt(format!("step {} has no vector", step.id)))?;
-                let (indices, values) = doc_sparse(&incident.title, &step.heading_path, &step.text);
-                let payload = Payload::try_from(json!({
-                    "doc": STEP_DOC,
-                    "step_id": step.id.as_str(),
-                    "incident_id": incident.id.as_str(),
-                    "incident_rev": rev,
-                    "ordinal": step.ordinal,
-                    "title": incident.title,
-                    "kind": step.kind,
-                    "outcome": step.outcome,
-                    "text": step.text,
-                    "headings": step.heading_path,
-                    "path": incident.path,
-                    "line_start": step.line_start,
-                    "line_end": step.line_end,
-                    "services": lower(&incident.services),
-                    "tags": lower(&incident.tags),
-                    "severity": incident.severity.as_ref().map(|s| s.trim().to_lowercase()),
-                    "date_days": incident.date.map(|d| crate::writer::days_since_epoch(d.start)),
-                    "trigger_class": incident.card.trigger_class,
-                    "remediation_class": incident.card.remediation_class,
-                    "incident": {
-                        "date": incident.date,
-                        "severity": incident.severity,
-                        "services": incident.services,
-                        "card": incident.card,
-                    },
-                }))
-                .map_err(|e| Error::Qdrant(e.to_string()))?;
-                batch.push(PointStruct::new(
-                    point_id(&step.id),
-                    NamedVectors::default()
-                        .add_vector(DENSE, Vector::new_dense(vector))
-                        .add_vector(SPARSE, Vector::new_sparse(indices, values)),
-                    payload,
-                ));
-                if batch.len() >= BATCH {
-                    summary.points_upserted += batch.len();
-                    self.upsert(std::mem::take(&mut batch))?;
-                }
-            }
-            batch.push(incident_point(&incident, rev)?);
+            let vectors = incident
+                .steps
+                .iter()
+                .map(|step| {
+                    engine
+                        .step_vector(&step.id)
+                        .ok_or_else(|| Error::Corrupt(format!("step {} has no vector", step.id)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            batch.extend(points_of(&incident, vectors, rev, origin)?);
             if batch.len() >= BATCH {
                 summary.points_upserted += batch.len();
                 self.upsert(std::mem::take(&mut batch))?;
@@ -803,7 +791,198 @@ impl QdrantStore {
     }
 }
 
-impl crate::api::QueryStore for QdrantStore {
+impl QdrantStore {
+    /// The model a collection was made for (its metadata's model id), `None` when it does not
+    /// exist yet: for a query server with no local index to choose its embedder by.
+    pub fn model_of_collection(options: &QdrantOptions) -> Result<Option<String>> {
+        let probe = Self::client_for(options.clone(), "", 0)?;
+        let name = options.collection.clone();
+        let exists = probe.call("checking the collection", options.write_budget, || {
+            probe.client.collection_exists(&name)
+        })?;
+        if !exists {
+            return Ok(None);
+        }
+        let info = probe.call("reading the collection", options.write_budget, || {
+            probe.client.collection_info(&name)
+        })?;
+        let meta = Json::from(Payload::from(
+            info.result
+                .and_then(|r| r.config)
+                .map(|c| c.metadata)
+                .unwrap_or_default(),
+        ));
+        Ok(meta
+            .get("precedent_model_id")
+            .and_then(Json::as_str)
+            .map(str::to_owned))
+    }
+
+    /// The incident point's payload fields `fields` (all with `None`), `None` when the
+    /// collection holds no incident point for `id`.
+    fn incident_payload(&self, id: &IncidentId, fields: Option<&[&str]>) -> Result<Option<Json>> {
+        let name = self.options.collection.clone();
+        let mut request = GetPointsBuilder::new(&name, vec![PointId::from(incident_point_id(id))]);
+        request = match fields {
+            Some(fields) => request.with_payload(PayloadIncludeSelector::new(
+                fields
+                    .iter()
+                    .map(|f| (*f).to_owned())
+                    .collect::<Vec<String>>(),
+            )),
+            None => request.with_payload(true),
+        };
+        if let Some(consistency) = self.options.read_consistency {
+            request = request.read_consistency(consistency.value());
+        }
+        let request = request.build();
+        let response = self.call("reading an incident", self.options.query_budget, || {
+            self.client.get_points(request.clone())
+        })?;
+        Ok(response
+            .result
+            .into_iter()
+            .next()
+            .map(|p| Json::from(Payload::from(p.payload))))
+    }
+
+    /// Every incident the collection holds, as listings show it, in no particular order.
+    fn all_incidents(&self) -> Result<Vec<crate::api::IncidentEntry>> {
+        let name = self.options.collection.clone();
+        let filter = Filter::must([Condition::matches("doc", INCIDENT_DOC.to_owned())]);
+        let fields: Vec<String> = ["incident_id", "title", "path"].map(str::to_owned).to_vec();
+        let mut out = Vec::new();
+        let mut offset: Option<PointId> = None;
+        loop {
+            let response = self.call("listing incidents", self.options.query_budget, || {
+                let mut request = ScrollPointsBuilder::new(&name)
+                    .filter(filter.clone())
+                    .limit(1000)
+                    .with_payload(PayloadIncludeSelector::new(fields.clone()));
+                if let Some(offset) = &offset {
+                    request = request.offset(offset.clone());
+                }
+                self.client.scroll(request)
+            })?;
+            for p in response.result {
+                let payload = Json::from(Payload::from(p.payload));
+                out.push(crate::api::IncidentEntry {
+                    incident_id: parse_incident_id(&payload["incident_id"])?,
+                    title: payload["title"].as_str().unwrap_or_default().to_owned(),
+                    path: payload["path"].as_str().unwrap_or_default().to_owned(),
+                });
+            }
+            match response.next_page_offset {
+                Some(next) => offset = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Counts of the values of `key` over the points of kind `doc`, most frequent first.
+    fn facet_counts(&self, key: &str, doc: &str) -> Result<Vec<crate::api::FacetCount>> {
+        let name = self.options.collection.clone();
+        let filter = Filter::must([Condition::matches("doc", doc.to_owned())]);
+        let r = self.call("reading facets", self.options.query_budget, || {
+            self.client.facet(
+                FacetCountsBuilder::new(&name, key)
+                    .filter(filter.clone())
+                    .limit(10_000)
+                    .exact(true),
+            )
+        })?;
+        let mut out: Vec<crate::api::FacetCount> = r
+            .hits
+            .into_iter()
+            // Values of deleted points linger with a count of 0 until the segment is optimised.
+            .filter(|h| h.count > 0)
+            .filter_map(|h| match h.value?.variant? {
+                facet_value::Variant::StringValue(value) => Some(crate::api::FacetCount {
+                    value,
+                    count: h.count,
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        Ok(out)
+    }
+
+    /// Points of kind `doc`.
+    fn count_of(&self, doc: &str) -> Result<u64> {
+        let name = self.options.collection.clone();
+        let filter = Filter::must([Condition::matches("doc", doc.to_owned())]);
+        let r = self.call("counting points", self.options.query_budget, || {
+            self.client.count(
+                qdrant_client::qdrant::CountPointsBuilder::new(&name)
+                    .filter(filter.clone())
+                    .exact(true),
+            )
+        })?;
+        Ok(r.result.map_or(0, |r| r.count))
+    }
+
+    /// The earliest (`Asc`) or latest (`Desc`) incident start date.
+    fn date_edge(
+        &self,
+        direction: qdrant_client::qdrant::Direction,
+    ) -> Result<Option<chrono::NaiveDate>> {
+        let name = self.options.collection.clone();
+        let filter = Filter::must([Condition::matches("doc", INCIDENT_DOC.to_owned())]);
+        let response = self.call("reading dates", self.options.query_budget, || {
+            self.client.scroll(
+                ScrollPointsBuilder::new(&name)
+                    .filter(filter.clone())
+                    .limit(1)
+                    .order_by(
+                        qdrant_client::qdrant::OrderByBuilder::new("date_days")
+                            .direction(direction as i32),
+                    )
+                    .with_payload(PayloadIncludeSelector::new(vec!["date_days".to_owned()])),
+            )
+        })?;
+        Ok(response.result.into_iter().next().and_then(|p| {
+            let days = Json::from(Payload::from(p.payload))["date_days"].as_i64()?;
+            crate::writer::date_of_days(days)
+        }))
+    }
+
+    /// Writes an incident revision's points, then deletes every other revision of it: a reader
+    /// sees the old or the new steps (briefly some of both), never none.
+    fn replace_incident(
+        &self,
+        incident: &Incident,
+        points: Vec<PointStruct>,
+        rev: &str,
+    ) -> Result<()> {
+        for chunk in points.chunks(BATCH) {
+            self.upsert(chunk.to_vec())?;
+        }
+        let name = self.options.collection.clone();
+        let filter = Filter {
+            must: vec![Condition::matches(
+                "incident_id",
+                incident.id.as_str().to_owned(),
+            )],
+            must_not: vec![Condition::matches("incident_rev", rev.to_owned())],
+            ..Filter::default()
+        };
+        self.call(
+            "deleting replaced points",
+            self.options.write_budget,
+            || {
+                self.client.delete_points(
+                    DeletePointsBuilder::new(&name)
+                        .points(filter.clone())
+                        .wait(true),
+                )
+            },
+        )?;
+        Ok(())
+    }
+}
+
+impl crate::api::Store for QdrantStore {
     fn search(&self, request: &SearchRequest, embedder: &dyn Embedder) -> Result<SearchResponse> {
         QdrantStore::search(self, request, embedder)
     }
@@ -813,6 +992,65 @@ impl crate::api::QueryStore for QdrantStore {
         embedder: &dyn Embedder,
     ) -> Result<SimilarResponse> {
         QdrantStore::similar(self, request, embedder)
+    }
+    fn incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
+        let Some(payload) = self.incident_payload(id, Some(&["record"]))? else {
+            return Ok(None);
+        };
+        let record = payload["record"]
+            .as_str()
+            .ok_or_else(|| Error::Qdrant(format!("the point of incident {id} has no record")))?;
+        serde_json::from_str(record)
+            .map(Some)
+            .map_err(|e| Error::Qdrant(format!("the record of incident {id} does not parse: {e}")))
+    }
+    fn resolve_incident(&self, reference: &str) -> Result<IncidentId> {
+        let wanted = reference.trim();
+        if let Ok(id) = IncidentId::parse(wanted)
+            && self
+                .incident_payload(&id, Some(&["incident_id"]))?
+                .is_some()
+        {
+            return Ok(id);
+        }
+        let all = self.all_incidents()?;
+        let held: Vec<(&IncidentId, &str)> = all
+            .iter()
+            .map(|e| (&e.incident_id, e.path.as_str()))
+            .collect();
+        crate::engine::resolve_among(wanted, None, &held)
+    }
+    fn facets(&self) -> Result<crate::api::Facets> {
+        use qdrant_client::qdrant::Direction;
+        Ok(crate::api::Facets {
+            kinds: self.facet_counts("kind", STEP_DOC)?,
+            services: self.facet_counts("services", INCIDENT_DOC)?,
+            severities: self.facet_counts("severity", INCIDENT_DOC)?,
+            tags: self.facet_counts("tags", INCIDENT_DOC)?,
+            trigger_classes: self.facet_counts("trigger_class", INCIDENT_DOC)?,
+            remediation_classes: self.facet_counts("remediation_class", INCIDENT_DOC)?,
+            date_min: self.date_edge(Direction::Asc)?,
+            date_max: self.date_edge(Direction::Desc)?,
+            incidents: self.count_of(INCIDENT_DOC)?,
+            steps: self.count_of(STEP_DOC)?,
+        })
+    }
+    fn stats(&self) -> Result<crate::api::Stats> {
+        Ok(crate::api::Stats {
+            // Qdrant has no publish counter; its collection is the one state.
+            generation: 0,
+            incidents: self.count_of(INCIDENT_DOC)?,
+            steps: self.count_of(STEP_DOC)?,
+            size_bytes: 0,
+            model_id: self.model_id.clone(),
+            dimension: self.dimension,
+        })
+    }
+    fn list_incidents(&self, limit: usize) -> Result<Vec<crate::api::IncidentEntry>> {
+        let mut all = self.all_incidents()?;
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all.truncate(limit);
+        Ok(all)
     }
     fn kind(&self) -> &'static str {
         "qdrant"
@@ -826,6 +1064,83 @@ impl crate::api::QueryStore for QdrantStore {
             self.client.health_check()
         })
         .map(|_| ())
+    }
+    fn put_write_up(
+        &self,
+        path: &str,
+        bytes: &[u8],
+        embedder: &dyn Embedder,
+    ) -> Result<crate::UpsertOutcome> {
+        self.check_model(embedder)?;
+        let options = crate::WriterOptions::default();
+        let (path, incident) = crate::writer::api_write_up(path, bytes, &options)?;
+        let held = self.incident_payload(&incident.id, Some(&["origin"]))?;
+        if held
+            .as_ref()
+            .is_some_and(|p| p["origin"].as_str() != Some(origin_name(Origin::Api)))
+        {
+            return Err(Error::OwnedByCorpus { path });
+        }
+        let texts: Vec<String> = incident
+            .steps
+            .iter()
+            .map(|s| s.contextual_text(&incident.title))
+            .collect();
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(options.embed_batch.max(1)) {
+            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+            let embedded = embedder.embed(&refs).map_err(Error::Embed)?;
+            if embedded.len() != refs.len()
+                || embedded
+                    .iter()
+                    .any(|v| v.len() != self.dimension || v.iter().any(|x| !x.is_finite()))
+            {
+                return Err(Error::Embed(
+                    format!(
+                        "embedder returned malformed vectors for {} texts",
+                        refs.len()
+                    )
+                    .into(),
+                ));
+            }
+            vectors.extend(embedded);
+        }
+        let rev = revision(&incident.id, incident.content_hash.as_str());
+        let points = points_of(&incident, vectors, &rev, Origin::Api)?;
+        self.replace_incident(&incident, points, &rev)?;
+        Ok(crate::UpsertOutcome {
+            incident_id: incident.id.clone(),
+            steps: incident.steps.len(),
+            replaced: held.is_some(),
+            generation: 0,
+        })
+    }
+    fn delete_write_up(&self, id: &IncidentId) -> Result<bool> {
+        let Some(held) = self.incident_payload(id, Some(&["origin", "path"]))? else {
+            return Ok(false);
+        };
+        if held["origin"].as_str() != Some(origin_name(Origin::Api)) {
+            return Err(Error::OwnedByCorpus {
+                path: held["path"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        let name = self.options.collection.clone();
+        // Steps first, the incident point last: a delete cut short leaves the incident
+        // listed, so asking again finishes it.
+        for doc in [STEP_DOC, INCIDENT_DOC] {
+            let filter = Filter::must([
+                Condition::matches("incident_id", id.as_str().to_owned()),
+                Condition::matches("doc", doc.to_owned()),
+            ]);
+            self.call("deleting an incident", self.options.write_budget, || {
+                self.client.delete_points(
+                    DeletePointsBuilder::new(&name)
+                        .points(filter.clone())
+                        .wait(true),
+                )
+            })?;
+        }
+        Ok(true)
     }
 }
 
@@ -1295,9 +1610,84 @@ fn revision(id: &IncidentId, hash: &str) -> String {
     format!("{}@{}", id.as_str(), &hash[..hash.len().min(16)])
 }
 
+/// Who owns a point's incident, as the `origin` payload field says it.
+fn origin_name(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Corpus => "corpus",
+        Origin::Api => "api",
+    }
+}
+
+/// The incident id of a revision name (`{id}@{hash}`).
+fn incident_of_revision(rev: &str) -> Option<IncidentId> {
+    IncidentId::parse(rev.rsplit_once('@')?.0).ok()
+}
+
+/// Every point of an incident revision: one per step (with `vectors[i]`, the embedding of step
+/// `i`) and the incident point.
+fn points_of(
+    incident: &Incident,
+    vectors: Vec<Vec<f32>>,
+    rev: &str,
+    origin: Origin,
+) -> Result<Vec<PointStruct>> {
+    if vectors.len() != incident.steps.len() {
+        return Err(Error::Corrupt(format!(
+            "{} steps and {} vectors for incident {}",
+            incident.steps.len(),
+            vectors.len(),
+            incident.id
+        )));
+    }
+    let mut points = Vec::with_capacity(incident.steps.len() + 1);
+    for (step, vector) in incident.steps.iter().zip(vectors) {
+        let (indices, values) = doc_sparse(&incident.title, &step.heading_path, &step.text);
+        let payload = Payload::try_from(json!({
+            "doc": STEP_DOC,
+            "origin": origin_name(origin),
+            "step_id": step.id.as_str(),
+            "incident_id": incident.id.as_str(),
+            "incident_rev": rev,
+            "ordinal": step.ordinal,
+            "title": incident.title,
+            "kind": step.kind,
+            "outcome": step.outcome,
+            "text": step.text,
+            "headings": step.heading_path,
+            "path": incident.path,
+            "line_start": step.line_start,
+            "line_end": step.line_end,
+            "services": lower(&incident.services),
+            "tags": lower(&incident.tags),
+            "severity": incident.severity.as_ref().map(|s| s.trim().to_lowercase()),
+            "date_days": incident.date.map(|d| crate::writer::days_since_epoch(d.start)),
+            "trigger_class": incident.card.trigger_class,
+            "remediation_class": incident.card.remediation_class,
+            "incident": {
+                "date": incident.date,
+                "severity": incident.severity,
+                "services": incident.services,
+                "card": incident.card,
+            },
+        }))
+        .map_err(|e| Error::Qdrant(e.to_string()))?;
+        points.push(PointStruct::new(
+            point_id(&step.id),
+            NamedVectors::default()
+                .add_vector(DENSE, Vector::new_dense(vector))
+                .add_vector(SPARSE, Vector::new_sparse(indices, values)),
+            payload,
+        ));
+    }
+    points.push(incident_point(incident, rev, origin)?);
+    Ok(points)
+}
+
 /// The point of a whole write-up: the [`WHOLE`] sparse vector of its title, every heading once
-/// and every step (as the embedded store's incident index holds it), and its metadata.
-fn incident_point(incident: &precedent_core::Incident, rev: &str) -> Result<PointStruct> {
+/// and every step (as the embedded store's incident index holds it); its metadata, lowercased
+/// as the filters and facets read it; and the whole parse (`record`, JSON), which `incident`
+/// returns and avenues read.
+fn incident_point(incident: &Incident, rev: &str, origin: Origin) -> Result<PointStruct> {
     let (headings, text) = crate::writer::whole_write_up(incident);
     let (indices, values) = sparse_weights(&[
         (&incident.title, BOOSTS.title, AVG_TITLE, STEM),
@@ -1310,25 +1700,38 @@ fn incident_point(incident: &precedent_core::Incident, rev: &str) -> Result<Poin
             IDENT,
         ),
     ]);
+    let record = serde_json::to_string(incident).map_err(|e| Error::Qdrant(e.to_string()))?;
     let payload = Payload::try_from(json!({
         "doc": INCIDENT_DOC,
+        "origin": origin_name(origin),
         "incident_id": incident.id.as_str(),
         "incident_rev": rev,
         "content_hash": incident.content_hash.as_str(),
         "title": incident.title,
         "path": incident.path,
+        "services": lower(&incident.services),
+        "tags": lower(&incident.tags),
+        "severity": incident.severity.as_ref().map(|s| s.trim().to_lowercase()),
+        "date_days": incident.date.map(|d| crate::writer::days_since_epoch(d.start)),
+        "trigger_class": incident.card.trigger_class,
+        "remediation_class": incident.card.remediation_class,
+        "record": record,
     }))
     .map_err(|e| Error::Qdrant(e.to_string()))?;
-    let id = uuid::Uuid::new_v5(
-        &uuid::Uuid::NAMESPACE_URL,
-        format!("precedent:incident:{}", incident.id.as_str()).as_bytes(),
-    )
-    .to_string();
     Ok(PointStruct::new(
-        id,
+        incident_point_id(&incident.id),
         NamedVectors::default().add_vector(WHOLE, Vector::new_sparse(indices, values)),
         payload,
     ))
+}
+
+/// UUIDv5 (URL namespace) of the incident id: the id of its incident point.
+fn incident_point_id(id: &IncidentId) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("precedent:incident:{}", id.as_str()).as_bytes(),
+    )
+    .to_string()
 }
 
 /// UUIDv5 (URL namespace) of the step id.

@@ -530,19 +530,7 @@ impl IndexWriter {
         proceed: &dyn Fn() -> bool,
     ) -> Result<UpsertOutcome> {
         self.refuse_single_writes_before_a_rebuild()?;
-        let raw = normalise_relative(relative_path)?;
-        let parsed = parse(&raw, bytes, &self.options.parse);
-        let path = redact_name(&raw);
-        let Some(incident) = parsed.incident else {
-            let reason = parsed
-                .skip_reason()
-                .map_or("not a write-up".to_owned(), |d| d.message.clone());
-            return Err(Error::InvalidWriteUp { path, reason });
-        };
-        if incident.steps.len() > self.options.max_steps {
-            let reason = too_many_steps(incident.steps.len(), self.options.max_steps);
-            return Err(Error::InvalidWriteUp { path, reason });
-        }
+        let (path, incident) = api_write_up(relative_path, bytes, &self.options)?;
         let existing = self.manifest.as_ref().and_then(|m| m.files.get(&path));
         if existing.is_some_and(|f| f.origin == Origin::Corpus) {
             return Err(Error::OwnedByCorpus { path });
@@ -1089,6 +1077,12 @@ pub(crate) fn days_since_epoch(date: chrono::NaiveDate) -> i64 {
     date.signed_duration_since(epoch()).num_days()
 }
 
+/// The date `days` after 1970-01-01 (the inverse of [`days_since_epoch`]).
+#[cfg_attr(not(feature = "qdrant"), allow(dead_code))]
+pub(crate) fn date_of_days(days: i64) -> Option<chrono::NaiveDate> {
+    epoch().checked_add_signed(chrono::TimeDelta::try_days(days)?)
+}
+
 /// Takes the writer lock of `dir`.
 fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
@@ -1416,6 +1410,30 @@ fn walk(root: &Path, index_dir: &Path, skipped: &mut Vec<(String, String)>) -> R
     }
     walked.files.sort();
     Ok(walked)
+}
+
+/// A write-up given through the API, parsed as `options` say, with its (redacted) path: an
+/// invalid path, a file the parser cannot use or one over the step cap is an error. Every
+/// store's API write starts here.
+pub(crate) fn api_write_up(
+    relative_path: &str,
+    bytes: &[u8],
+    options: &WriterOptions,
+) -> Result<(String, Incident)> {
+    let raw = normalise_relative(relative_path)?;
+    let parsed = parse(&raw, bytes, &options.parse);
+    let path = redact_name(&raw);
+    let Some(incident) = parsed.incident else {
+        let reason = parsed
+            .skip_reason()
+            .map_or("not a write-up".to_owned(), |d| d.message.clone());
+        return Err(Error::InvalidWriteUp { path, reason });
+    };
+    if incident.steps.len() > options.max_steps {
+        let reason = too_many_steps(incident.steps.len(), options.max_steps);
+        return Err(Error::InvalidWriteUp { path, reason });
+    }
+    Ok((path, incident))
 }
 
 /// Validates a path given with an upsert: relative, no `..`, `/`-separated.

@@ -944,7 +944,7 @@ fn avenues_group_by_outcome_merge_across_incidents_and_diversify() {
         k: 12,
         ..AvenuesRequest::new("storefront returns 502 Bad Gateway from the ingress")
     };
-    let r = precedent_index::avenues(&engine, &engine, &request, &*model).unwrap();
+    let r = precedent_index::avenues(&engine, &request, &*model).unwrap();
     assert!(!r.avenues.is_empty());
     assert!(r.avenues.len() <= 12);
     // Grouped in display order.
@@ -995,7 +995,6 @@ fn avenues_group_by_outcome_merge_across_incidents_and_diversify() {
     // One group only.
     let only = precedent_index::avenues(
         &engine,
-        &engine,
         &AvenuesRequest {
             outcome: Some(AvenueGroup::DidNotHelp),
             ..request.clone()
@@ -1013,7 +1012,6 @@ fn avenues_group_by_outcome_merge_across_incidents_and_diversify() {
     // Filters restrict the incidents avenues come from.
     let since = NaiveDate::from_ymd_opt(2023, 9, 1).unwrap();
     let filtered = precedent_index::avenues(
-        &engine,
         &engine,
         &AvenuesRequest {
             filters: Filters {
@@ -1034,8 +1032,7 @@ fn avenues_group_by_outcome_merge_across_incidents_and_diversify() {
             .all(|e| e.date.is_some_and(|d| d.start >= since)),
         "{filtered:#?}"
     );
-    let err =
-        precedent_index::avenues(&engine, &engine, &AvenuesRequest::new(" "), &*model).unwrap_err();
+    let err = precedent_index::avenues(&engine, &AvenuesRequest::new(" "), &*model).unwrap_err();
     assert!(err.is_user_error());
 }
 
@@ -1046,8 +1043,7 @@ fn compare_lists_what_notes_lack_and_flags_ruled_out_hypotheses() {
     let notes = "Storefront is returning 502 Bad Gateway from the ingress since 18:40.\n\
                  - we think it is a DNS problem, checking the resolvers\n\
                  - restarted the ingress controller pods\n";
-    let r = precedent_index::compare(&engine, &engine, &CompareRequest::new(notes), &*embedder())
-        .unwrap();
+    let r = precedent_index::compare(&engine, &CompareRequest::new(notes), &*embedder()).unwrap();
     assert!(!r.incidents.is_empty());
     assert!(
         r.ruled_out_before
@@ -1078,8 +1074,8 @@ fn compare_lists_what_notes_lack_and_flags_ruled_out_hypotheses() {
         "{:#?}",
         r.not_in_notes
     );
-    let err = precedent_index::compare(&engine, &engine, &CompareRequest::new("ok"), &*embedder())
-        .unwrap_err();
+    let err =
+        precedent_index::compare(&engine, &CompareRequest::new("ok"), &*embedder()).unwrap_err();
     assert!(err.is_user_error(), "{err}");
 }
 

@@ -191,19 +191,20 @@ pub struct DeleteResponse {
 /// Answer to `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HealthResponse {
-    /// `ok`, or `degraded` (HTTP 503) when the search store does not answer.
+    /// `ok`, or `degraded` (HTTP 503) when the store does not answer.
     pub status: String,
-    /// Where searches go: `embedded` (the index) or `qdrant`.
+    /// Where every read goes: `embedded` (the index) or `qdrant`.
     pub store: String,
     /// Whether that store answers: `ok` or `unavailable`.
     pub store_status: String,
-    /// True when an index is loaded and answering.
+    /// True when the store answers with a loaded state.
     pub index_loaded: bool,
-    /// Generation of the index being served.
+    /// Generation being served (the embedded index's publish counter; 0 for Qdrant, which
+    /// has none).
     pub generation: u64,
-    /// Incidents in the index.
+    /// Incidents in the store (0 while it does not answer).
     pub incidents: u64,
-    /// Steps in the index.
+    /// Steps in the store (0 while it does not answer).
     pub steps: u64,
 }
 

@@ -350,24 +350,30 @@ async fn facets(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let stats = state.stats().await?;
     let (store, healthy) = match state.store_health().await {
-        None => ("embedded", true),
-        Some((kind, Ok(()))) => (kind, true),
-        Some((kind, Err(reason))) => {
+        (kind, Ok(())) => (kind, true),
+        (kind, Err(reason)) => {
             // The reason names the store's URL: the log only.
             tracing::warn!(store = kind, reason = %reason, "health check: store unavailable");
             (kind, false)
         }
     };
+    // A store that does not answer has no stats to give: the counts are then 0.
+    let stats = if healthy {
+        Some(state.stats().await?)
+    } else {
+        None
+    };
+    let (generation, incidents, steps) =
+        stats.map_or((0, 0, 0), |s| (s.generation, s.incidents, s.steps));
     let body = Json(HealthResponse {
         status: if healthy { "ok" } else { "degraded" }.into(),
         store: store.into(),
         store_status: if healthy { "ok" } else { "unavailable" }.into(),
-        index_loaded: true,
-        generation: stats.generation,
-        incidents: stats.incidents,
-        steps: stats.steps,
+        index_loaded: healthy,
+        generation,
+        incidents,
+        steps,
     });
     let status = if healthy {
         StatusCode::OK

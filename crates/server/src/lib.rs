@@ -1,5 +1,6 @@
 //! The network face of `precedent`: an HTTP API (axum) and an MCP server (rmcp) over one
-//! [`precedent_index::Engine`].
+//! [`Backend`]: the embedded [`precedent_index::Engine`], or a [`precedent_index::Store`]
+//! such as Qdrant, with or without a local index.
 //!
 //! - HTTP: `POST /v1/search`, `POST /v1/similar`, `GET /v1/incidents/{id}`, `GET /v1/facets`,
 //!   `GET /healthz`, `GET /metrics`, `GET /openapi.json`, and when enabled
@@ -45,7 +46,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use precedent_core::Embedder;
-use precedent_index::Engine;
 use tokio::net::TcpListener;
 
 use crate::conn::{Accepted, GuardedListener};
@@ -61,13 +61,13 @@ pub use mcp::{
 };
 pub use openapi::document as openapi_document;
 pub use options::{DEFAULT_ADDR, ServerOptions};
-pub use state::AppState;
+pub use state::{AppState, Backend};
 pub use stdio::serve_lines;
 
 /// Binds `options.addr` and serves HTTP and MCP until ctrl-c, then shuts down gracefully.
 pub async fn serve(
     options: ServerOptions,
-    engine: Arc<Engine>,
+    backend: impl Into<Backend>,
     embedder: Arc<dyn Embedder>,
 ) -> Result<()> {
     check_bind(&options)?;
@@ -75,7 +75,7 @@ pub async fn serve(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })?;
-    serve_on(listener, options, engine, embedder, async {
+    serve_on(listener, options, backend, embedder, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await
@@ -86,13 +86,13 @@ pub async fn serve(
 pub async fn serve_on(
     listener: TcpListener,
     mut options: ServerOptions,
-    engine: Arc<Engine>,
+    backend: impl Into<Backend>,
     embedder: Arc<dyn Embedder>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     options.addr = listener.local_addr()?;
     check_bind(&options)?;
-    let state = AppState::new(options, engine, embedder)?;
+    let state = AppState::new(options, backend, embedder)?;
     let reloader = spawn_reloader(state.clone());
     let app = router(state.clone());
     tracing::info!(addr = %state.options().addr, writes = state.options().allow_writes, "serving HTTP API and MCP at /mcp");
@@ -119,10 +119,10 @@ pub async fn serve_on(
 /// stdout (logs go to stderr). Malformed lines get JSON-RPC error replies ([`serve_lines`]).
 pub async fn serve_stdio(
     options: ServerOptions,
-    engine: Arc<Engine>,
+    backend: impl Into<Backend>,
     embedder: Arc<dyn Embedder>,
 ) -> Result<()> {
-    let state = AppState::new(options, engine, embedder)?;
+    let state = AppState::new(options, backend, embedder)?;
     let reloader = spawn_reloader(state.clone());
     let result = serve_lines(state, tokio::io::stdin(), tokio::io::stdout()).await;
     reloader.abort();

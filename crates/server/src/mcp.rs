@@ -501,14 +501,15 @@ impl ServerHandler for McpServer {
             .map_err(mcp_error)?;
         let resources = incidents
             .into_iter()
-            .map(|(id, title, path)| {
+            .map(|entry| {
+                let id = entry.incident_id;
                 // Title and path come from the corpus: the title is neutralised (no markup, no
                 // line breaks), the path is enveloped.
                 Resource::new(format!("{RESOURCE_SCHEME}{id}"), id.to_string())
-                    .with_title(neutralise(&title))
+                    .with_title(neutralise(&entry.title))
                     .with_description(format!(
                         "Past incident write-up <{ENVELOPE_TAG} source=\"{}\"></{ENVELOPE_TAG}>",
-                        escape_attr(&path)
+                        escape_attr(&entry.path)
                     ))
                     .with_mime_type("text/plain")
             })

@@ -3,17 +3,15 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-
-use precedent_index::QueryStore;
 
 /// How the server listens, whom it lets in, and how much work it accepts.
 #[derive(Clone)]
 pub struct ServerOptions {
     /// Address to listen on. Default `127.0.0.1:7777`. A non-loopback address needs a token.
     pub addr: SocketAddr,
-    /// Directory of the index (used to open a writer for `PUT`/`DELETE`).
+    /// Directory of the local index, when the server has one (see [`Backend`](crate::Backend)):
+    /// `PUT`/`DELETE` open a writer on it.
     pub index_dir: PathBuf,
     /// Bearer token required on every route except `/healthz` when set. Read by the binary
     /// from a file or the environment, never from argv.
@@ -54,10 +52,6 @@ pub struct ServerOptions {
     pub mcp_result_bytes: usize,
     /// How often the index directory is checked for a newer generation. Default 2 s.
     pub reload_interval: Duration,
-    /// Where `search` and `similar` are answered (e.g. a Qdrant store). `None`: the served
-    /// index. Incidents, facets and stats always use the served index; writes go to the served
-    /// index, then are published to this store.
-    pub query_store: Option<Arc<dyn QueryStore>>,
 }
 
 /// Default listening address.
@@ -84,7 +78,6 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(60),
             mcp_result_bytes: 20_000,
             reload_interval: Duration::from_secs(2),
-            query_store: None,
         }
     }
 }
@@ -110,7 +103,6 @@ impl std::fmt::Debug for ServerOptions {
             .field("idle_timeout", &self.idle_timeout)
             .field("mcp_result_bytes", &self.mcp_result_bytes)
             .field("reload_interval", &self.reload_interval)
-            .field("query_store", &self.query_store.as_ref().map(|s| s.kind()))
             .finish()
     }
 }

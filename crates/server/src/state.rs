@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use precedent_core::{Embedder, Incident, IncidentId};
 use precedent_index::{
-    AvenuesRequest, AvenuesResponse, CompareRequest, CompareResponse, Engine, Facets, IndexWriter,
-    QueryStore, SearchRequest, SearchResponse, SimilarRequest, SimilarResponse, Stats,
-    WriterOptions,
+    AvenuesRequest, AvenuesResponse, CompareRequest, CompareResponse, Engine, Facets,
+    IncidentEntry, IndexWriter, SearchRequest, SearchResponse, SimilarRequest, SimilarResponse,
+    Stats, Store, WriterOptions,
 };
 use tokio::sync::Semaphore;
 
@@ -20,6 +20,52 @@ use crate::options::ServerOptions;
 
 /// Longest incident reference (id, id prefix or relative path) accepted, in bytes.
 pub(crate) const MAX_REFERENCE_BYTES: usize = 1024;
+
+/// What a server reads from and writes to: one [`Store`] answers every read (search,
+/// `similar`, avenues, incidents, facets, stats); the local index, when there is one, takes
+/// writes first (they are then published to the store) and answers exact and regex search,
+/// which scan step texts. Without a local index, writes go straight to the store.
+#[derive(Clone)]
+pub struct Backend {
+    store: Arc<dyn Store>,
+    index: Option<Arc<Engine>>,
+}
+
+impl Backend {
+    /// The embedded index alone: it answers everything and takes the writes.
+    pub fn index(engine: Arc<Engine>) -> Self {
+        Backend {
+            store: engine.clone(),
+            index: Some(engine),
+        }
+    }
+
+    /// `store` for every read; `index`, when given, for writes (published to `store`) and
+    /// scans. With no index the server is stateless: any number of them can serve one store.
+    pub fn store(store: Arc<dyn Store>, index: Option<Arc<Engine>>) -> Self {
+        Backend { store, index }
+    }
+
+    /// The store reads come from.
+    pub fn reads(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+impl From<Arc<Engine>> for Backend {
+    fn from(engine: Arc<Engine>) -> Self {
+        Backend::index(engine)
+    }
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("store", &self.store.kind())
+            .field("index", &self.index.is_some())
+            .finish()
+    }
+}
 
 /// Everything a request handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -31,13 +77,14 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("options", &self.inner.options)
+            .field("backend", &self.inner.backend)
             .finish_non_exhaustive()
     }
 }
 
 pub(crate) struct Shared {
     pub(crate) options: ServerOptions,
-    pub(crate) engine: Arc<Engine>,
+    pub(crate) backend: Backend,
     pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) hosts: Vec<String>,
     pub(crate) origins: Vec<String>,
@@ -52,12 +99,13 @@ pub(crate) struct Shared {
 }
 
 impl AppState {
-    /// State for a server with these options, serving `engine` and embedding queries with
-    /// `embedder` (the model the index was built with). Default allowed hosts and origins use
-    /// the port of `options.addr`, so bind first and put the bound address there.
+    /// State for a server with these options, answering from `backend` (an `Arc<Engine>` for
+    /// the embedded index alone) and embedding queries with `embedder` (the model the index
+    /// was built with). Default allowed hosts and origins use the port of `options.addr`, so
+    /// bind first and put the bound address there.
     pub fn new(
         options: ServerOptions,
-        engine: Arc<Engine>,
+        backend: impl Into<Backend>,
         embedder: Arc<dyn Embedder>,
     ) -> crate::Result<AppState> {
         options.validate()?;
@@ -67,7 +115,7 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Shared {
                 options,
-                engine,
+                backend: backend.into(),
                 embedder,
                 hosts,
                 origins,
@@ -84,55 +132,66 @@ impl AppState {
         &self.inner.options
     }
 
-    /// Checks the index directory for a newer published generation and switches to it.
+    /// Checks the local index (and the store) for a newer published state and switches to it.
     pub async fn reload(&self) -> Result<(), ApiError> {
-        let engine = self.inner.engine.clone();
-        blocking(move || engine.reload_if_changed().map(|_| ())).await
+        let backend = self.inner.backend.clone();
+        blocking(move || {
+            if let Some(index) = &backend.index {
+                index.reload_if_changed()?;
+            }
+            backend.store.refresh().map(|_| ())
+        })
+        .await
+    }
+
+    /// Runs `work` on the blocking pool over the read store, brought up to date first.
+    async fn read<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&dyn Store, &dyn Embedder) -> precedent_index::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (store, embedder) = (
+            self.inner.backend.store.clone(),
+            self.inner.embedder.clone(),
+        );
+        blocking(move || {
+            refresh(store.as_ref());
+            work(store.as_ref(), embedder.as_ref())
+        })
+        .await
     }
 
     pub(crate) async fn search(&self, request: SearchRequest) -> Result<SearchResponse, ApiError> {
-        let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
-        let store = self.inner.options.query_store.clone();
-        // Exact and regex search scan step texts, which only the embedded index holds.
-        blocking(move || match store {
-            Some(store) if !request.mode.scans() => store.search(&request, embedder.as_ref()),
-            _ => {
-                refresh(&engine);
-                engine.search(&request, embedder.as_ref())
-            }
-        })
-        .await
+        // Exact and regex search scan step texts: the local index's, when there is one.
+        if request.mode.scans()
+            && let Some(index) = self.inner.backend.index.clone()
+        {
+            let embedder = self.inner.embedder.clone();
+            return blocking(move || {
+                refresh(index.as_ref());
+                index.search(&request, embedder.as_ref())
+            })
+            .await;
+        }
+        self.read(move |store, embedder| store.search(&request, embedder))
+            .await
     }
 
     pub(crate) async fn similar(
         &self,
         request: SimilarRequest,
     ) -> Result<SimilarResponse, ApiError> {
-        let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
-        let store = self.inner.options.query_store.clone();
-        blocking(move || match store {
-            Some(store) => store.similar(&request, embedder.as_ref()),
-            None => {
-                refresh(&engine);
-                engine.similar(&request, embedder.as_ref())
-            }
-        })
-        .await
+        self.read(move |store, embedder| store.similar(&request, embedder))
+            .await
     }
 
-    /// Avenues over the configured store, with incidents read from the embedded index.
+    /// The avenues people pursued in the incidents that resemble the request's situation.
     pub(crate) async fn avenues(
         &self,
         request: AvenuesRequest,
     ) -> Result<AvenuesResponse, ApiError> {
-        let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
-        let store = self.inner.options.query_store.clone();
-        blocking(move || {
-            refresh(&engine);
-            let on: &dyn QueryStore = store.as_deref().unwrap_or(engine.as_ref());
-            precedent_index::avenues(on, &engine, &request, embedder.as_ref())
-        })
-        .await
+        self.read(move |store, embedder| precedent_index::avenues(store, &request, embedder))
+            .await
     }
 
     /// A comparison of notes with past incidents, as [`AppState::avenues`] runs.
@@ -140,14 +199,8 @@ impl AppState {
         &self,
         request: CompareRequest,
     ) -> Result<CompareResponse, ApiError> {
-        let (engine, embedder) = (self.inner.engine.clone(), self.inner.embedder.clone());
-        let store = self.inner.options.query_store.clone();
-        blocking(move || {
-            refresh(&engine);
-            let on: &dyn QueryStore = store.as_deref().unwrap_or(engine.as_ref());
-            precedent_index::compare(on, &engine, &request, embedder.as_ref())
-        })
-        .await
+        self.read(move |store, embedder| precedent_index::compare(store, &request, embedder))
+            .await
     }
 
     /// The incident `reference` names, read as the CLI reads it: a full id, a unique id prefix,
@@ -163,84 +216,39 @@ impl AppState {
                 "incident id longer than {MAX_REFERENCE_BYTES} bytes"
             )));
         }
-        let engine = self.inner.engine.clone();
         let reference = reference.to_owned();
-        blocking(move || {
-            refresh(&engine);
-            engine.resolve_incident(&reference)
-        })
-        .await
+        self.read(move |store, _| store.resolve_incident(&reference))
+            .await
     }
 
     pub(crate) async fn incident(&self, id: IncidentId) -> Result<Incident, ApiError> {
-        let engine = self.inner.engine.clone();
-        let found = blocking(move || {
-            refresh(&engine);
-            engine.incident(&id).map(|i| i.ok_or(id))
-        })
-        .await?;
+        let found = self
+            .read(move |store, _| store.incident(&id).map(|i| i.ok_or(id)))
+            .await?;
         found.map_err(|id| ApiError::new(ErrorCode::NotFound, format!("unknown incident id {id}")))
     }
 
     pub(crate) async fn facets(&self) -> Result<Facets, ApiError> {
-        let engine = self.inner.engine.clone();
-        blocking(move || {
-            refresh(&engine);
-            Ok(engine.facets())
-        })
-        .await
+        self.read(|store, _| store.facets()).await
     }
 
-    /// The query store's kind and whether it answers (`None` without one: the index is it).
-    pub(crate) async fn store_health(&self) -> Option<(&'static str, Result<(), String>)> {
-        let store = self.inner.options.query_store.clone()?;
+    /// The read store's kind and whether it answers now.
+    pub(crate) async fn store_health(&self) -> (&'static str, Result<(), String>) {
+        let store = self.inner.backend.store.clone();
         let kind = store.kind();
         let health = tokio::task::spawn_blocking(move || store.health().map_err(|e| e.to_string()))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
-        Some((kind, health))
+        (kind, health)
     }
 
     pub(crate) async fn stats(&self) -> Result<Stats, ApiError> {
-        let engine = self.inner.engine.clone();
-        blocking(move || {
-            refresh(&engine);
-            Ok(engine.stats())
-        })
-        .await
+        self.read(|store, _| store.stats()).await
     }
 
-    /// Indexed incidents, as (id, title, path) sorted by path, at most `limit`, for MCP
-    /// resource listings.
-    ///
-    /// The engine has no listing call yet, so this reads the published manifest (the index's
-    /// commit point, replaced atomically) and takes only ids, titles and paths from it. Any
-    /// surprise in it yields an empty list rather than an error: resources can still be read by
-    /// id through the `incident://{id}` template.
-    pub(crate) async fn incident_list(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<(IncidentId, String, String)>, ApiError> {
-        let path = self.inner.options.index_dir.join("manifest.json");
-        let list = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path).ok()?;
-            let manifest: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-            let files = manifest.get("files")?.as_object()?;
-            let list = files
-                .iter()
-                .filter_map(|(path, entry)| {
-                    let incident = entry.get("incident")?;
-                    let id = IncidentId::parse(incident.get("id")?.as_str()?).ok()?;
-                    let title = incident.get("title")?.as_str()?.to_owned();
-                    Some((id, title, path.clone()))
-                })
-                .take(limit)
-                .collect::<Vec<_>>();
-            Some(list)
-        })
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-        Ok(list.unwrap_or_default())
+    /// Held incidents sorted by path, at most `limit`, for MCP resource listings.
+    pub(crate) async fn incident_list(&self, limit: usize) -> Result<Vec<IncidentEntry>, ApiError> {
+        self.read(move |store, _| store.list_incidents(limit)).await
     }
 
     /// Indexes one write-up under `path` and publishes; the served engine is reloaded. A write
@@ -251,6 +259,13 @@ impl AppState {
         markdown: String,
         deadline: tokio::time::Instant,
     ) -> Result<precedent_index::UpsertOutcome, ApiError> {
+        if self.inner.backend.index.is_none() {
+            return self
+                .write_to_store(deadline, move |store, embedder| {
+                    store.put_write_up(&path, markdown.as_bytes(), embedder)
+                })
+                .await;
+        }
         let outcome = self
             .write(deadline, move |writer, proceed| {
                 writer.upsert_unless_abandoned(&path, markdown.as_bytes(), proceed)
@@ -267,6 +282,11 @@ impl AppState {
         id: IncidentId,
         deadline: tokio::time::Instant,
     ) -> Result<bool, ApiError> {
+        if self.inner.backend.index.is_none() {
+            return self
+                .write_to_store(deadline, move |store, _| store.delete_write_up(&id))
+                .await;
+        }
         let deleted = self
             .write(deadline, move |writer, proceed| {
                 writer.delete_unless_abandoned(&id, proceed)
@@ -274,6 +294,46 @@ impl AppState {
             .await?;
         self.reload().await?;
         Ok(deleted)
+    }
+
+    /// Runs one write straight into the store (no local index) under the write lock. A write
+    /// still running at `deadline` is answered `timeout` but may still land: the store has no
+    /// commit point to stop it at, and writing the same document again is harmless.
+    async fn write_to_store<T, F>(
+        &self,
+        deadline: tokio::time::Instant,
+        work: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnOnce(&dyn Store, &dyn Embedder) -> precedent_index::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let timeout = || {
+            ApiError::new(
+                ErrorCode::Timeout,
+                format!(
+                    "write not done within {} ms; it may still reach the store, so send it again to be sure",
+                    self.inner.options.request_timeout.as_millis()
+                ),
+            )
+        };
+        let guard = tokio::time::timeout_at(deadline, self.inner.write_lock.clone().lock_owned())
+            .await
+            .map_err(|_| timeout())?;
+        let (store, embedder) = (
+            self.inner.backend.store.clone(),
+            self.inner.embedder.clone(),
+        );
+        let task = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            work(store.as_ref(), embedder.as_ref())
+        });
+        match tokio::time::timeout_at(deadline, task).await {
+            Err(_) => Err(timeout()),
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(err))) => Err(ApiError::from(err)),
+            Ok(Err(join)) => Err(ApiError::internal(&join)),
+        }
     }
 
     /// Runs one write on the blocking pool under the write lock. At `deadline` the write is
@@ -304,7 +364,8 @@ impl AppState {
             self.inner.embedder.clone(),
         );
         let writer_ticket = ticket.clone();
-        let store = self.inner.options.query_store.clone();
+        // The store reads come from (for the embedded index itself, publishing is a no-op).
+        let store = self.inner.backend.store.clone();
         let mut task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
             let mut writer = IndexWriter::open(&dir, embedder, WriterOptions::default())?;
@@ -312,16 +373,14 @@ impl AppState {
             // The write reaches the store searches read while the lock still holds the
             // generation: a Qdrant collection gets the changed incidents (or, after a failed
             // attempt, everything it missed: the sync converges).
-            if let Some(store) = store {
-                store.publish(&dir).map_err(|e| match e {
-                    precedent_index::Error::QdrantUnavailable(m) => {
-                        precedent_index::Error::QdrantUnavailable(format!(
-                            "the write is in the index but not yet in the search store; it gets there with the next write or `precedent index --store qdrant`: {m}"
-                        ))
-                    }
-                    other => other,
-                })?;
-            }
+            store.publish(&dir).map_err(|e| match e {
+                precedent_index::Error::QdrantUnavailable(m) => {
+                    precedent_index::Error::QdrantUnavailable(format!(
+                        "the write is in the index but not yet in the search store; it gets there with the next write or `precedent index --store qdrant`: {m}"
+                    ))
+                }
+                other => other,
+            })?;
             Ok::<T, precedent_index::Error>(value)
         });
         let joined = tokio::select! {
@@ -369,10 +428,10 @@ impl Ticket {
     }
 }
 
-/// Switches to a newer published generation if there is one (a `stat` of the manifest). A
-/// failure is logged and the current state keeps answering.
-fn refresh(engine: &Engine) {
-    if let Err(err) = engine.reload_if_changed() {
+/// Switches to a newer published state if there is one (for the embedded index, a `stat` of
+/// the manifest). A failure is logged and the current state keeps answering.
+fn refresh(store: &dyn Store) {
+    if let Err(err) = store.refresh() {
         tracing::warn!(error = %crate::error::ErrorChain(&err), "cannot load the new index generation");
     }
 }

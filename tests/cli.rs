@@ -1,5 +1,6 @@
 //! End-to-end tests of the `precedent` binary on `corpus-samples/` with the real model.
 
+mod conformance;
 mod util;
 
 use util::{Dir, Served, TestCommand, hit_paths, samples};
@@ -1287,4 +1288,29 @@ fn cli_and_http_similar_rank_a_draft_alike() {
     let huge = serde_json::json!({"text": "x ".repeat(40_000)}).to_string();
     let (status, err) = served.json("POST", "/v1/similar", Some(&huge));
     assert_eq!(status, 400, "{err}");
+}
+
+/// The store conformance suite (`tests/conformance`) on the embedded index, through a server
+/// with writes; `tests/qdrant.rs` runs it on a stateless Qdrant server.
+#[test]
+fn the_embedded_store_passes_the_conformance_suite() {
+    let dir = Dir::new();
+    let idx = dir.join("idx");
+    TestCommand::new(&["index", "--json"])
+        .arg(samples())
+        .arg("--index")
+        .arg(&idx)
+        .json();
+    let token = "a-token-for-the-embedded-conformance-run";
+    let token_file = dir.create("token", token);
+    let served = TestCommand::new(&["serve", "--allow-writes", "--token-file"])
+        .arg(&token_file)
+        .arg("--index")
+        .arg(&idx)
+        .serve();
+    conformance::run(&conformance::Subject {
+        served: &served,
+        token,
+        store: "embedded",
+    });
 }

@@ -4,6 +4,7 @@
 //! `../shared/bin/qdrant` (or `$PRECEDENT_QDRANT_BIN`) on free loopback ports with its
 //! storage in a temp dir. A test fails when neither is there: it never skips.
 
+mod conformance;
 mod util;
 
 use std::collections::HashSet;
@@ -853,4 +854,218 @@ fn a_write_through_one_server_is_found_through_another() {
         assert_eq!(health["status"], "degraded", "{health}");
         assert_eq!(health["store_status"], "unavailable", "{health}");
     }
+}
+
+/// Query servers with no local index (`serve --store qdrant`, nothing at `--index`): every read
+/// (search, similar, avenues, incidents, facets, stats) comes from the collection and matches
+/// an embedded server on the index it was synced from; two of them answer alike; a `PUT`
+/// through one is seen through the other at once and survives a later `precedent index`; a
+/// `DELETE` removes it everywhere; corpus incidents cannot be deleted through the API.
+#[test]
+fn stateless_servers_answer_everything_from_qdrant() {
+    let server = qdrant();
+    let dir = Dir::new();
+    let name = collection("stateless");
+    let q = qdrant_args(&server.url, &name);
+    let index = dir.join("index");
+    let sync = || {
+        let mut args: Vec<String> = ["index", samples().to_str().unwrap(), "--json", "--index"]
+            .map(str::to_owned)
+            .to_vec();
+        args.push(index.display().to_string());
+        args.extend(q.iter().cloned());
+        run(&args)
+    };
+    sync();
+    let token = "a-token-for-the-stateless-test";
+    let token_file = dir.create("token", token);
+    let nowhere = dir.join("no-index-here");
+    let stateless = |writes: bool| {
+        let mut cmd = TestCommand::new(&["serve", "--index"])
+            .arg(&nowhere)
+            .args(q.iter());
+        if writes {
+            cmd = cmd
+                .arg("--allow-writes")
+                .arg("--token-file")
+                .arg(&token_file);
+        }
+        cmd.serve()
+    };
+    let (writer, reader) = (stateless(true), stateless(false));
+    let embedded = TestCommand::new(&["serve", "--index"]).arg(&index).serve();
+    assert!(!nowhere.exists(), "a stateless server creates no index");
+    let ask =
+        |served: &util::Served, method: &str, path: &str, body: Option<&serde_json::Value>| {
+            let body = body.map(|b| b.to_string());
+            let auth = (served.addr == writer.addr).then_some(token);
+            let (status, text) = served.request_as(auth, method, path, body.as_deref());
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+            (status, json)
+        };
+    let ok = |served: &util::Served, method: &str, path: &str, body: Option<&serde_json::Value>| {
+        let (status, json) = ask(served, method, path, body);
+        assert_eq!(status, 200, "{method} {path}: {json}");
+        json
+    };
+
+    // Health and stats come from the collection.
+    let health = ok(&reader, "GET", "/healthz", None);
+    let local = ok(&embedded, "GET", "/healthz", None);
+    assert_eq!(health["store"], "qdrant", "{health}");
+    assert!(local["incidents"].as_u64().unwrap() > 0, "{local}");
+    assert_eq!(health["incidents"], local["incidents"], "{health} {local}");
+    assert_eq!(health["steps"], local["steps"], "{health} {local}");
+
+    // Facets: the same values and counts as the embedded index's.
+    let facets = ok(&reader, "GET", "/v1/facets", None);
+    let local_facets = ok(&embedded, "GET", "/v1/facets", None);
+    assert!(!local_facets["kinds"].as_array().unwrap().is_empty());
+    for field in [
+        "kinds",
+        "services",
+        "severities",
+        "tags",
+        "trigger_classes",
+        "remediation_classes",
+        "date_min",
+        "date_max",
+        "incidents",
+        "steps",
+    ] {
+        assert_eq!(facets[field], local_facets[field], "facet {field}");
+    }
+
+    // Search, similar and avenues: both stateless servers alike, and near the embedded one.
+    for query in QUERIES[..4].iter() {
+        let body = serde_json::json!({"query": query, "k": 10});
+        let (a, b) = (
+            ok(&writer, "POST", "/v1/search", Some(&body)),
+            ok(&reader, "POST", "/v1/search", Some(&body)),
+        );
+        let here = ok(&embedded, "POST", "/v1/search", Some(&body));
+        assert!(!step_ids(&a).is_empty(), "{query}");
+        assert_eq!(step_ids(&a), step_ids(&b), "{query}");
+        assert!(
+            overlap(&step_ids(&a), &step_ids(&here)) >= 0.7,
+            "{query}: {:?} vs {:?}",
+            step_ids(&a),
+            step_ids(&here)
+        );
+        let body = serde_json::json!({"query": query, "k": 5});
+        let (a, b) = (
+            ok(&writer, "POST", "/v1/avenues", Some(&body)),
+            ok(&reader, "POST", "/v1/avenues", Some(&body)),
+        );
+        assert_eq!(a["avenues"], b["avenues"], "{query}");
+    }
+    let body = serde_json::json!({"query": "certificate expired", "k": 5});
+    let avenues = ok(&reader, "POST", "/v1/avenues", Some(&body));
+    assert!(
+        !avenues["avenues"].as_array().unwrap().is_empty(),
+        "avenues read the incidents from Qdrant: {avenues}"
+    );
+
+    // Incidents: by id, by id prefix and by path, the same record as the embedded index's.
+    let hit = &ok(
+        &embedded,
+        "POST",
+        "/v1/search",
+        Some(&serde_json::json!({"query": QUERIES[0]})),
+    )["hits"][0];
+    let (id, path) = (
+        hit["incident_id"].as_str().unwrap(),
+        hit["citation"]["path"].as_str().unwrap(),
+    );
+    let mine = ok(&embedded, "GET", &format!("/v1/incidents/{id}"), None);
+    for reference in [id.to_owned(), id[..10].to_owned(), path.to_owned()] {
+        let theirs = ok(
+            &reader,
+            "GET",
+            &format!("/v1/incidents/{}", reference.replace('/', "%2F")),
+            None,
+        );
+        assert_eq!(theirs, mine, "{reference}");
+    }
+    let body = serde_json::json!({"incident_id": id, "k": 5});
+    let (a, b) = (
+        ok(&writer, "POST", "/v1/similar", Some(&body)),
+        ok(&reader, "POST", "/v1/similar", Some(&body)),
+    );
+    assert!(!incident_ids(&a).is_empty());
+    assert_eq!(incident_ids(&a), incident_ids(&b));
+    let (status, unknown) = ask(&reader, "GET", "/v1/incidents/no-such-incident", None);
+    assert_eq!(status, 404, "{unknown}");
+    // Exact search scans step texts, which only a local index holds: a clear 400.
+    let exact = serde_json::json!({"query": "certificate", "mode": "exact"});
+    let (status, error) = ask(&reader, "POST", "/v1/search", Some(&exact));
+    assert_eq!(status, 400, "{error}");
+
+    // A write through one stateless server is found through the other at once.
+    let doc = "# Zorblax queue wedged\n\n## Summary\n\nThe zorblax dispatch queue stopped after a quokka migration.\n\n## Resolution\n\nRestarting the zorblax workers restored service.\n";
+    let put = serde_json::json!({"path": "api/zorblax.md", "markdown": doc});
+    let (status, created) = ask(&writer, "PUT", "/v1/incidents", Some(&put));
+    assert_eq!(status, 201, "{created}");
+    let new_id = created["incident_id"].as_str().unwrap().to_owned();
+    let probe = serde_json::json!({"query": "zorblax quokka", "mode": "lexical", "k": 5});
+    let found = ok(&reader, "POST", "/v1/search", Some(&probe));
+    assert!(hit_paths(&found).contains(&"api/zorblax.md"), "{found}");
+    let record = ok(&reader, "GET", &format!("/v1/incidents/{new_id}"), None);
+    assert_eq!(record["path"], "api/zorblax.md", "{record}");
+    // A corpus file's incident is the corpus's: the API cannot delete it.
+    let (status, refused) = ask(&writer, "DELETE", &format!("/v1/incidents/{id}"), None);
+    assert_eq!(status, 409, "{refused}");
+
+    // `precedent index` of the corpus afterwards leaves the API's document alone.
+    let again = sync();
+    assert_eq!(again["qdrant"]["revisions_deleted"], 0, "{again}");
+    let found = ok(&reader, "POST", "/v1/search", Some(&probe));
+    assert!(hit_paths(&found).contains(&"api/zorblax.md"), "{found}");
+    let health = ok(&reader, "GET", "/healthz", None);
+    assert_eq!(
+        health["incidents"].as_u64(),
+        local["incidents"].as_u64().map(|n| n + 1),
+        "{health}"
+    );
+
+    // A delete through one is gone through the other.
+    let (status, deleted) = ask(&writer, "DELETE", &format!("/v1/incidents/{new_id}"), None);
+    assert_eq!(status, 200, "{deleted}");
+    let found = ok(&reader, "POST", "/v1/search", Some(&probe));
+    assert!(!hit_paths(&found).contains(&"api/zorblax.md"), "{found}");
+    let (status, gone) = ask(&reader, "GET", &format!("/v1/incidents/{new_id}"), None);
+    assert_eq!(status, 404, "{gone}");
+    drop_collection(&server, &name);
+}
+
+/// The store conformance suite (`tests/conformance`) on a stateless Qdrant server (no local
+/// index), on a collection synced from `corpus-samples/`, as `tests/cli.rs` runs it on the
+/// embedded index.
+#[test]
+fn the_qdrant_store_passes_the_conformance_suite() {
+    let server = qdrant();
+    let dir = Dir::new();
+    let name = collection("conformance");
+    let q = qdrant_args(&server.url, &name);
+    let mut args: Vec<String> = ["index", samples().to_str().unwrap(), "--json", "--index"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push(dir.join("staging").display().to_string());
+    args.extend(q.iter().cloned());
+    run(&args);
+    let token = "a-token-for-the-qdrant-conformance-run";
+    let token_file = dir.create("token", token);
+    let served = TestCommand::new(&["serve", "--allow-writes", "--token-file"])
+        .arg(&token_file)
+        .arg("--index")
+        .arg(dir.join("none"))
+        .args(q.iter())
+        .serve();
+    conformance::run(&conformance::Subject {
+        served: &served,
+        token,
+        store: "qdrant",
+    });
+    drop_collection(&server, &name);
 }

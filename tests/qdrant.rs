@@ -162,6 +162,32 @@ fn run(args: &[String]) -> serde_json::Value {
     TestCommand::new(&refs).json()
 }
 
+/// `precedent index corpus-samples --json --index INDEX` with the store flags `q`.
+fn sync_samples(index: &std::path::Path, q: &[String]) -> serde_json::Value {
+    let mut args: Vec<String> = ["index", samples().to_str().unwrap(), "--json", "--index"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push(index.display().to_string());
+    args.extend(q.iter().cloned());
+    run(&args)
+}
+
+/// `precedent serve --index INDEX` with the store flags `q`, taking writes with the token in
+/// `token_file` when one is given.
+fn serve_with(
+    index: &std::path::Path,
+    q: &[String],
+    token_file: Option<&std::path::Path>,
+) -> util::Served {
+    let mut cmd = TestCommand::new(&["serve", "--index"])
+        .arg(index)
+        .args(q.iter());
+    if let Some(file) = token_file {
+        cmd = cmd.arg("--allow-writes").arg("--token-file").arg(file);
+    }
+    cmd.serve()
+}
+
 fn drop_collection(server: &Qdrant, name: &str) {
     // Best effort, over REST.
     let _ = Command::new("curl")
@@ -220,12 +246,7 @@ fn qdrant_store_agrees_with_the_embedded_store() {
     let index = dir.join("index");
     let name = collection("parity");
     let q = qdrant_args(&url, &name);
-    let mut args: Vec<String> = ["index", samples().to_str().unwrap(), "--json", "--index"]
-        .map(str::to_owned)
-        .to_vec();
-    args.push(index.to_str().unwrap().to_owned());
-    args.extend(q.clone());
-    let summary = run(&args);
+    let summary = sync_samples(&index, &q);
     assert_eq!(
         summary["qdrant"]["points_total"], summary["steps_total"],
         "{summary}"
@@ -781,31 +802,15 @@ fn a_write_through_one_server_is_found_through_another() {
     let name = collection("servers");
     let q = qdrant_args(&server.url, &name);
     let (a, b) = (dir.join("a"), dir.join("b"));
-    let sync = |index: &std::path::Path| {
-        let mut args: Vec<String> = ["index", samples().to_str().unwrap(), "--json", "--index"]
-            .map(str::to_owned)
-            .to_vec();
-        args.push(index.display().to_string());
-        args.extend(q.iter().cloned());
-        run(&args)
-    };
+    let sync = |index: &std::path::Path| sync_samples(index, &q);
     sync(&a);
     sync(&b);
     let token = "a-token-for-the-qdrant-write-test";
     let token_file = dir.create("token", token);
-    let serve = |index: &std::path::Path, writes: bool| {
-        let mut cmd = TestCommand::new(&["serve", "--index"])
-            .arg(index)
-            .args(q.iter());
-        if writes {
-            cmd = cmd
-                .arg("--allow-writes")
-                .arg("--token-file")
-                .arg(&token_file);
-        }
-        cmd.serve()
-    };
-    let (writer, reader) = (serve(&a, true), serve(&b, false));
+    let (writer, reader) = (
+        serve_with(&a, &q, Some(&token_file)),
+        serve_with(&b, &q, None),
+    );
     // The writer wants its token on every route; the reader has none.
     let search = |served: &util::Served, query: &str| -> serde_json::Value {
         let body = serde_json::json!({"query": query, "mode": "lexical", "k": 5}).to_string();
@@ -868,32 +873,16 @@ fn stateless_servers_answer_everything_from_qdrant() {
     let name = collection("stateless");
     let q = qdrant_args(&server.url, &name);
     let index = dir.join("index");
-    let sync = || {
-        let mut args: Vec<String> = ["index", samples().to_str().unwrap(), "--json", "--index"]
-            .map(str::to_owned)
-            .to_vec();
-        args.push(index.display().to_string());
-        args.extend(q.iter().cloned());
-        run(&args)
-    };
+    let sync = || sync_samples(&index, &q);
     sync();
     let token = "a-token-for-the-stateless-test";
     let token_file = dir.create("token", token);
     let nowhere = dir.join("no-index-here");
-    let stateless = |writes: bool| {
-        let mut cmd = TestCommand::new(&["serve", "--index"])
-            .arg(&nowhere)
-            .args(q.iter());
-        if writes {
-            cmd = cmd
-                .arg("--allow-writes")
-                .arg("--token-file")
-                .arg(&token_file);
-        }
-        cmd.serve()
-    };
-    let (writer, reader) = (stateless(true), stateless(false));
-    let embedded = TestCommand::new(&["serve", "--index"]).arg(&index).serve();
+    let (writer, reader) = (
+        serve_with(&nowhere, &q, Some(&token_file)),
+        serve_with(&nowhere, &q, None),
+    );
+    let embedded = serve_with(&index, &[], None);
     assert!(!nowhere.exists(), "a stateless server creates no index");
     let ask =
         |served: &util::Served, method: &str, path: &str, body: Option<&serde_json::Value>| {
@@ -1048,20 +1037,10 @@ fn the_qdrant_store_passes_the_conformance_suite() {
     let dir = Dir::new();
     let name = collection("conformance");
     let q = qdrant_args(&server.url, &name);
-    let mut args: Vec<String> = ["index", samples().to_str().unwrap(), "--json", "--index"]
-        .map(str::to_owned)
-        .to_vec();
-    args.push(dir.join("staging").display().to_string());
-    args.extend(q.iter().cloned());
-    run(&args);
+    sync_samples(&dir.join("staging"), &q);
     let token = "a-token-for-the-qdrant-conformance-run";
     let token_file = dir.create("token", token);
-    let served = TestCommand::new(&["serve", "--allow-writes", "--token-file"])
-        .arg(&token_file)
-        .arg("--index")
-        .arg(dir.join("none"))
-        .args(q.iter())
-        .serve();
+    let served = serve_with(&dir.join("none"), &q, Some(&token_file));
     conformance::run(&conformance::Subject {
         served: &served,
         token,

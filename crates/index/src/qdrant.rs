@@ -512,16 +512,7 @@ impl QdrantStore {
 
     /// Step points in the collection (each incident also has one incident point).
     pub fn count(&self) -> Result<u64> {
-        let name = self.options.collection.clone();
-        let filter = Filter::must([Condition::matches("doc", STEP_DOC.to_owned())]);
-        let r = self.call("counting points", self.options.write_budget, || {
-            self.client.count(
-                qdrant_client::qdrant::CountPointsBuilder::new(&name)
-                    .filter(filter.clone())
-                    .exact(true),
-            )
-        })?;
-        Ok(r.result.map_or(0, |r| r.count))
+        self.count_of(STEP_DOC, self.options.write_budget)
     }
 
     /// Which of `ids` the collection holds steps of.
@@ -908,11 +899,11 @@ impl QdrantStore {
         Ok(out)
     }
 
-    /// Points of kind `doc`.
-    fn count_of(&self, doc: &str) -> Result<u64> {
+    /// Points of kind `doc`, counted within `budget`.
+    fn count_of(&self, doc: &str, budget: Duration) -> Result<u64> {
         let name = self.options.collection.clone();
         let filter = Filter::must([Condition::matches("doc", doc.to_owned())]);
-        let r = self.call("counting points", self.options.query_budget, || {
+        let r = self.call("counting points", budget, || {
             self.client.count(
                 qdrant_client::qdrant::CountPointsBuilder::new(&name)
                     .filter(filter.clone())
@@ -1031,16 +1022,16 @@ impl crate::api::Store for QdrantStore {
             remediation_classes: self.facet_counts("remediation_class", INCIDENT_DOC)?,
             date_min: self.date_edge(Direction::Asc)?,
             date_max: self.date_edge(Direction::Desc)?,
-            incidents: self.count_of(INCIDENT_DOC)?,
-            steps: self.count_of(STEP_DOC)?,
+            incidents: self.count_of(INCIDENT_DOC, self.options.query_budget)?,
+            steps: self.count_of(STEP_DOC, self.options.query_budget)?,
         })
     }
     fn stats(&self) -> Result<crate::api::Stats> {
         Ok(crate::api::Stats {
             // Qdrant has no publish counter; its collection is the one state.
             generation: 0,
-            incidents: self.count_of(INCIDENT_DOC)?,
-            steps: self.count_of(STEP_DOC)?,
+            incidents: self.count_of(INCIDENT_DOC, self.options.query_budget)?,
+            steps: self.count_of(STEP_DOC, self.options.query_budget)?,
             size_bytes: 0,
             model_id: self.model_id.clone(),
             dimension: self.dimension,

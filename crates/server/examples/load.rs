@@ -13,7 +13,8 @@
 //! `--queries`, in a fixed shuffled order, so the server embeds a different text each time.
 //! Rates are tried in order until p99 exceeds 100 ms or any request fails; the report names the
 //! highest rate held with p99 under 100 ms, and the server's peak RSS when `--server-pid` is
-//! given.
+//! given. Each rate's line also gives the machine's CPU steal while it ran (`/proc/stat`): a
+//! figure measured while the host took a share of the CPUs is not comparable with others.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -209,23 +210,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         warm.elapsed()
     );
     println!(
-        "{:>8} {:>7} {:>7} {:>9} {:>9} {:>9} {:>10}",
-        "rate/s", "sent", "failed", "p50", "p99", "max", "achieved/s"
+        "{:>8} {:>7} {:>7} {:>9} {:>9} {:>9} {:>10} {:>7}",
+        "rate/s", "sent", "failed", "p50", "p99", "max", "achieved/s", "steal"
     );
     let mut best = None;
     let mut offset = 0;
     for &rate in &args.rates {
+        let before = cpu_times();
         let step = run_rate(&client, &url, &bodies, rate, args.seconds, offset).await;
+        let steal = steal_share(before, cpu_times());
         offset += step.sent;
         println!(
-            "{:>8.0} {:>7} {:>7} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>10.1}",
+            "{:>8.0} {:>7} {:>7} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>10.1} {:>7}",
             step.rate,
             step.sent,
             step.failed,
             step.p50.as_secs_f64() * 1e3,
             step.p99.as_secs_f64() * 1e3,
             step.max.as_secs_f64() * 1e3,
-            step.achieved
+            step.achieved,
+            steal.map_or("?".to_owned(), |s| format!("{:.0}%", s * 100.0))
         );
         if step.failed > 0 || step.p99 > Duration::from_millis(100) {
             break;
@@ -245,4 +249,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// Total and stolen CPU time of the machine so far (the `cpu` line of `/proc/stat`, in ticks):
+/// a virtual machine whose host takes its CPUs away ("steal") runs everything slower, so a
+/// latency figure means little without it.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let steal = *ticks.get(7)?;
+    Some((ticks.iter().take(8).sum(), steal))
+}
+
+/// Share of the CPU time between two readings that the host stole.
+fn steal_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((t0, s0), (t1, s1)) = (before?, after?);
+    let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
+    Some(s1.saturating_sub(s0) as f64 / total as f64)
 }

@@ -1633,7 +1633,7 @@ fn points_of(
     let mut points = Vec::with_capacity(incident.steps.len() + 1);
     for (step, vector) in incident.steps.iter().zip(vectors) {
         let (indices, values) = doc_sparse(&incident.title, &step.heading_path, &step.text);
-        let payload = Payload::try_from(json!({
+        let mut payload = json!({
             "doc": STEP_DOC,
             "origin": origin_name(origin),
             "step_id": step.id.as_str(),
@@ -1648,20 +1648,15 @@ fn points_of(
             "path": incident.path,
             "line_start": step.line_start,
             "line_end": step.line_end,
-            "services": lower(&incident.services),
-            "tags": lower(&incident.tags),
-            "severity": incident.severity.as_ref().map(|s| s.trim().to_lowercase()),
-            "date_days": incident.date.map(|d| crate::writer::days_since_epoch(d.start)),
-            "trigger_class": incident.card.trigger_class,
-            "remediation_class": incident.card.remediation_class,
             "incident": {
                 "date": incident.date,
                 "severity": incident.severity,
                 "services": incident.services,
                 "card": incident.card,
             },
-        }))
-        .map_err(|e| Error::Qdrant(e.to_string()))?;
+        });
+        add_filter_fields(&mut payload, incident);
+        let payload = Payload::try_from(payload).map_err(|e| Error::Qdrant(e.to_string()))?;
         points.push(PointStruct::new(
             point_id(&step.id),
             NamedVectors::default()
@@ -1692,7 +1687,7 @@ fn incident_point(incident: &Incident, rev: &str, origin: Origin) -> Result<Poin
         ),
     ]);
     let record = serde_json::to_string(incident).map_err(|e| Error::Qdrant(e.to_string()))?;
-    let payload = Payload::try_from(json!({
+    let mut payload = json!({
         "doc": INCIDENT_DOC,
         "origin": origin_name(origin),
         "incident_id": incident.id.as_str(),
@@ -1700,20 +1695,31 @@ fn incident_point(incident: &Incident, rev: &str, origin: Origin) -> Result<Poin
         "content_hash": incident.content_hash.as_str(),
         "title": incident.title,
         "path": incident.path,
+        "record": record,
+    });
+    add_filter_fields(&mut payload, incident);
+    let payload = Payload::try_from(payload).map_err(|e| Error::Qdrant(e.to_string()))?;
+    Ok(PointStruct::new(
+        incident_point_id(&incident.id),
+        NamedVectors::default().add_vector(WHOLE, Vector::new_sparse(indices, values)),
+        payload,
+    ))
+}
+
+/// The incident's fields that filters and facets read, lowercased as they match: the same on
+/// its step points and its incident point.
+fn add_filter_fields(payload: &mut Json, incident: &Incident) {
+    let fields = json!({
         "services": lower(&incident.services),
         "tags": lower(&incident.tags),
         "severity": incident.severity.as_ref().map(|s| s.trim().to_lowercase()),
         "date_days": incident.date.map(|d| crate::writer::days_since_epoch(d.start)),
         "trigger_class": incident.card.trigger_class,
         "remediation_class": incident.card.remediation_class,
-        "record": record,
-    }))
-    .map_err(|e| Error::Qdrant(e.to_string()))?;
-    Ok(PointStruct::new(
-        incident_point_id(&incident.id),
-        NamedVectors::default().add_vector(WHOLE, Vector::new_sparse(indices, values)),
-        payload,
-    ))
+    });
+    if let (Some(payload), Json::Object(fields)) = (payload.as_object_mut(), fields) {
+        payload.extend(fields);
+    }
 }
 
 /// UUIDv5 (URL namespace) of the incident id: the id of its incident point.

@@ -29,6 +29,8 @@ pub(crate) const MAX_REFERENCE_BYTES: usize = 1024;
 pub struct Backend {
     store: Arc<dyn Store>,
     index: Option<Arc<Engine>>,
+    /// Whether `index` is `store` itself (the embedded index alone), so one refresh does.
+    index_is_store: bool,
 }
 
 impl Backend {
@@ -37,13 +39,18 @@ impl Backend {
         Backend {
             store: engine.clone(),
             index: Some(engine),
+            index_is_store: true,
         }
     }
 
     /// `store` for every read; `index`, when given, for writes (published to `store`) and
     /// scans. With no index the server is stateless: any number of them can serve one store.
     pub fn store(store: Arc<dyn Store>, index: Option<Arc<Engine>>) -> Self {
-        Backend { store, index }
+        Backend {
+            store,
+            index,
+            index_is_store: false,
+        }
     }
 
     /// The store reads come from.
@@ -136,7 +143,7 @@ impl AppState {
     pub async fn reload(&self) -> Result<(), ApiError> {
         let backend = self.inner.backend.clone();
         blocking(move || {
-            if let Some(index) = &backend.index {
+            if let Some(index) = backend.index.as_ref().filter(|_| !backend.index_is_store) {
                 index.reload_if_changed()?;
             }
             backend.store.refresh().map(|_| ())

@@ -1,9 +1,7 @@
 //! End-to-end tests of the `precedent` binary on `corpus-samples/` with the real model.
 
-mod conformance;
-mod util;
-
-use util::{Dir, Served, TestCommand, hit_paths, samples};
+use crate::conformance;
+use crate::util::{Dir, Served, TestCommand, hit_paths, samples};
 
 fn index(dir: &Dir, corpus: &std::path::Path) -> String {
     let idx = dir.join("idx");
@@ -12,6 +10,80 @@ fn index(dir: &Dir, corpus: &std::path::Path) -> String {
         .arg("--index")
         .arg(&idx)
         .stdout()
+}
+
+#[test]
+fn an_embed_cache_spares_the_model_on_a_rebuild() {
+    let dir = Dir::new();
+    let corpus = dir.join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    for name in ["2021-09-30-tls-cert-expiry.md", "cron-job-ran-twice.md"] {
+        std::fs::copy(samples().join(name), corpus.join(name)).unwrap();
+    }
+    let cache = dir.join("cache");
+    let run = |index: &str| {
+        TestCommand::new(&["index", "--json"])
+            .arg(&corpus)
+            .arg("--index")
+            .arg(dir.join(index))
+            .arg("--embed-cache")
+            .arg(&cache)
+            .json()
+    };
+    let first = run("a");
+    let embedded = first["steps_embedded"].as_u64().unwrap();
+    assert!(embedded > 10, "{first}");
+    assert_eq!(
+        first["embed_cache"]["vectors_computed"], embedded,
+        "{first}"
+    );
+    assert_eq!(first["embed_cache"]["vectors_reused"], 0, "{first}");
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    assert_eq!(files.len(), 1, "one file for the one model id");
+
+    // A second index of the same write-ups asks the model nothing and answers the same.
+    let second = run("b");
+    assert_eq!(second["steps_embedded"], embedded, "{second}");
+    assert_eq!(second["embed_cache"]["vectors_computed"], 0, "{second}");
+    assert_eq!(
+        second["embed_cache"]["vectors_reused"], embedded,
+        "{second}"
+    );
+    let search = |index: &str| {
+        let out = TestCommand::new(&["search", "--json", "--mode", "vector", "-k", "5"])
+            .arg("--index")
+            .arg(dir.join(index))
+            .arg("certificate expired on the load balancer")
+            .json();
+        let hits: Vec<(String, String)> = out["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["step_id"].to_string(), h["score"].to_string()))
+            .collect();
+        assert!(!hits.is_empty(), "{out}");
+        hits
+    };
+    assert_eq!(search("a"), search("b"));
+
+    // A damaged file is ignored with a warning, and written anew.
+    let file = files[0].as_ref().unwrap().path();
+    std::fs::write(&file, b"not a cache").unwrap();
+    let (code, stdout, stderr) = TestCommand::new(&["index", "--json"])
+        .arg(&corpus)
+        .arg("--index")
+        .arg(dir.join("c"))
+        .arg("--embed-cache")
+        .arg(&cache)
+        .run();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("embed cache"), "{stderr}");
+    let third: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        third["embed_cache"]["vectors_computed"], embedded,
+        "{third}"
+    );
+    assert!(std::fs::metadata(&file).unwrap().len() > 1000);
 }
 
 #[test]

@@ -4,15 +4,13 @@
 //! `../shared/bin/qdrant` (or `$PRECEDENT_QDRANT_BIN`) on free loopback ports with its
 //! storage in a temp dir. A test fails when neither is there: it never skips.
 
-mod conformance;
-mod util;
-
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Dir, TestCommand, hit_paths, samples};
+use crate::conformance;
+use crate::util::{Dir, Served, TestCommand, hit_paths, samples};
 
 /// A Qdrant server for one test: started here and killed on drop, or an outside one.
 struct Qdrant {
@@ -178,7 +176,7 @@ fn serve_with(
     index: &std::path::Path,
     q: &[String],
     token_file: Option<&std::path::Path>,
-) -> util::Served {
+) -> Served {
     let mut cmd = TestCommand::new(&["serve", "--index"])
         .arg(index)
         .args(q.iter());
@@ -812,7 +810,7 @@ fn a_write_through_one_server_is_found_through_another() {
         serve_with(&b, &q, None),
     );
     // The writer wants its token on every route; the reader has none.
-    let search = |served: &util::Served, query: &str| -> serde_json::Value {
+    let search = |served: &Served, query: &str| -> serde_json::Value {
         let body = serde_json::json!({"query": query, "mode": "lexical", "k": 5}).to_string();
         let auth = (served.addr == writer.addr).then_some(token);
         let (status, text) = served.request_as(auth, "POST", "/v1/search", Some(&body));
@@ -884,16 +882,15 @@ fn stateless_servers_answer_everything_from_qdrant() {
     );
     let embedded = serve_with(&index, &[], None);
     assert!(!nowhere.exists(), "a stateless server creates no index");
-    let ask =
-        |served: &util::Served, method: &str, path: &str, body: Option<&serde_json::Value>| {
-            let body = body.map(|b| b.to_string());
-            let auth = (served.addr == writer.addr).then_some(token);
-            let (status, text) = served.request_as(auth, method, path, body.as_deref());
-            let json: serde_json::Value = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
-            (status, json)
-        };
-    let ok = |served: &util::Served, method: &str, path: &str, body: Option<&serde_json::Value>| {
+    let ask = |served: &Served, method: &str, path: &str, body: Option<&serde_json::Value>| {
+        let body = body.map(|b| b.to_string());
+        let auth = (served.addr == writer.addr).then_some(token);
+        let (status, text) = served.request_as(auth, method, path, body.as_deref());
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        (status, json)
+    };
+    let ok = |served: &Served, method: &str, path: &str, body: Option<&serde_json::Value>| {
         let (status, json) = ask(served, method, path, body);
         assert_eq!(status, 200, "{method} {path}: {json}");
         json

@@ -1,7 +1,7 @@
 //! Helpers for the end-to-end tests, after ripgrep's `tests/util.rs`: a temporary directory and
 //! a command builder that runs the real `precedent` binary.
 
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)] // the build without the `qdrant` feature uses less of it
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -54,6 +54,14 @@ pub fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus-samples")
 }
 
+/// The `--embed-cache` that every `precedent index` of the tests shares: `corpus-samples/` is
+/// embedded by the model once per precision and target directory, not once per test (in a debug
+/// build that is half a minute of both cores each time). Vectors are keyed by model id and text,
+/// so a cache left from an earlier run cannot give a wrong vector.
+pub fn embed_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("embed-cache")
+}
+
 /// A `precedent` invocation.
 #[derive(Debug)]
 pub struct TestCommand {
@@ -69,7 +77,8 @@ impl TestCommand {
             .env_remove("NO_COLOR")
             .env_remove("CLICOLOR_FORCE")
             .env_remove("PRECEDENT_PAGER")
-            .env("PRECEDENT_LOG", "warn");
+            .env("PRECEDENT_LOG", "warn")
+            .env("PRECEDENT_EMBED_CACHE", embed_cache());
         TestCommand { cmd, stdin: None }
     }
 

@@ -1,12 +1,14 @@
 //! `precedent index DIR`.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use precedent_core::Embedder;
+use precedent_embed::CachedEmbedder;
 use precedent_index::{IndexWriter, Phase, Progress, WriterOptions};
 
 use crate::common::{IndexArgs, ModelArgs, StoreArgs, StoreKind, print_json};
@@ -34,6 +36,61 @@ pub struct Args {
     /// re-embedding. Without it such a run is refused. Documents written through the API stay.
     #[arg(long)]
     prune: bool,
+    /// Keep vectors by text in this directory across runs, one file per model id: a rebuild,
+    /// a new Qdrant collection or a second index of the same write-ups embeds only text the
+    /// model has not seen. The files grow with every new text; delete them to reclaim the
+    /// space. A damaged file, or one of another format, is ignored with a warning and written anew.
+    #[arg(long, env = "PRECEDENT_EMBED_CACHE", value_name = "DIR")]
+    embed_cache: Option<PathBuf>,
+}
+
+/// The `--embed-cache` file of one model, and the cache loaded from it.
+struct EmbedCache {
+    path: PathBuf,
+    cache: Arc<CachedEmbedder<Arc<dyn Embedder>>>,
+    before: usize,
+}
+
+impl EmbedCache {
+    /// Wraps `model` with the vectors cached for its model id under `dir`.
+    fn open(dir: &Path, model: Arc<dyn Embedder>) -> anyhow::Result<EmbedCache> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the embed cache {}", dir.display()))?;
+        let name: String = model
+            .model_id()
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' | '_' | '+' | '@' => c,
+                _ => '_',
+            })
+            .collect();
+        let path = dir.join(format!("{name}.vectors"));
+        let cache = match CachedEmbedder::load(model.clone(), &path) {
+            Ok(cache) => cache,
+            Err(e) => {
+                tracing::warn!(
+                    "embed cache {} not used ({e}); it is written anew",
+                    path.display()
+                );
+                CachedEmbedder::new(model)
+            }
+        };
+        let before = cache.len();
+        Ok(EmbedCache {
+            path,
+            cache: Arc::new(cache),
+            before,
+        })
+    }
+
+    /// Writes the cache back (a failure only warns: the index is already written). Returns how
+    /// many vectors the model computed in this run.
+    fn save(&self) -> usize {
+        if let Err(e) = self.cache.save(&self.path) {
+            tracing::warn!("cannot write the embed cache: {e}");
+        }
+        self.cache.len().saturating_sub(self.before)
+    }
 }
 
 /// An indicatif bar on a terminal, nothing otherwise.
@@ -79,7 +136,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.dir.is_dir() {
         anyhow::bail!("{} is not a directory", args.dir.display());
     }
-    let embedder = args.model.load_for(&args.index.index)?;
+    let mut embedder = args.model.load_for(&args.index.index)?;
+    let embed_cache = match &args.embed_cache {
+        Some(dir) => {
+            let cache = EmbedCache::open(dir, embedder)?;
+            embedder = cache.cache.clone();
+            Some(cache)
+        }
+        None => None,
+    };
     let qdrant = match args.store.store {
         StoreKind::Qdrant => Some(args.store.qdrant(embedder.as_ref())?),
         StoreKind::Embedded => None,
@@ -110,7 +175,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         bar
     });
-    let summary = writer.sync_dir(&args.dir, &Bar(bar.clone(), unit.clone()))?;
+    let summary = writer.sync_dir(&args.dir, &Bar(bar.clone(), unit.clone()));
+    // Vectors computed before a failure are good: keep them for the next run.
+    let computed = embed_cache.as_ref().map(EmbedCache::save);
+    let summary = summary?;
     // Mirror while the writer (and its lock) is alive, so the generation cannot change.
     let mirrored = match &qdrant {
         Some(store) => Some(store.sync_from(&args.index.index, &Bar(bar.clone(), unit.clone()))?),
@@ -126,6 +194,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Durations as seconds, numbers.
         value["elapsed"] = serde_json::json!(summary.elapsed.as_secs_f64());
         value["rebuild_reason"] = serde_json::json!(rebuild_reason);
+        if let (Some(cache), Some(computed)) = (&embed_cache, computed) {
+            value["embed_cache"] = serde_json::json!({
+                "path": cache.path,
+                "vectors_computed": computed,
+                "vectors_reused": summary.steps_embedded.saturating_sub(computed as u64),
+            });
+        }
         if let (Some(m), Some(store)) = (&mirrored, &qdrant) {
             value["qdrant"] = serde_json::json!({
                 "collection": store.collection(),
@@ -166,9 +241,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.unchanged,
         summary.skipped.len()
     )?;
+    let reused = match computed {
+        Some(computed) => format!(
+            ", {} of them from the embed cache",
+            summary.steps_embedded.saturating_sub(computed as u64)
+        ),
+        None => String::new(),
+    };
     writeln!(
         out,
-        "steps: {} in the index, {} embedded in {:.1} s ({})",
+        "steps: {} in the index, {} embedded in {:.1} s ({}{reused})",
         summary.steps_total,
         summary.steps_embedded,
         secs,

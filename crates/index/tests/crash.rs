@@ -1,11 +1,9 @@
 //! kill -9 during indexing: the index always opens and answers from the old or the new state,
 //! and the next run converges, with no duplicate, phantom or missing step.
 //!
-//! The test re-executes its own binary as the child (`crash_child`, which does nothing unless
-//! `PRECEDENT_CRASH_CHILD` is set), lets it start syncing and SIGKILLs it after a random delay
-//! spread over the time a sync takes.
-
-mod common;
+//! The test re-executes its own binary to run only itself with `PRECEDENT_CRASH_CHILD` set, which
+//! makes it the child: that one syncs, and the parent SIGKILLs it after a random delay spread
+//! over the time a sync takes.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{copy_dir, corpus_samples, model, options, pruning, save_cache, steps_of, sync};
+use crate::common::{
+    copy_dir, corpus_samples, model, options, pruning, save_cache, steps_of, sync,
+};
 use precedent_embed::{BertEmbedder, CachedEmbedder, EmbedderOptions, resolve_model_dir};
 use precedent_index::{Engine, IndexWriter, NoProgress, SearchRequest};
 
@@ -22,12 +22,11 @@ const READY: &str = "CRASH-CHILD-READY";
 const DONE: &str = "CRASH-CHILD-DONE";
 const TRIALS: u64 = 20;
 
+/// The test below, as libtest names it (what the parent runs in the child).
+const CRASH_TEST: &str = "crash::sigkill_at_any_moment_leaves_the_old_or_the_new_state";
+
 /// The child: syncs `corpus` into `index` with the vector cache at `cache`.
-#[test]
-fn crash_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+fn crash_child(spec: &str) {
     let parts: Vec<&str> = spec.split('\n').collect();
     let [index, corpus, cache] = parts[..] else {
         panic!("bad spec {spec:?}")
@@ -51,8 +50,8 @@ fn next(seed: &mut u64) -> u64 {
 
 #[test]
 fn sigkill_at_any_moment_leaves_the_old_or_the_new_state() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return crash_child(&spec);
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -104,7 +103,7 @@ fn sigkill_at_any_moment_leaves_the_old_or_the_new_state() {
             cache.display()
         );
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([CRASH_TEST, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, spec)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

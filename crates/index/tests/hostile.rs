@@ -3,15 +3,13 @@
 //! and mtime, files that parse into too many steps. Indexing never reads outside the corpus
 //! root, never aborts on one bad entry, and reports every entry it leaves out with a reason.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::{embedder, options, steps_of, sync};
+use crate::common::{embedder, options, steps_of, sync};
 use precedent_index::{Engine, Error, IndexSummary, IndexWriter, Mode, NoProgress, SearchRequest};
 
 const WRITE_UP: &str = "# Disk full on the log host\n\n## Root cause\n\nThe disk filled up with debug logs after a release turned on verbose logging.\n";
@@ -195,13 +193,13 @@ fn odd_entries_are_skipped_with_reasons_and_never_abort() {
 
 const CHILD_ENV: &str = "PRECEDENT_UNREADABLE_CHILD";
 
-/// Child of `an_unreadable_directory_is_skipped`: syncs and prints the summary as JSON. Does
-/// nothing unless `PRECEDENT_UNREADABLE_CHILD` is set.
-#[test]
-fn unreadable_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+/// The test below, as libtest names it: the parent re-executes this binary to run only it, with
+/// `PRECEDENT_UNREADABLE_CHILD` set, which makes it the child.
+const UNREADABLE_TEST: &str = "hostile::an_unreadable_directory_is_skipped_and_keeps_what_it_held";
+
+/// The child of `an_unreadable_directory_is_skipped_and_keeps_what_it_held`: syncs and prints the
+/// summary on one line.
+fn unreadable_child(spec: &str) {
     let (index, corpus) = spec.split_once('\n').unwrap();
     let mut writer = IndexWriter::open(Path::new(index), embedder(), options()).unwrap();
     let summary = writer.sync_dir(Path::new(corpus), &NoProgress).unwrap();
@@ -224,8 +222,8 @@ fn serde_json_summary(summary: &IndexSummary) -> String {
 
 #[test]
 fn an_unreadable_directory_is_skipped_and_keeps_what_it_held() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return unreadable_child(&spec);
     }
     let tmp = tempfile::tempdir().unwrap();
     let (index, corpus) = (tmp.path().join("index"), tmp.path().join("corpus"));
@@ -259,7 +257,7 @@ fn an_unreadable_directory_is_skipped_and_keeps_what_it_held() {
     let output = command
         .args([
             "--exact",
-            "unreadable_child",
+            UNREADABLE_TEST,
             "--nocapture",
             "--test-threads=1",
         ])

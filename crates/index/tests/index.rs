@@ -1,15 +1,13 @@
 //! End-to-end tests of indexing and search on `corpus-samples/`, with the real embedding model.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use chrono::NaiveDate;
-use common::{
+use crate::common::{
     copy_dir, corpus_samples, embedder, file_states, options, pruning, save_cache, steps_of, sync,
 };
+use chrono::NaiveDate;
 use precedent_core::{BoxError, Embedder, IncidentId, StepKind};
 use precedent_index::{
     Engine, Error, Filters, IndexWriter, Mode, NoProgress, SearchRequest, SimilarRequest,

@@ -1,10 +1,10 @@
 //! The HTTP API over a real socket, against a real index of `corpus-samples/` and the real model.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Server, TOKEN, answered, expect_error, json, metric, shared_index, small_index};
+use crate::common::{
+    Server, TOKEN, answered, expect_error, json, metric, shared_index, small_index,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -814,7 +814,8 @@ async fn writes_upsert_and_delete_when_enabled() {
     // Another writer (e.g. `precedent index`) holding the lock: 409 with Retry-After.
     let dir = index.dir.path().to_owned();
     let other_writer = tokio::task::spawn_blocking(move || {
-        precedent_index::IndexWriter::open(&dir, common::embedder(), Default::default()).unwrap()
+        precedent_index::IndexWriter::open(&dir, crate::common::embedder(), Default::default())
+            .unwrap()
     })
     .await
     .unwrap();
@@ -870,7 +871,7 @@ async fn new_generations_are_picked_up_without_restart() {
     let dir = index.dir.path().to_owned();
     tokio::task::spawn_blocking(move || {
         let mut writer =
-            precedent_index::IndexWriter::open(&dir, common::embedder(), Default::default())
+            precedent_index::IndexWriter::open(&dir, crate::common::embedder(), Default::default())
                 .unwrap();
         writer
             .upsert("later/queue-poison.md", NEW_WRITE_UP.as_bytes())
@@ -916,9 +917,13 @@ async fn non_loopback_bind_without_token_is_refused() {
         "0.0.0.0:0".parse().unwrap(),
         shared_index().dir.path(),
     );
-    let err = precedent_server::serve(options, shared_index().engine.clone(), common::embedder())
-        .await
-        .unwrap_err();
+    let err = precedent_server::serve(
+        options,
+        shared_index().engine.clone(),
+        crate::common::embedder(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, precedent_server::Error::InsecureBind(_)),
         "{err}"
@@ -1278,7 +1283,11 @@ async fn wait_for_writers(dir: &std::path::Path) {
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         loop {
-            match precedent_index::IndexWriter::open(&dir, common::embedder(), Default::default()) {
+            match precedent_index::IndexWriter::open(
+                &dir,
+                crate::common::embedder(),
+                Default::default(),
+            ) {
                 Ok(_) => return,
                 Err(precedent_index::Error::Locked { .. }) => {
                     assert!(

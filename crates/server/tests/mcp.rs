@@ -1,9 +1,7 @@
 //! The MCP server driven by rmcp's own client: over streamable HTTP against a bound server,
 //! and in-process over a duplex pipe (the stdio code path minus the process).
 
-mod common;
-
-use common::{Server, TOKEN, shared_index};
+use crate::common::{Server, TOKEN, shared_index};
 use precedent_server::{AppState, McpServer, PREAMBLE, ServerOptions};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ReadResourceRequestParams};
@@ -364,7 +362,7 @@ async fn results_stay_within_the_byte_budget_and_say_so() {
 async fn tools_over_an_in_process_pipe() {
     let index = shared_index();
     let options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), index.dir.path());
-    let state = AppState::new(options, index.engine.clone(), common::embedder()).unwrap();
+    let state = AppState::new(options, index.engine.clone(), crate::common::embedder()).unwrap();
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let server = tokio::spawn(async move {
         let running = McpServer::new(state).serve(server_io).await.unwrap();
@@ -443,9 +441,9 @@ fn hostile_corpus() -> tempfile::TempDir {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_envelope_tags_in_every_field_stay_inside_data() {
     let corpus = hostile_corpus();
-    let index = common::build_index(corpus.path());
+    let index = crate::common::build_index(corpus.path());
     let options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), index.dir.path());
-    let state = AppState::new(options, index.engine.clone(), common::embedder()).unwrap();
+    let state = AppState::new(options, index.engine.clone(), crate::common::embedder()).unwrap();
     let (server_io, client_io) = tokio::io::duplex(256 * 1024);
     let server = tokio::spawn(async move {
         let running = McpServer::new(state).serve(server_io).await.unwrap();
@@ -530,11 +528,11 @@ async fn structured_content_keeps_the_budget_on_adversarial_data() {
         ));
     }
     std::fs::write(dir.path().join("big.md"), text).unwrap();
-    let index = common::build_index(dir.path());
+    let index = crate::common::build_index(dir.path());
     let budget = 20_000;
     let mut options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), index.dir.path());
     options.mcp_result_bytes = budget;
-    let state = AppState::new(options, index.engine.clone(), common::embedder()).unwrap();
+    let state = AppState::new(options, index.engine.clone(), crate::common::embedder()).unwrap();
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
     let server = tokio::spawn(async move {
         let running = McpServer::new(state).serve(server_io).await.unwrap();
@@ -578,7 +576,7 @@ async fn malformed_stdio_frames_get_json_rpc_errors() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let index = shared_index();
     let options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), index.dir.path());
-    let state = AppState::new(options, index.engine.clone(), common::embedder()).unwrap();
+    let state = AppState::new(options, index.engine.clone(), crate::common::embedder()).unwrap();
     let (server_in, mut client_out) = tokio::io::duplex(64 * 1024);
     let (client_in, server_out) = tokio::io::duplex(64 * 1024);
     let server = tokio::spawn(precedent_server::serve_lines(state, server_in, server_out));
@@ -753,7 +751,7 @@ async fn generated_bad_frames_never_stop_the_stdio_server() {
     let index = shared_index();
     let mut options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), index.dir.path());
     options.body_limit = FRAME_LIMIT;
-    let state = AppState::new(options, index.engine.clone(), common::embedder()).unwrap();
+    let state = AppState::new(options, index.engine.clone(), crate::common::embedder()).unwrap();
     let (server_in, mut client_out) = tokio::io::duplex(256 * 1024);
     let (client_in, server_out) = tokio::io::duplex(256 * 1024);
     let server = tokio::spawn(precedent_server::serve_lines(state, server_in, server_out));
@@ -831,7 +829,7 @@ async fn generated_bad_frames_never_stop_the_stdio_server() {
 async fn incident_references_and_dates_as_people_type_them() {
     let index = shared_index();
     let options = ServerOptions::new("127.0.0.1:0".parse().unwrap(), index.dir.path());
-    let state = AppState::new(options, index.engine.clone(), common::embedder()).unwrap();
+    let state = AppState::new(options, index.engine.clone(), crate::common::embedder()).unwrap();
     let (server_io, client_io) = tokio::io::duplex(256 * 1024);
     let server = tokio::spawn(async move {
         let running = McpServer::new(state).serve(server_io).await.unwrap();

@@ -196,6 +196,13 @@ static CUES: LazyLock<Vec<(StepKind, f32, Regex)>> = LazyLock::new(|| {
             1.1,
             r"\b(?:users? (?:were|was) (?:unable|not able)|unavailable|outage|affected|downtime|degraded|impact\w*|unable to|could not|couldn't|lost|data loss|minutes of|hours of|for \d+ (?:minutes|hours)|no data could)\b",
         ),
+        // What the incident did to people and systems: "The incident caused the team to
+        // scramble", "Approx. 8000 exceptions thrown over the course of the outage".
+        cue(
+            Impact,
+            1.6,
+            r"\b(?:the (?:incident|outage|disruption|downtime) (?:caused|meant|resulted in|led to|left|prevented|forced|cost)|\d[\d,.]*k? (?:\w+[/ ]){0,2}(?:errors|exceptions|failures|requests|users|customers|sessions|jobs|builds|messages|events|orders|payments) (?:were |was )?(?:thrown|failed|affected|lost|dropped|rejected|delayed|impacted))\b",
+        ),
         cue(
             FollowUp,
             1.3,
@@ -817,6 +824,14 @@ mod tests {
         check(
             "We will add monitoring for certificate expiry.",
             Some(FollowUp),
+        );
+        check(
+            "The incident caused the support team to answer tickets all weekend.",
+            Some(Impact),
+        );
+        check(
+            "Roughly 12,000 checkout requests failed during the window.",
+            Some(Impact),
         );
         check("Nothing to see.", None);
         assert_eq!(

@@ -212,6 +212,7 @@ fn filters_apply_in_every_mode() {
             services: vec!["Product-Search".into()],
             ..Filters::default()
         });
+        assert!(!hits.is_empty(), "{mode:?}");
         assert!(hits.iter().all(|h| h.incident_id == oom), "{mode:?}");
         if mode != Mode::Lexical {
             assert!(!hits.is_empty());
@@ -701,6 +702,7 @@ fn the_ann_graph_agrees_with_exact_search_on_a_small_index() {
                 .with_mode(Mode::Vector)
                 .with_filters(filters),
         );
+        assert!(!r.hits.is_empty(), "{q}");
         assert!(r.hits.iter().all(|h| h.kind == StepKind::RootCause));
     }
     assert!(

@@ -183,6 +183,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // The store is made inside the server's runtime, so a Qdrant client runs on it.
+    let runtime = runtime()?;
+    let entered = runtime.enter();
     let (backend, embedder, what) = backend(&args.index, &args.model, &args.store)?;
     let mut options = ServerOptions::new(args.addr, &args.index.index);
     options.token = read_token(args.token_file.as_ref())?;
@@ -198,7 +201,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     options.idle_timeout = Duration::from_secs(args.idle_timeout);
     let bind = args.addr;
     let kept = backend.clone();
-    let runtime = runtime()?;
+    drop(entered);
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(bind)
             .await
@@ -232,6 +235,8 @@ pub fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
         print_config(&args)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let runtime = runtime()?;
+    let entered = runtime.enter();
     let (backend, embedder, _) = backend(&args.index, &args.model, &args.store)?;
     let mut options = ServerOptions {
         index_dir: args.index.index.clone(),
@@ -239,7 +244,7 @@ pub fn mcp(args: McpArgs) -> anyhow::Result<ExitCode> {
     };
     args.limits.apply(&mut options);
     let kept = backend.clone();
-    let runtime = runtime()?;
+    drop(entered);
     runtime.block_on(precedent_server::serve_stdio(options, backend, embedder))?;
     drop(runtime);
     drop(kept);

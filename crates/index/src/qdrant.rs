@@ -226,10 +226,24 @@ pub struct QdrantSyncSummary {
     pub elapsed: Duration,
 }
 
+/// Where the client's futures run.
+enum Exec {
+    /// The multi-threaded runtime the store was made in (a server's): a call blocks its thread
+    /// (a blocking-pool thread, or a worker inside `block_in_place`) on that runtime, so the
+    /// connections and timers are the server's own.
+    Caller(tokio::runtime::Handle),
+    /// A small runtime of the store's own, for callers without one (the CLI's one-shot
+    /// commands) or with a current-thread one, which a blocking call would stall.
+    Own(tokio::runtime::Runtime),
+}
+
 /// A collection on a Qdrant server, checked against the model.
+///
+/// Made inside a multi-threaded tokio runtime (`Runtime::enter`, or from a task), the store
+/// runs its client on that runtime; made outside one, it starts its own with two threads.
 pub struct QdrantStore {
     client: Qdrant,
-    runtime: tokio::runtime::Runtime,
+    exec: Exec,
     options: QdrantOptions,
     model_id: String,
     dimension: usize,
@@ -280,11 +294,19 @@ impl QdrantStore {
 
     /// A client for `options`, without touching the collection.
     fn client_for(options: QdrantOptions, model_id: &str, dimension: usize) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Qdrant(format!("cannot start the client runtime: {e}")))?;
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let exec = match Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                Exec::Caller(handle)
+            }
+            _ => Exec::Own(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Qdrant(format!("cannot start the client runtime: {e}")))?,
+            ),
+        };
         let client = Qdrant::from_url(&options.url)
             .api_key(options.api_key.clone())
             .timeout(options.timeout)
@@ -294,7 +316,7 @@ impl QdrantStore {
             .map_err(|e| Error::Qdrant(format!("invalid Qdrant URL {}: {e}", options.url)))?;
         Ok(Self {
             client,
-            runtime,
+            exec,
             options,
             model_id: model_id.to_owned(),
             dimension,
@@ -328,8 +350,12 @@ impl QdrantStore {
             .with_max_delay(Duration::from_secs(2))
             .with_max_times(ATTEMPTS as usize - 1)
             .with_jitter();
+        let handle = match &self.exec {
+            Exec::Caller(handle) => handle,
+            Exec::Own(runtime) => runtime.handle(),
+        };
         let run = || {
-            self.runtime.block_on(async {
+            handle.block_on(async {
                 let retried = op
                     .retry(policy)
                     .sleep(tokio::time::sleep)

@@ -31,12 +31,24 @@ impl Drop for Qdrant {
     }
 }
 
+/// A loopback port free now and never handed out before in this process. The kernel may give
+/// a released port to the next `bind(0)`, and the tests of this binary start Qdrant nodes (3
+/// ports each) in parallel: without the memory, two nodes could be told the same port, and a
+/// node's gRPC URL could reach another node's cluster port ("Operation is not implemented").
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The Qdrant binary: `$PRECEDENT_QDRANT_BIN` or `../shared/bin/qdrant`; its absence fails.

@@ -179,6 +179,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Vectors computed before a failure are good: keep them for the next run.
     let computed = embed_cache.as_ref().map(EmbedCache::save);
     let summary = summary?;
+    // (computed by the model, taken from the cache) of the steps this run embedded.
+    let counts = computed.map(|c| (c, summary.steps_embedded.saturating_sub(c as u64)));
     // Mirror while the writer (and its lock) is alive, so the generation cannot change.
     let mirrored = match &qdrant {
         Some(store) => Some(store.sync_from(&args.index.index, &Bar(bar.clone(), unit.clone()))?),
@@ -194,11 +196,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Durations as seconds, numbers.
         value["elapsed"] = serde_json::json!(summary.elapsed.as_secs_f64());
         value["rebuild_reason"] = serde_json::json!(rebuild_reason);
-        if let (Some(cache), Some(computed)) = (&embed_cache, computed) {
+        if let (Some(cache), Some((computed, reused))) = (&embed_cache, counts) {
             value["embed_cache"] = serde_json::json!({
                 "path": cache.path,
                 "vectors_computed": computed,
-                "vectors_reused": summary.steps_embedded.saturating_sub(computed as u64),
+                "vectors_reused": reused,
             });
         }
         if let (Some(m), Some(store)) = (&mirrored, &qdrant) {
@@ -241,11 +243,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.unchanged,
         summary.skipped.len()
     )?;
-    let reused = match computed {
-        Some(computed) => format!(
-            ", {} of them from the embed cache",
-            summary.steps_embedded.saturating_sub(computed as u64)
-        ),
+    let reused = match counts {
+        Some((_, reused)) => format!(", {reused} of them from the embed cache"),
         None => String::new(),
     };
     writeln!(

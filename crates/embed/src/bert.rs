@@ -215,7 +215,7 @@ impl BertEmbedder {
         let tokenizer = load_tokenizer(&tokenizer_path, &tokenizer_bytes, &config, max_seq_len)?;
 
         let weights_path = dir.join(config::WEIGHTS);
-        let weights_bytes = config::read(&weights_path)?;
+        let weights_bytes = config::map(&weights_path)?;
         let mut model_id = model_id(
             &config_bytes,
             &[
@@ -230,15 +230,16 @@ impl BertEmbedder {
             model_id.push_str(BF16_SUFFIX);
         }
         let weights = Weights::parse(&weights_path, &weights_bytes, &config)?;
-        drop(weights_bytes);
         let engine = match options.backend {
             Backend::Native => {
                 Engine::Native(Box::new(NativeBert::load(&weights, &config, kernel)?))
             }
-            Backend::Candle => {
-                Engine::Candle(Box::new(CandleBert::load(weights.into_tensors(), &config)?))
-            }
+            Backend::Candle => Engine::Candle(Box::new(CandleBert::load(
+                weights.into_tensors()?,
+                &config,
+            )?)),
         };
+        drop(weights_bytes);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("precedent-embed-{i}"))
@@ -298,7 +299,7 @@ impl BertEmbedder {
             let encodings = self.tokenize(&[text])?;
             let seq = self.seq(&encodings[0])?;
             let flat = match &self.engine {
-                Engine::Native(m) => m.encode(&[seq], self.threads),
+                Engine::Native(m) => m.encode(&[seq], self.threads).to_vec(),
                 Engine::Candle(m) => m.encode_one(seq)?,
             };
             Ok(flat
@@ -494,7 +495,7 @@ const DEFAULT_MODEL_HASH: &str = "76c8622dc0f2";
 /// the vectors (configuration, pooling, tokenizer, weights and the effective token limit); the
 /// name is the known name of that hash, else the last part of the configuration's
 /// `_name_or_path`, else `model`. Hashing the full weights (90 MB for all-MiniLM-L6-v2) costs
-/// ~20 ms at load; the bytes are in memory anyway, and a cheaper id (sizes, headers) could miss
+/// ~20 ms at load; the bytes are mapped anyway, and a cheaper id (sizes, headers) could miss
 /// a re-trained model of the same shape, which would silently mix vectors of two models in one
 /// index.
 fn model_id(config_json: &[u8], parts: &[&[u8]]) -> String {

@@ -12,6 +12,12 @@
 //! is both one AMX B-tile row and one 512-bit `dpbf16` operand. `k` is padded with zeros to a
 //! multiple of 32 (one AMX tile depth) and `n` to a multiple of 32 (two panels), so that the
 //! kernels never need edge cases on the inputs; only the stores into the f32 output are masked.
+//! Every bf16 buffer is made of 64-byte-aligned [`Line`]s, so that each tile row is one cache
+//! line (the encoder aligns its f32 activations the same way): on the allocator's 16-byte
+//! alignment the AMX kernel ran at half speed.
+//!
+//! On AMX, attention runs on the same kernel ([`attention`]): per head, `Q Kᵀ` with K packed as
+//! a weight and `P V` with V packed as one, the softmax between them in f32.
 
 use std::cell::RefCell;
 
@@ -129,13 +135,50 @@ fn to_bf16(x: f32) -> u16 {
     (bits.wrapping_add(round) >> 16) as u16
 }
 
+/// 64 bytes of bf16 values, aligned to a cache line: the unit of the kernels' buffers, so that
+/// each 64-byte tile row is one cache line. Misaligned by 16 bytes, as large `Vec`s from the
+/// allocator are, every tile row spans two lines and AMX products ran at half speed (650
+/// against 1,200 GFLOP/s on one thread for a 464 x 384 x 1152 product).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u16; 32]);
+
+/// A bf16 buffer of whole [`Line`]s.
+#[derive(Default)]
+pub(crate) struct Lines(Vec<Line>);
+
+impl Lines {
+    /// `len` zeros (rounded up to whole lines).
+    fn zeros(len: usize) -> Self {
+        let mut lines = Self::default();
+        lines.fill_zeros(len);
+        lines
+    }
+
+    /// Resizes to `len` values (rounded up to whole lines), all zero; keeps the allocation.
+    fn fill_zeros(&mut self, len: usize) {
+        self.0.clear();
+        self.0.resize(len.div_ceil(32), Line([0; 32]));
+    }
+
+    fn as_slice(&self) -> &[u16] {
+        // SAFETY: `Line` is 32 u16 with no padding (size 64 = align 64).
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len() * 32) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u16] {
+        // SAFETY: as above.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), self.0.len() * 32) }
+    }
+}
+
 /// A weight matrix `[k, n]` in bf16, packed for the kernels (see the module docs).
 pub(crate) struct Packed {
     k: usize,
     n: usize,
     /// `k` rounded up to [`K_ALIGN`].
     kp: usize,
-    data: Vec<u16>,
+    data: Lines,
 }
 
 impl Packed {
@@ -145,10 +188,11 @@ impl Packed {
         let kp = k.next_multiple_of(K_ALIGN);
         let np = n.next_multiple_of(N_ALIGN);
         let panels = np / PANEL;
-        let mut data = vec![0u16; panels * kp * PANEL];
+        let mut data = Lines::zeros(panels * kp * PANEL);
+        let out = data.as_mut_slice();
         for (row, values) in w.chunks_exact(n).enumerate() {
             for (col, &v) in values.iter().enumerate() {
-                data[Self::index(kp, row, col)] = to_bf16(v);
+                out[Self::index(kp, row, col)] = to_bf16(v);
             }
         }
         Self { k, n, kp, data }
@@ -204,9 +248,10 @@ impl PackedView<'_> {
     fn panel_ptr(&self, col: usize) -> *const u16 {
         let kp = self.packed.kp;
         let offset = Self::panel_offset(kp, self.n0 + col) + self.k0 * PANEL;
-        debug_assert!(offset < self.packed.data.len());
+        let data = self.packed.data.as_slice();
+        debug_assert!(offset < data.len());
         // SAFETY: the offset is inside `data` (the view is inside the padded matrix).
-        unsafe { self.packed.data.as_ptr().add(offset) }
+        unsafe { data.as_ptr().add(offset) }
     }
 
     fn panel_offset(kp: usize, col: usize) -> usize {
@@ -216,7 +261,7 @@ impl PackedView<'_> {
 
 thread_local! {
     /// Activations rounded to bf16, padded; reused across products on each thread.
-    static SCRATCH: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Lines> = const { RefCell::new(Lines(Vec::new())) };
 }
 
 /// `dst = (accumulate ? dst : 0) + a · b` with `dst` a dense row-major `[m, b.cols()]` f32
@@ -257,10 +302,9 @@ pub(crate) fn matmul(
         let scratch = &mut scratch;
         let lda = k.next_multiple_of(K_ALIGN);
         let mp = m.next_multiple_of(M_ALIGN);
-        scratch.clear();
-        scratch.resize(mp * lda, 0);
-        convert(a, m, k, lda, scratch);
-        let a_bf: &[u16] = scratch;
+        scratch.fill_zeros(mp * lda);
+        convert(a, m, k, lda, scratch.as_mut_slice());
+        let a_bf: &[u16] = scratch.as_slice();
         let groups = n.div_ceil(N_ALIGN);
         let per_part = groups.div_ceil(parts.max(1));
         let parts = groups.div_ceil(per_part);
@@ -474,46 +518,87 @@ mod amx {
         let lda_bytes = job.lda * 2;
         let steps = job.b.rows().div_ceil(32);
         let mut c = Block([0f32; 32 * 32]);
-        let mut j = job.col0;
-        while j < job.col1 {
-            let b0 = job.b.panel_ptr(j);
-            let b1 = job.b.panel_ptr(j + PANEL);
-            let mut i = 0;
-            while i < job.m {
+        // Row blocks outside, column blocks inside: a row block of A (32 rows of k bf16, 24 KiB
+        // for k = 384) stays in L1 while the weight panels, contiguous 1 KiB tiles, stream
+        // from L2; the other order reloaded A's strided rows from L2 for every column block,
+        // and its tile loads stalled the products (467-503 against 600-690 GFLOP/s on one
+        // thread for the encoder's shapes).
+        let mut i = 0;
+        while i < job.m {
+            let mut j = job.col0;
+            while j < job.col1 {
+                let b0 = job.b.panel_ptr(j);
+                let b1 = job.b.panel_ptr(j + PANEL);
+                // A whole 32 x 32 block inside `dst`: the tiles load (to accumulate) and store
+                // it in place; at an edge they go through `c` and masked stores.
+                let whole = i + 32 <= job.m && j + 32 <= job.n;
+                let ldd = job.n * 4;
                 // SAFETY: rows i..i + 32 are inside the padded activations and each of the
                 // `steps` 64-byte columns of A inside a row (steps * 32 <= lda); each step
                 // reads 16 k-pair rows (1 KiB) of both panels, inside the padded weight
-                // (see `PackedView`); the tiles store into `c`, 32 rows of 128 bytes.
+                // (see `PackedView`); the tiles load from and store into `dst` (rows i..i + 32,
+                // columns j..j + 32, inside it for a whole block) or store into `c`, 32 rows of
+                // 128 bytes.
                 unsafe {
                     let a0 = job.a.add(i * job.lda);
                     let a1 = job.a.add((i + 16) * job.lda);
+                    // Dereferenced only for a whole block, which is inside `dst`.
+                    let d0 = job.dst.wrapping_add(i * job.n + j);
+                    let d2 = job.dst.wrapping_add((i + 16) * job.n + j);
+                    if whole && job.accumulate {
+                        std::arch::asm!(
+                            "tileloadd tmm0, [{d0} + {ldd}*1]",
+                            "tileloadd tmm1, [{d0} + {ldd}*1 + 64]",
+                            "tileloadd tmm2, [{d2} + {ldd}*1]",
+                            "tileloadd tmm3, [{d2} + {ldd}*1 + 64]",
+                            d0 = in(reg) d0,
+                            d2 = in(reg) d2,
+                            ldd = in(reg) ldd,
+                            options(nostack, readonly),
+                        );
+                    } else {
+                        std::arch::asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack, nomem),
+                        );
+                    }
                     // tmm0..3: C (rows 0-15 x cols 0-15, 0-15 x 16-31, 16-31 x 0-15,
                     // 16-31 x 16-31), tmm4/5: A rows 0-15 / 16-31, tmm6/7: B panels 0 / 1;
                     // each step is 32 of k.
                     std::arch::asm!(
-                        "tilezero tmm0",
-                        "tilezero tmm1",
-                        "tilezero tmm2",
-                        "tilezero tmm3",
-                        "2:",
+                        // Software-pipelined: each operand tile is reloaded for the next
+                        // step right after its last product of this one, so the loads run
+                        // under the remaining products instead of in front of them (tiles
+                        // are not renamed: a load waits for every product reading its tile).
                         "tileloadd tmm4, [{a0} + {lda}*1]",
                         "tileloadd tmm6, [{b0} + {ldb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
                         "tileloadd tmm7, [{b1} + {ldb}*1]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
                         "tileloadd tmm5, [{a1} + {lda}*1]",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        "dec {steps}",
+                        "jz 3f",
+                        "2:",
                         "add {a0}, 64",
                         "add {a1}, 64",
                         "add {b0}, 1024",
                         "add {b1}, 1024",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tileloadd tmm4, [{a0} + {lda}*1]",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tileloadd tmm6, [{b0} + {ldb}*1]",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        "tileloadd tmm5, [{a1} + {lda}*1]",
+                        "tileloadd tmm7, [{b1} + {ldb}*1]",
                         "dec {steps}",
                         "jnz 2b",
-                        "tilestored [{c} + {ldc}*1], tmm0",
-                        "tilestored [{c} + {ldc}*1 + 64], tmm1",
-                        "tilestored [{c2} + {ldc}*1], tmm2",
-                        "tilestored [{c2} + {ldc}*1 + 64], tmm3",
+                        "3:",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
                         a0 = inout(reg) a0 => _,
                         a1 = inout(reg) a1 => _,
                         b0 = inout(reg) b0 => _,
@@ -521,26 +606,235 @@ mod amx {
                         steps = inout(reg) steps => _,
                         lda = in(reg) lda_bytes,
                         ldb = in(reg) 64usize,
-                        c = in(reg) c.0.as_mut_ptr(),
-                        c2 = in(reg) c.0.as_mut_ptr().add(16 * 32),
-                        ldc = in(reg) 128usize,
+                        options(nostack, readonly),
+                    );
+                    let (c0, c2, ldc) = if whole {
+                        (d0, d2, ldd)
+                    } else {
+                        (c.0.as_mut_ptr(), c.0.as_mut_ptr().add(16 * 32), 128)
+                    };
+                    std::arch::asm!(
+                        "tilestored [{c0} + {ldc}*1], tmm0",
+                        "tilestored [{c0} + {ldc}*1 + 64], tmm1",
+                        "tilestored [{c2} + {ldc}*1], tmm2",
+                        "tilestored [{c2} + {ldc}*1 + 64], tmm3",
+                        c0 = in(reg) c0,
+                        c2 = in(reg) c2,
+                        ldc = in(reg) ldc,
                         options(nostack),
                     );
-                    for r in 0..32.min(job.m - i) {
-                        let row = c.0.as_ptr().add(r * 32);
-                        let acc = [_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(PANEL))];
-                        super::avx512::store_row(job, i + r, j, &acc);
+                    if !whole {
+                        for r in 0..32.min(job.m - i) {
+                            let row = c.0.as_ptr().add(r * 32);
+                            let acc = [_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(PANEL))];
+                            super::avx512::store_row(job, i + r, j, &acc);
+                        }
                     }
                 }
-                i += 32;
+                j += 2 * PANEL;
             }
-            j += 2 * PANEL;
+            i += 32;
         }
         // SAFETY: back to the initial tile state, so that context switches save no tile data.
         unsafe {
             std::arch::asm!("tilerelease", options(nostack, nomem));
         }
     }
+
+    /// Rounds 16 f32 lanes to bf16, to nearest even (as `to_bf16`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    fn round16(x: __m512) -> __m256i {
+        let bits = _mm512_castps_si512(x);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let rounded = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(rounded))
+    }
+
+    /// See [`super::attention`]. Both products of a head run on [`run`]: `Q Kᵀ` with K packed
+    /// as a weight of `d` rows and `len` columns, `P V` with V packed as one of `len` rows and
+    /// `d` columns.
+    ///
+    /// # Safety
+    /// AMX and AVX-512 are usable (as for `run`); `rows` is `[len, 3 heads d]`, `out`
+    /// `[len, heads d]`, `d` a multiple of 32, `len > 0`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+    pub(super) unsafe fn attention(
+        s: &mut super::AttentionScratch,
+        rows: &[f32],
+        out: &mut [f32],
+        len: usize,
+        heads: usize,
+        d: usize,
+        scale: f32,
+    ) {
+        use super::{Job, Packed};
+        use crate::kernels::avx512::{exp_shifted, lanes};
+        let h = heads * d;
+        let width = 3 * h;
+        // Rows (queries) padded to the kernel's 32, keys (the depth of P V) to a tile's 32.
+        let lk = len.next_multiple_of(32);
+        s.q.fill_zeros(lk * d);
+        s.p.fill_zeros(lk * lk);
+        let mut k = Packed {
+            k: d,
+            n: len,
+            kp: d,
+            data: std::mem::take(&mut s.k),
+        };
+        k.data.fill_zeros(lk * d);
+        let mut v = Packed {
+            k: len,
+            n: d,
+            kp: lk,
+            data: std::mem::take(&mut s.v),
+        };
+        v.data.fill_zeros(lk * d);
+        s.scores.fill_zeros(len * len);
+        s.ctx.fill_zeros(len * d);
+        let scale = _mm512_set1_ps(scale);
+        for head in 0..heads {
+            let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
+            for (t, row) in rows.chunks_exact(width).enumerate() {
+                for c in (0..d).step_by(16) {
+                    // SAFETY: columns c..c + 16 of the head are inside the row (d % 32 == 0);
+                    // the writes are at `Packed::index` of rows and columns inside `k` and `v`,
+                    // and inside row t of `q`.
+                    unsafe {
+                        let q = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(qo + c)), scale);
+                        _mm256_storeu_si256(
+                            s.q.as_mut_slice().as_mut_ptr().add(t * d + c).cast(),
+                            round16(q),
+                        );
+                        // Key t, dims c..c + 16: eight (dim pair, key) entries of K's panel.
+                        let pairs: [u32; 8] =
+                            std::mem::transmute(round16(_mm512_loadu_ps(row.as_ptr().add(ko + c))));
+                        for (i, pair) in pairs.iter().enumerate() {
+                            let at = Packed::index(d, c + 2 * i, t);
+                            k.data
+                                .as_mut_slice()
+                                .as_mut_ptr()
+                                .add(at)
+                                .cast::<u32>()
+                                .write_unaligned(*pair);
+                        }
+                        // Value row t, dims c..c + 16.
+                        let values: [u16; 16] =
+                            std::mem::transmute(round16(_mm512_loadu_ps(row.as_ptr().add(vo + c))));
+                        for (i, x) in values.iter().enumerate() {
+                            *v.data
+                                .as_mut_slice()
+                                .get_unchecked_mut(Packed::index(lk, t, c + i)) = *x;
+                        }
+                    }
+                }
+            }
+            let job = Job {
+                a: s.q.as_slice().as_ptr(),
+                lda: d,
+                m: len,
+                b: k.view(0, d, 0, len),
+                dst: s.scores.as_mut_ptr(),
+                n: len,
+                accumulate: false,
+                col0: 0,
+                col1: len,
+            };
+            // SAFETY: `q` holds lk (>= len rounded to 32) zero-padded rows of d; `scores`
+            // is [len, len].
+            unsafe { run(&job) };
+            let probabilities = s.p.as_mut_slice().chunks_exact_mut(lk);
+            for (scores, p) in s.scores.chunks_exact_mut(len).zip(probabilities) {
+                // SAFETY: AVX-512 is usable (the caller's contract).
+                let inv = _mm512_set1_ps(1.0 / unsafe { exp_shifted(scores) });
+                for j in (0..len).step_by(16) {
+                    let mask = lanes(len - j);
+                    // SAFETY: the masked lanes are inside `scores` (len values) and `p` (lk).
+                    unsafe {
+                        let x = _mm512_maskz_loadu_ps(mask, scores.as_ptr().add(j));
+                        let b = round16(_mm512_mul_ps(x, inv));
+                        _mm256_mask_storeu_epi16(p.as_mut_ptr().add(j).cast(), mask, b);
+                    }
+                }
+            }
+            let job = Job {
+                a: s.p.as_slice().as_ptr(),
+                lda: lk,
+                m: len,
+                b: v.view(0, len, 0, d),
+                dst: s.ctx.as_mut_ptr(),
+                n: d,
+                accumulate: false,
+                col0: 0,
+                col1: d,
+            };
+            // SAFETY: `p` holds lk zero-padded rows of lk (keys past len are zero); `ctx` is
+            // [len, d].
+            unsafe { run(&job) };
+            for (o, c) in out.chunks_exact_mut(h).zip(s.ctx.chunks_exact(d)) {
+                o[head * d..(head + 1) * d].copy_from_slice(c);
+            }
+        }
+        s.k = k.data;
+        s.v = v.data;
+    }
+}
+
+/// Whether [`attention`] takes heads of `head_dim` values on `kernel`: AMX, and heads a whole
+/// number of tile depths (32 bf16) wide.
+pub(crate) fn attention_supported(kernel: Kernel, head_dim: usize) -> bool {
+    kernel == Kernel::Amx && head_dim > 0 && head_dim.is_multiple_of(K_ALIGN)
+}
+
+thread_local! {
+    /// Buffers of [`attention`], reused across sequences on each thread.
+    static ATTENTION: RefCell<AttentionScratch> = RefCell::new(AttentionScratch::default());
+}
+
+#[derive(Default)]
+struct AttentionScratch {
+    q: Lines,
+    k: Lines,
+    v: Lines,
+    p: Lines,
+    scores: crate::kernels::AlignedF32,
+    ctx: crate::kernels::AlignedF32,
+}
+
+/// Self-attention of one sequence on AMX tiles: for each head, `softmax(Q Kᵀ · scale) V` with
+/// Q, K, V and the probabilities rounded to bf16 and sums kept in f32 (as the linear layers
+/// are), the softmax in f32 between the two products. `rows` is the sequence's `[len, 3 h]`
+/// query-key-value rows (bias added), `out` its `[len, h]` context rows. Both products run on
+/// the linear layers' AMX kernel, K and V packed per head as its weights are.
+///
+/// # Panics
+/// If `attention_supported(kernel, head_dim)` is false or the shapes disagree.
+pub(crate) fn attention(
+    kernel: Kernel,
+    rows: &[f32],
+    out: &mut [f32],
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+) {
+    assert!(
+        attention_supported(kernel, head_dim) && Kernel::available().contains(&kernel),
+        "AMX attention is not available for heads of {head_dim}"
+    );
+    let (d, h) = (head_dim, heads * head_dim);
+    let width = 3 * h;
+    let len = rows.len() / width;
+    assert!(
+        rows.len() == len * width && out.len() == len * h,
+        "attention shapes"
+    );
+    if len == 0 {
+        return;
+    }
+    let mut scratch = ATTENTION.take();
+    // SAFETY: AMX is available (asserted); the buffers are sized by `prepare` for `len` and `d`.
+    unsafe { amx::attention(&mut scratch, rows, out, len, heads, d, scale) };
+    ATTENTION.set(scratch);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -553,6 +847,18 @@ mod avx512 {
 #[cfg(not(target_arch = "x86_64"))]
 mod amx {
     pub(super) unsafe fn run(_: &super::Job<'_>) {
+        unreachable!("no bf16 kernel off x86-64")
+    }
+
+    pub(super) unsafe fn attention(
+        _: &mut super::AttentionScratch,
+        _: &[f32],
+        _: &mut [f32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: f32,
+    ) {
         unreachable!("no bf16 kernel off x86-64")
     }
 }
@@ -578,6 +884,68 @@ mod tests {
         (0..len)
             .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0) * 0.7)
             .collect()
+    }
+
+    /// `softmax(Q Kᵀ · scale) V` per head in f64, from `[len, 3 heads d]` rows.
+    fn attention_reference(rows: &[f32], heads: usize, d: usize, scale: f32) -> Vec<f32> {
+        let h = heads * d;
+        let len = rows.len() / (3 * h);
+        let at = |t: usize, part: usize, head: usize, i: usize| {
+            rows[t * 3 * h + part * h + head * d + i] as f64
+        };
+        let mut out = vec![0f32; len * h];
+        for head in 0..heads {
+            for q in 0..len {
+                let scores: Vec<f64> = (0..len)
+                    .map(|k| {
+                        (0..d)
+                            .map(|i| at(q, 0, head, i) * at(k, 1, head, i))
+                            .sum::<f64>()
+                    })
+                    .map(|x| x * scale as f64)
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for i in 0..d {
+                    let v: f64 = (0..len).map(|k| e[k] / z * at(k, 2, head, i)).sum();
+                    out[q * h + head * d + i] = v as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// AMX attention against f64, on lengths around the tile sizes and two head widths.
+    #[test]
+    fn amx_attention_matches_the_reference() {
+        if !Kernel::available().contains(&Kernel::Amx) {
+            eprintln!("skipped: this CPU (or kernel) has no usable AMX");
+            return;
+        }
+        assert!(!attention_supported(Kernel::Amx, 48));
+        assert!(!attention_supported(Kernel::Avx512, 32));
+        for (len, heads, d) in [
+            (1, 2, 32),
+            (5, 3, 32),
+            (16, 2, 32),
+            (33, 2, 64),
+            (70, 12, 32),
+        ] {
+            let rows: Vec<f32> = data(len * 3 * heads * d, len)
+                .into_iter()
+                .map(|x| x * 2.0)
+                .collect();
+            let scale = 1.0 / (d as f32).sqrt();
+            let want = attention_reference(&rows, heads, d, scale);
+            let mut got = vec![f32::NAN; len * heads * d];
+            attention(Kernel::Amx, &rows, &mut got, heads, d, scale);
+            // Twice: buffers reused from the first call must not leak into the second.
+            attention(Kernel::Amx, &rows, &mut got, heads, d, scale);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() < 2e-2, "len {len} d {d} at {i}: {g} vs {w}");
+            }
+        }
     }
 
     #[test]

@@ -3,27 +3,30 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use candle_core::safetensors::Load;
 use candle_core::{DType, Tensor};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
 
-/// The tensors of a checkpoint, with the name prefix its BERT weights use (`""`, `"bert."` or
-/// `"<model_type>."`), every expected tensor checked against the configuration.
+/// The tensors of a checkpoint, read in place from its bytes, with the name prefix its BERT
+/// weights use (`""`, `"bert."` or `"<model_type>."`), every expected tensor checked against the
+/// configuration.
 pub(crate) struct Weights<'a> {
-    tensors: HashMap<String, Tensor>,
+    tensors: SafeTensors<'a>,
+    bytes: &'a [u8],
     prefix: String,
     path: &'a Path,
 }
 
 impl<'a> Weights<'a> {
     /// Parses `bytes` (the content of `path`) and checks every tensor the configuration implies.
-    pub fn parse(path: &'a Path, bytes: &[u8], config: &BertConfig) -> Result<Self> {
-        let tensors = candle_core::safetensors::load_buffer(bytes, &candle_core::Device::Cpu)
-            .map_err(|source| Error::Weights {
-                path: path.to_owned(),
-                source,
-            })?;
+    pub fn parse(path: &'a Path, bytes: &'a [u8], config: &BertConfig) -> Result<Self> {
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
+            path: path.to_owned(),
+            source: candle_core::Error::from(e),
+        })?;
         const PROBE: &str = "embeddings.word_embeddings.weight";
         let prefix = [
             String::new(),
@@ -31,13 +34,14 @@ impl<'a> Weights<'a> {
             format!("{}.", config.model_type),
         ]
         .into_iter()
-        .find(|p| tensors.contains_key(&format!("{p}{PROBE}")))
+        .find(|p| tensors.tensor(&format!("{p}{PROBE}")).is_ok())
         .ok_or_else(|| Error::MissingTensor {
             path: path.to_owned(),
             name: PROBE.to_owned(),
         })?;
         let weights = Self {
             tensors,
+            bytes,
             prefix,
             path,
         };
@@ -47,43 +51,56 @@ impl<'a> Weights<'a> {
         Ok(weights)
     }
 
-    /// All tensors, for candle's `VarBuilder`.
-    pub fn into_tensors(self) -> HashMap<String, Tensor> {
-        self.tensors
+    /// All tensors as candle tensors, for candle's `VarBuilder` (copied out of the bytes).
+    pub fn into_tensors(self) -> Result<HashMap<String, Tensor>> {
+        candle_core::safetensors::load_buffer(self.bytes, &candle_core::Device::Cpu).map_err(
+            |source| Error::Weights {
+                path: self.path.to_owned(),
+                source,
+            },
+        )
     }
 
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<&Tensor> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<safetensors::tensor::TensorView<'a>> {
         let full = format!("{}{name}", self.prefix);
         let tensor = self
             .tensors
-            .get(&full)
-            .ok_or_else(|| Error::MissingTensor {
+            .tensor(&full)
+            .map_err(|_| Error::MissingTensor {
                 path: self.path.to_owned(),
                 name: full.clone(),
             })?;
-        if tensor.dims() != shape {
+        if tensor.shape() != shape {
             return Err(Error::TensorShape {
                 path: self.path.to_owned(),
                 name: full,
                 expected: shape.to_vec(),
-                actual: tensor.dims().to_vec(),
+                actual: tensor.shape().to_vec(),
             });
         }
         Ok(tensor)
     }
 
-    /// The tensor `name` as f32 values in row-major order.
+    /// The tensor `name` as f32 values in row-major order: f32 straight from the bytes, other
+    /// types through candle's conversion.
     pub fn vec(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let tensor = self.tensor(name, shape)?;
-        let values = tensor
-            .to_dtype(DType::F32)
+        if tensor.dtype() == Dtype::F32 {
+            return Ok(tensor
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect());
+        }
+        tensor
+            .load(&candle_core::Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(|source| Error::Weights {
                 path: self.path.to_owned(),
                 source,
-            })?;
-        Ok(values)
+            })
     }
 
     /// A linear layer's `[out, in]` weight, transposed to `[in, out]` row-major.

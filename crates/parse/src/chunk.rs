@@ -77,6 +77,19 @@ impl Piece {
     }
 }
 
+/// Whether `intro`, not itself a list item, sits on the line right above the list item or
+/// timeline row `next` of its section.
+fn introduces(intro: &Piece, next: &Piece) -> bool {
+    let last = intro.marks.last().map(|&(_, line)| line);
+    let first = next.marks.first().map(|&(_, line)| line);
+    !intro.list
+        && (next.list || next.timeline)
+        && intro.section == next.section
+        && last
+            .zip(first)
+            .is_some_and(|(last, first)| first == last + 1)
+}
+
 /// Turns assembled blocks into chunks.
 pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> {
     let Assembled {
@@ -132,7 +145,8 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
     // 2. Tiny fragments join a neighbour of their section: the previous one, else the next.
     let mut merged: Vec<Piece> = Vec::with_capacity(pieces.len());
     let mut carry: Option<Piece> = None;
-    for mut piece in pieces {
+    let mut pieces = pieces.into_iter().peekable();
+    while let Some(mut piece) = pieces.next() {
         if let Some(tiny) = carry.take() {
             if tiny.section == piece.section && !piece.timeline && !piece.boiler {
                 let mut tiny = tiny;
@@ -146,6 +160,19 @@ pub(crate) fn chunk(assembled: Assembled, options: &ChunkOptions) -> Vec<Chunk> 
         // joined to the alert quoted under it, it would read as the alert.
         let marker = piece.words() < options.min_words && classify::is_status_marker(&piece.text);
         if !piece.timeline && piece.words() < options.min_words && !piece.boiler && !marker {
+            // A line that introduces the list right under it ("Icinga alert on 'MediaWiki
+            // exceptions'" over the alert rows) belongs with that list, not with the paragraph
+            // above it: it joins the first item, or stands alone before timeline rows.
+            if let Some(next) = pieces.peek()
+                && introduces(&piece, next)
+            {
+                if next.timeline || next.boiler {
+                    merged.push(piece);
+                } else {
+                    carry = Some(piece);
+                }
+                continue;
+            }
             if let Some(last) = merged.last_mut()
                 && last.section == piece.section
                 && !last.timeline

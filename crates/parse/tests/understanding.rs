@@ -197,3 +197,29 @@ NOTE: Please add the #wikimedia-incident Phabricator project to these follow-up 
         .expect("a step at line 19");
     assert_eq!(next_steps.heading_path, ["Next steps"], "{next_steps:?}");
 }
+
+/// A short line right above a list of alert rows introduces them: it is not glued to the
+/// paragraph above it (a blank line apart), however short it is.
+#[test]
+fn a_short_line_over_a_list_stays_with_the_list() {
+    let text = "\
+The primary database lost its volume at 09:12 and writes stopped for every tenant.
+
+About 4000 requests failed with a 503 status over the next twenty minutes
+
+PagerDuty alert on 'API error rate above five percent'
+• 09:14: PagerDuty reports: CRITICAL - API error rate above 5 percent on the api pool
+• 09:31: PagerDuty reports: RECOVERY - API error rate back under 1 percent on the api pool
+";
+    let parsed = precedent_parse::parse("alerts.txt", text.as_bytes(), &ParseOptions::default());
+    let incident = parsed.incident.expect("parses");
+    let intro = incident
+        .steps
+        .iter()
+        .find(|s| s.line_start <= 5 && 5 <= s.line_end)
+        .expect("a step covers line 5");
+    assert_eq!(intro.line_start, 5, "{intro:?}");
+    assert_eq!(intro.kind, StepKind::Detection, "{intro:?}");
+    let (impact, _) = at_line(&incident, 3);
+    assert_eq!(impact, StepKind::Impact);
+}

@@ -161,6 +161,12 @@ impl Lines {
         self.0.resize(len.div_ceil(32), Line([0; 32]));
     }
 
+    /// Resizes to `len` values (rounded up to whole lines): those it had stay, new ones are
+    /// zero.
+    fn resize(&mut self, len: usize) {
+        self.0.resize(len.div_ceil(32), Line([0; 32]));
+    }
+
     fn as_slice(&self) -> &[u16] {
         // SAFETY: `Line` is 32 u16 with no padding (size 64 = align 64).
         unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len() * 32) }
@@ -302,7 +308,8 @@ pub(crate) fn matmul(
         let scratch = &mut scratch;
         let lda = k.next_multiple_of(K_ALIGN);
         let mp = m.next_multiple_of(M_ALIGN);
-        scratch.fill_zeros(mp * lda);
+        // `convert` writes every value, padding included: no zeroing first.
+        scratch.resize(mp * lda);
         convert(a, m, k, lda, scratch.as_mut_slice());
         let a_bf: &[u16] = scratch.as_slice();
         let groups = n.div_ceil(N_ALIGN);
@@ -342,7 +349,8 @@ pub(crate) fn matmul(
     SCRATCH.set(scratch);
 }
 
-/// Rounds the `[m, k]` matrix `a` into the zero-padded `[mp, lda]` bf16 buffer `out`.
+/// Rounds the `[m, k]` matrix `a` into the `[out.len() / lda, lda]` bf16 buffer `out`, and
+/// writes zeros to the rest of it (columns `k..lda`, rows from `m`).
 fn convert(a: &[f32], m: usize, k: usize, lda: usize, out: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -360,10 +368,18 @@ fn convert(a: &[f32], m: usize, k: usize, lda: usize, out: &mut [u16]) {
 
 #[inline(always)]
 fn convert_impl(a: &[f32], m: usize, k: usize, lda: usize, out: &mut [u16]) {
-    for (src, dst) in a.chunks_exact(k).zip(out.chunks_exact_mut(lda)).take(m) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = to_bf16(s);
+    let mut rows = a.chunks_exact(k).take(m);
+    for dst in out.chunks_exact_mut(lda) {
+        let (values, padding) = dst.split_at_mut(k);
+        match rows.next() {
+            Some(src) => {
+                for (d, &s) in values.iter_mut().zip(src) {
+                    *d = to_bf16(s);
+                }
+            }
+            None => values.fill(0),
         }
+        padding.fill(0);
     }
 }
 

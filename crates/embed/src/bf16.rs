@@ -475,11 +475,7 @@ mod avx512 {
                 break;
             }
             let valid = (job.n - c).min(PANEL);
-            let mask: __mmask16 = if valid == PANEL {
-                0xffff
-            } else {
-                (1u16 << valid) - 1
-            };
+            let mask = crate::kernels::avx512::lanes(valid);
             // SAFETY: the masked lanes are columns c..c + valid of row `row`, inside `dst`.
             unsafe {
                 let ptr = job.dst.add(row * job.n + c);
@@ -706,11 +702,17 @@ mod amx {
             data: std::mem::take(&mut s.v),
         };
         v.data.fill_zeros(lk * d);
-        s.scores.fill_zeros(len * len);
-        s.ctx.fill_zeros(len * d);
+        // Written whole by each product (no accumulation): only their length matters.
+        s.scores.resize(len * len);
+        s.ctx.resize(len * d);
         let scale = _mm512_set1_ps(scale);
         for head in 0..heads {
             let (qo, ko, vo) = (head * d, h + head * d, 2 * h + head * d);
+            let (qs, ks, vs) = (
+                s.q.as_mut_slice(),
+                k.data.as_mut_slice(),
+                v.data.as_mut_slice(),
+            );
             for (t, row) in rows.chunks_exact(width).enumerate() {
                 for c in (0..d).step_by(16) {
                     // SAFETY: columns c..c + 16 of the head are inside the row (d % 32 == 0);
@@ -718,29 +720,19 @@ mod amx {
                     // and inside row t of `q`.
                     unsafe {
                         let q = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(qo + c)), scale);
-                        _mm256_storeu_si256(
-                            s.q.as_mut_slice().as_mut_ptr().add(t * d + c).cast(),
-                            round16(q),
-                        );
+                        _mm256_storeu_si256(qs.as_mut_ptr().add(t * d + c).cast(), round16(q));
                         // Key t, dims c..c + 16: eight (dim pair, key) entries of K's panel.
                         let pairs: [u32; 8] =
                             std::mem::transmute(round16(_mm512_loadu_ps(row.as_ptr().add(ko + c))));
                         for (i, pair) in pairs.iter().enumerate() {
                             let at = Packed::index(d, c + 2 * i, t);
-                            k.data
-                                .as_mut_slice()
-                                .as_mut_ptr()
-                                .add(at)
-                                .cast::<u32>()
-                                .write_unaligned(*pair);
+                            ks.as_mut_ptr().add(at).cast::<u32>().write_unaligned(*pair);
                         }
                         // Value row t, dims c..c + 16.
                         let values: [u16; 16] =
                             std::mem::transmute(round16(_mm512_loadu_ps(row.as_ptr().add(vo + c))));
                         for (i, x) in values.iter().enumerate() {
-                            *v.data
-                                .as_mut_slice()
-                                .get_unchecked_mut(Packed::index(lk, t, c + i)) = *x;
+                            *vs.get_unchecked_mut(Packed::index(lk, t, c + i)) = *x;
                         }
                     }
                 }
@@ -848,7 +840,8 @@ pub(crate) fn attention(
         return;
     }
     let mut scratch = ATTENTION.take();
-    // SAFETY: AMX is available (asserted); the buffers are sized by `prepare` for `len` and `d`.
+    // SAFETY: AMX is available (asserted), the shapes are checked, `len > 0`, and `d` is a
+    // multiple of 32 (`attention_supported`); `amx::attention` sizes its buffers for them.
     unsafe { amx::attention(&mut scratch, rows, out, len, heads, d, scale) };
     ATTENTION.set(scratch);
 }

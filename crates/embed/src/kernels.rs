@@ -167,16 +167,10 @@ pub(crate) mod avx512 {
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(super::LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(super::LN2_LO), r);
+        let mut p = _mm512_set1_ps(super::EXP_POLY[0]);
+        for &c in &super::EXP_POLY[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         let y = _mm512_fmadd_ps(
@@ -195,12 +189,12 @@ pub(crate) mod avx512 {
             _mm512_abs_ps(x),
             _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
         );
-        let d = _mm512_fmadd_ps(a, _mm512_set1_ps(0.327_591_1), _mm512_set1_ps(1.0));
+        let d = _mm512_fmadd_ps(a, _mm512_set1_ps(super::ERF_P), _mm512_set1_ps(1.0));
         // 1 / d: 14 bits, then one Newton step to full precision (d >= 1).
         let t = _mm512_rcp14_ps(d);
         let t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.0)));
-        let mut p = _mm512_set1_ps(1.061_405_4);
-        for c in [-1.453_152, 1.421_413_8, -0.284_496_72, 0.254_829_6] {
+        let mut p = _mm512_set1_ps(super::ERF_POLY[0]);
+        for &c in &super::ERF_POLY[1..] {
             p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
         }
         let erfc = _mm512_mul_ps(
@@ -316,6 +310,11 @@ impl AlignedF32 {
     /// Resizes to `len` zeros, keeping the allocation.
     pub fn fill_zeros(&mut self, len: usize) {
         self.lines.clear();
+        self.resize(len);
+    }
+
+    /// Resizes to `len` values: those it had stay, new ones are zero.
+    pub fn resize(&mut self, len: usize) {
         self.lines.resize(len.div_ceil(16), F32Line([0.0; 16]));
         self.len = len;
     }
@@ -397,6 +396,29 @@ fn max(xs: &[f32]) -> f32 {
     acc.iter().fold(tail, |m, &x| if x > m { x } else { m })
 }
 
+/// ln 2 in two parts, for an exact argument reduction in `exp` (Cephes' `expf`).
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Cephes' `expf` polynomial, `e^r = 1 + r + r^2 P(r)`, highest degree first.
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+/// Abramowitz and Stegun 7.1.26: `erfc(a) = t P(t) e^(-a^2)` with `t = 1 / (1 + ERF_P a)`,
+/// `P` highest degree first.
+const ERF_P: f32 = 0.327_591_1;
+const ERF_POLY: [f32; 5] = [
+    1.061_405_4,
+    -1.453_152,
+    1.421_413_8,
+    -0.284_496_72,
+    0.254_829_6,
+];
+
 /// `e^x` to about 1 ulp over the range that matters here, branch-free so that it vectorises
 /// (Cephes' `expf`: `x = n ln 2 + r`, a degree-6 polynomial in `r`, `2^n` built in the exponent
 /// bits). Inputs are clamped to [-87.3, 88.3], so the result is always a finite normal number.
@@ -404,18 +426,14 @@ fn max(xs: &[f32]) -> f32 {
 fn exp(x: f32) -> f32 {
     // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.3, 88.3);
     let shifted = x * std::f32::consts::LOG2_E + ROUND;
     let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
     let y = p * r * r + r + 1.0;
     let n = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     y * f32::from_bits(((n + 127) as u32) << 23)
@@ -426,11 +444,12 @@ fn exp(x: f32) -> f32 {
 #[inline(always)]
 fn gelu_erf_one(x: f32) -> f32 {
     let a = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152 + t * 1.061_405_4))));
-    let erfc = poly * exp(-a * a);
+    let t = 1.0 / (1.0 + ERF_P * a);
+    let mut p = ERF_POLY[0];
+    for c in &ERF_POLY[1..] {
+        p = p * t + c;
+    }
+    let erfc = t * p * exp(-a * a);
     let g = if x >= 0.0 { 2.0 - erfc } else { erfc };
     0.5 * x * g
 }

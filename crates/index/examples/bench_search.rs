@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p precedent-index --example bench_search -- [--steps 100000] [--index DIR]
 //!     [--corpus DIR] [--queries 200] [--eval-queries FILE] [--embed-cache FILE]
+//!     [--precision auto|f32|bf16]
 //! ```
 //!
 //! The index holds every real write-up of `--corpus` (default `corpus-samples/`; the report uses
@@ -13,7 +14,9 @@
 //! real: the judged queries of `--eval-queries` (default `../shared/eval/dev-queries.jsonl` when
 //! it exists), incident titles and the first words of real steps, embedded with the real model.
 //! `--index DIR` keeps the built index for later runs; `--embed-cache FILE` keeps the real
-//! vectors. For profiling: `BENCH_ONLY=Lexical|Vector|Hybrid` times one mode (without the query
+//! vectors. `--precision` is the embedder's, `auto` by default as in the CLI (an index built
+//! with one precision is not queried with another: use a separate `--index` per precision).
+//! For profiling: `BENCH_ONLY=Lexical|Vector|Hybrid` times one mode (without the query
 //! embedding) and skips the recall check; `BENCH_SHOW_SLOWEST=1` prints each mode's 3 slowest
 //! queries.
 
@@ -23,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use precedent_core::{BoxError, Embedder};
-use precedent_embed::{BertEmbedder, CachedEmbedder, EmbedderOptions, resolve_model_dir};
+use precedent_embed::{
+    BertEmbedder, CachedEmbedder, EmbedderOptions, Precision, resolve_model_dir,
+};
 use precedent_index::{Engine, IndexWriter, Mode, NoProgress, SearchRequest, WriterOptions};
 use precedent_parse::{ParseOptions, parse_file};
 
@@ -34,6 +39,7 @@ struct Args {
     queries: usize,
     eval_queries: Option<PathBuf>,
     embed_cache: Option<PathBuf>,
+    precision: Precision,
 }
 
 fn args() -> Args {
@@ -47,6 +53,7 @@ fn args() -> Args {
         )
         .filter(|p| p.exists()),
         embed_cache: None,
+        precision: Precision::Auto,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +65,9 @@ fn args() -> Args {
             "--queries" => out.queries = value.parse().expect("--queries N"),
             "--eval-queries" => out.eval_queries = Some(value.into()),
             "--embed-cache" => out.embed_cache = Some(value.into()),
+            "--precision" => {
+                out.precision = Precision::parse(&value).expect("--precision auto|f32|bf16")
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -164,8 +174,12 @@ fn main() -> Result<(), BoxError> {
     let args = args();
     let model = Arc::new(BertEmbedder::load(
         &resolve_model_dir(None)?,
-        EmbedderOptions::default(),
+        EmbedderOptions {
+            precision: args.precision,
+            ..EmbedderOptions::default()
+        },
     )?);
+    eprintln!("embedder: {}", model.model_id());
 
     // Real write-ups, their steps and their vectors.
     let mut real_texts = Vec::new();

@@ -2,11 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use precedent_core::{ContentHash, Embedder, Incident, IncidentId, Outcome, StepId, StepKind};
 use precedent_parse::{ParseOptions, parse};
+use rustc_hash::{FxHashMap, FxHashSet};
 use tantivy::collector::{FilterCollector, TopDocs};
 use tantivy::query::TermQuery;
 use tantivy::schema::{IndexRecordOption, Value};
@@ -20,14 +21,14 @@ use crate::api::{
 use crate::error::{Error, Result};
 use crate::fusion::FusionOptions;
 use crate::grep::Matcher;
-use crate::layout::{ANN_FILE, INCIDENTS_DIR, STEPS_DIR, VECTORS_FILE, dir_size, open_tantivy};
-use crate::manifest::{IncidentMeta, MANIFEST_FILE, Manifest, vector_key};
+use crate::layout::{INCIDENTS_DIR, STEPS_DIR, dir_size, open_tantivy};
+use crate::manifest::{FORMAT_VERSION, IncidentMeta, MANIFEST_FILE, Manifest, vector_key};
 use crate::query::{Analyzed, BOOSTS, Boosts, floor_boundary};
 use crate::rank;
 use crate::schema::{IncidentFields, KEY_FIELD, StepFields, incident_key};
 use crate::searcher::{IncidentRanks, IncidentSummary, Ranked, Retrieval, SourceSteps};
 use crate::synonyms::{SYNONYMS_FILE, Synonyms};
-use crate::vectors::{Ann, VectorStore, top_n};
+use crate::vectors::{Ann, VectorStore};
 use crate::writer::days_since_epoch;
 
 impl crate::api::Store for Engine {
@@ -184,6 +185,9 @@ const ANN_MIN_CANDIDATES: usize = 200;
 pub struct Engine {
     dir: PathBuf,
     current: RwLock<Arc<Snapshot>>,
+    /// Held while a snapshot is opened: after a publish, one request reloads and the others
+    /// wait for it (single flight) instead of each opening the new state.
+    reloading: Mutex<()>,
     /// The synonym table: built in, the corpus root's `synonyms.toml`, and a file given with
     /// [`Engine::use_synonyms`].
     synonyms: RwLock<Arc<Synonyms>>,
@@ -215,8 +219,10 @@ struct Snapshot {
     fields: StepFields,
     incidents_reader: IndexReader,
     incident_fields: IncidentFields,
+    /// The live vectors of every segment, segment after segment.
     store: VectorStore,
-    ann: Option<Ann>,
+    /// The segments, with the slot range of their live vectors in `store`.
+    segments: Vec<Segment>,
     /// Per vector slot.
     slots: Vec<SlotInfo>,
     /// Per slot, where its document is.
@@ -238,6 +244,15 @@ impl std::fmt::Debug for Snapshot {
             .field("steps", &self.slots.len())
             .finish()
     }
+}
+
+/// One vector segment as searched: its live vectors are `store[slots]`; its graph (when it has
+/// one) also holds its dead ones, which a walk must filter out.
+#[derive(Debug)]
+struct Segment {
+    slots: std::ops::Range<u32>,
+    ann: Option<Ann>,
+    has_dead: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +312,7 @@ impl Engine {
         Ok(Engine {
             dir: dir.to_owned(),
             current: RwLock::new(Arc::new(snapshot)),
+            reloading: Mutex::new(()),
             synonyms: RwLock::new(Arc::new(synonyms)),
             extra_synonyms: RwLock::new(None),
         })
@@ -335,6 +351,11 @@ impl Engine {
 
     /// Switches to the latest published state. Searches in flight finish on the old one.
     pub fn reload(&self) -> Result<()> {
+        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        self.reload_locked()
+    }
+
+    fn reload_locked(&self) -> Result<()> {
         let snapshot = Arc::new(Snapshot::open_latest(&self.dir)?);
         let extra = self
             .extra_synonyms
@@ -350,11 +371,17 @@ impl Engine {
     /// Reloads when a writer published since; returns whether it did. Costs one `stat` when
     /// nothing changed.
     pub fn reload_if_changed(&self) -> Result<bool> {
-        let now = identity(&self.dir.join(MANIFEST_FILE));
-        if now == Some(self.snapshot().manifest_identity) {
+        let manifest = self.dir.join(MANIFEST_FILE);
+        if identity(&manifest) == Some(self.snapshot().manifest_identity) {
             return Ok(false);
         }
-        self.reload()?;
+        // Single flight: whoever waited here while another request reloaded finds the new
+        // state in place.
+        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        if identity(&manifest) == Some(self.snapshot().manifest_identity) {
+            return Ok(false);
+        }
+        self.reload_locked()?;
         Ok(true)
     }
 
@@ -457,11 +484,10 @@ impl Engine {
     #[doc(hidden)]
     pub fn vector_probe(&self, query: &[f32], k: usize, exact: bool) -> Result<Vec<StepId>> {
         let s = self.snapshot();
-        let mut hits = match (&s.ann, exact) {
+        let graphs = s.segments.iter().any(|seg| seg.ann.is_some());
+        let mut hits = match (graphs, exact) {
             // The depth search uses for its vector list (`FusionOptions::candidates`).
-            (Some(_), false) => {
-                s.vector(query, k.max(FusionOptions::default().candidates), None)?
-            }
+            (true, false) => s.vector(query, k.max(FusionOptions::default().candidates), None)?,
             _ => s.store.exact_search(query, k, None),
         };
         hits.truncate(k);
@@ -902,20 +928,16 @@ impl Snapshot {
             .try_into()?;
         let fields = StepFields::of(&steps)?;
         let incident_fields = IncidentFields::of(&incidents_index)?;
-        let store = VectorStore::read(
-            &data_dir.join(VECTORS_FILE),
-            manifest.dimension,
-            manifest.vectors.bytes,
-            &manifest.vectors.blake3,
-        )?;
-        let ann = if manifest.vectors.ann {
-            Some(Ann::load(&data_dir.join(ANN_FILE), manifest.dimension)?)
-        } else {
-            None
-        };
-
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(Error::OldFormat {
+                dir: dir.to_owned(),
+                found: manifest.format_version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let (store, segments) = load_vectors(&data_dir, &manifest)?;
         let total = manifest.steps_total() as usize;
-        if store.len() != total || ann.as_ref().is_some_and(|a| a.len() != total) {
+        if store.len() != total {
             return Err(Error::Corrupt(format!(
                 "manifest lists {total} steps but the vector files hold {}",
                 store.len()
@@ -1016,7 +1038,7 @@ impl Snapshot {
             incidents_reader,
             incident_fields,
             store,
-            ann,
+            segments,
             slots,
             docs,
             incidents,
@@ -1215,32 +1237,51 @@ impl Snapshot {
         n: usize,
         mask: Option<&Arc<Vec<bool>>>,
     ) -> Result<Vec<(u32, f32)>> {
-        let allowed_count = mask.map_or(self.store.len(), |m| m.iter().filter(|x| **x).count());
         let allow_slot = |slot: u32| mask.is_none_or(|m| m[slot as usize]);
-        match &self.ann {
-            Some(ann) if allowed_count > EXACT_SCAN_MAX => {
-                // Over-fetch from the f16 graph and re-rank exactly with the f32 vectors.
-                let want = (n * 2).max(ANN_MIN_CANDIDATES).min(allowed_count).max(1);
-                let allow_key = |key: u64| self.store.slot(key).is_some_and(allow_slot);
-                let found = match mask {
-                    None => ann.search(query, want, None)?,
-                    Some(_) => ann.search(query, want, Some(&allow_key))?,
-                };
-                let mut scored: Vec<(u32, f32)> = found
-                    .into_iter()
-                    .filter_map(|(key, _)| self.store.slot(key))
-                    .filter(|&slot| allow_slot(slot))
-                    .map(|slot| (slot, crate::vectors::dot(query, self.store.vector(slot))))
-                    .collect();
-                top_n(&mut scored, n);
-                Ok(scored)
+        let mut scored: Vec<(u32, f32)> = Vec::new();
+        for segment in &self.segments {
+            let range = segment.slots.clone();
+            let allowed_count = mask.map_or(range.len(), |m| {
+                m[range.start as usize..range.end as usize]
+                    .iter()
+                    .filter(|x| **x)
+                    .count()
+            });
+            if allowed_count == 0 {
+                continue;
             }
-            _ => Ok(self.store.exact_search(
-                query,
-                n,
-                mask.map(|_| &allow_slot as &dyn Fn(u32) -> bool),
-            )),
+            match &segment.ann {
+                Some(ann) if allowed_count > EXACT_SCAN_MAX => {
+                    // Over-fetch from the f16 graph and re-rank exactly with the f32 vectors.
+                    // A key is this segment's when its live slot is in the segment's range.
+                    let want = (n * 2).max(ANN_MIN_CANDIDATES).min(allowed_count).max(1);
+                    let live = |slot: u32| range.contains(&slot) && allow_slot(slot);
+                    let allow_key = |key: u64| self.store.slot(key).is_some_and(live);
+                    let found = if mask.is_none() && !segment.has_dead {
+                        ann.search(query, want, None)?
+                    } else {
+                        ann.search(query, want, Some(&allow_key))?
+                    };
+                    scored.extend(
+                        found
+                            .into_iter()
+                            .filter_map(|(key, _)| self.store.slot(key))
+                            .filter(|&slot| live(slot))
+                            .map(|slot| {
+                                (slot, crate::vectors::dot(query, self.store.vector(slot)))
+                            }),
+                    );
+                }
+                _ => scored.extend(self.store.exact_search_in(
+                    query,
+                    n,
+                    range,
+                    mask.map(|_| &allow_slot as &dyn Fn(u32) -> bool),
+                )),
+            }
         }
+        self.store.top_n(&mut scored, n);
+        Ok(scored)
     }
 
     /// `exact` and `regex` search: every step that matches, in write-up order (path, then
@@ -1400,4 +1441,65 @@ impl Snapshot {
             },
         })
     }
+}
+
+/// Reads the vector segments of `data_dir` (each checked against the manifest) and keeps each
+/// key's vector from the newest segment that holds it, when the manifest lists the key.
+fn load_vectors(data_dir: &Path, manifest: &Manifest) -> Result<(VectorStore, Vec<Segment>)> {
+    let dim = manifest.dimension;
+    let listed: FxHashSet<u64> = manifest
+        .files
+        .values()
+        .flat_map(|f| f.steps.iter().map(|s| vector_key(&s.id)))
+        .collect();
+    let mut files = Vec::with_capacity(manifest.vectors.segments.len());
+    let mut newest: FxHashMap<u64, usize> = FxHashMap::default();
+    newest.reserve(listed.len());
+    for (i, seg) in manifest.vectors.segments.iter().enumerate() {
+        let file = VectorStore::read(
+            &data_dir.join(seg.vectors_file()),
+            dim,
+            seg.bytes,
+            &seg.blake3,
+        )?;
+        for key in file.keys() {
+            if listed.contains(key) {
+                newest.insert(*key, i);
+            }
+        }
+        files.push(file);
+    }
+    let mut keys = Vec::with_capacity(newest.len());
+    let mut data = Vec::with_capacity(newest.len() * dim);
+    let mut segments = Vec::with_capacity(files.len());
+    for (i, (file, seg)) in files.iter().zip(&manifest.vectors.segments).enumerate() {
+        let start = keys.len() as u32;
+        for (slot, key) in file.keys().iter().enumerate() {
+            if newest.get(key) == Some(&i) {
+                keys.push(*key);
+                data.extend_from_slice(file.vector(slot as u32));
+            }
+        }
+        let ann = if seg.ann {
+            let ann = Ann::load(&data_dir.join(seg.graph_file()), dim)?;
+            if ann.len() != file.len() {
+                return Err(Error::Corrupt(format!(
+                    "the graph of {} holds {} vectors, its file {}",
+                    seg.name,
+                    ann.len(),
+                    file.len()
+                )));
+            }
+            Some(ann)
+        } else {
+            None
+        };
+        let end = keys.len() as u32;
+        segments.push(Segment {
+            slots: start..end,
+            has_dead: (end - start) as usize != file.len(),
+            ann,
+        });
+    }
+    Ok((VectorStore::new(dim, keys, data)?, segments))
 }

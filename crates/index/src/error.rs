@@ -65,6 +65,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// An index written in another on-disk format, which this build cannot read.
+    #[error(
+        "the index at {} is in format {found} and this build reads format {expected}: run `precedent index DIR --index {}` to rebuild it",
+        .dir.display(), .dir.display()
+    )]
+    OldFormat {
+        /// The index directory.
+        dir: PathBuf,
+        /// The format its manifest records.
+        found: u32,
+        /// The format this build writes and reads.
+        expected: u32,
+    },
+
     /// A sync of a corpus directory other than the one the index was built from, which would
     /// remove every incident of the recorded one.
     #[error(
@@ -197,6 +211,7 @@ impl Error {
                 | Error::OwnedByCorpus { .. }
                 | Error::OtherCorpus { .. }
                 | Error::RebuildNeeded { .. }
+                | Error::OldFormat { .. }
                 | Error::IndexMissing(_)
                 | Error::Locked { .. }
                 | Error::ModelMismatch { .. }

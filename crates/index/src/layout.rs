@@ -7,15 +7,20 @@
 //!   gen-00000007/        data directory of generation 7 (immutable once published)
 //!     steps/             tantivy index, one document per step
 //!     incidents/         tantivy index, one document per incident (its parse as JSON)
-//!     vectors.bin        flat f32 vectors + their keys
-//!     vectors.usearch    HNSW graph over them (when the index is large enough)
+//!     vectors-00000001.bin      a vector segment: flat f32 vectors + their keys
+//!     vectors-00000001.usearch  its HNSW graph (when the segment is large enough)
+//!     vectors-00000007.bin      the segment generation 7 wrote (its changed steps, and the
+//!                               live vectors of the small segments it merged)
 //!   gen-00000006/        the previous state, kept for readers that are still opening it
 //! ```
 //!
 //! A writer never modifies a published data directory: it hard-links the previous state's
-//! tantivy files into a fresh directory (tantivy never rewrites a file in place: segment files
-//! are created once and `meta.json` is replaced by rename), applies the changes there, and
-//! publishes by renaming a new manifest over the old one.
+//! tantivy files and the vector segments it keeps into a fresh directory (tantivy never
+//! rewrites a file in place: segment files are created once and `meta.json` is replaced by
+//! rename), writes the changes there, and publishes by renaming a new manifest over the old
+//! one. A publish writes O(change) bytes: one small vector segment, one small tantivy segment
+//! and the manifest, plus whatever the merge policies fold together (`vectors::merge_plan`,
+//! tantivy's log merge policy).
 
 use std::fs;
 use std::path::Path;
@@ -29,8 +34,6 @@ use crate::schema::{IncidentFields, StepFields, register_tokenizers};
 pub(crate) const LOCK_FILE: &str = "LOCK";
 pub(crate) const STEPS_DIR: &str = "steps";
 pub(crate) const INCIDENTS_DIR: &str = "incidents";
-pub(crate) const VECTORS_FILE: &str = "vectors.bin";
-pub(crate) const ANN_FILE: &str = "vectors.usearch";
 pub(crate) const GEN_PREFIX: &str = "gen-";
 
 pub(crate) fn data_dir_name(generation: u64) -> String {
@@ -66,12 +69,16 @@ pub(crate) fn link_dir(from: &Path, to: &Path) -> Result<()> {
         if name.to_string_lossy().starts_with(".tantivy-") {
             continue;
         }
-        let src = entry.path();
-        let dst = to.join(&name);
-        if let Err(err) = fs::hard_link(&src, &dst) {
-            // Filesystems without hard links: a copy is just as immutable, only bigger.
-            fs::copy(&src, &dst).map_err(|_| Error::io("cannot link index file", &src)(err))?;
-        }
+        // Filesystems without hard links get a copy: just as immutable, only bigger.
+        link_file(&entry.path(), &to.join(&name))?;
+    }
+    Ok(())
+}
+
+/// Hard-links the file `from` to `to`, or copies it where hard links are not supported.
+pub(crate) fn link_file(from: &Path, to: &Path) -> Result<()> {
+    if let Err(err) = fs::hard_link(from, to) {
+        fs::copy(from, to).map_err(|_| Error::io("cannot link index file", from)(err))?;
     }
     Ok(())
 }

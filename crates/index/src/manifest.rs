@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 /// redacted path; 3: steps store outcome and heading path, incidents their trigger and
 /// remediation class; 4: stemmed fields split identifiers at case changes, reduce number
 /// plurals and index status-code classes; 5: incident documents hold the whole text, for the
-/// incident-level leg.
-pub(crate) const FORMAT_VERSION: u32 = 5;
+/// incident-level leg; 6: vectors in segments, each with its own graph.
+pub(crate) const FORMAT_VERSION: u32 = 6;
 /// File name of the manifest in the index directory.
 pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 
@@ -53,17 +53,43 @@ pub(crate) struct Manifest {
     pub corpus_root: Option<PathBuf>,
 }
 
-/// Identity of the vector files of a data directory.
+/// The vectors of a data directory: immutable segments, oldest first.
+///
+/// A step's vector is in the newest segment that holds its key; copies in older segments, and
+/// keys no file lists any more, are dead. A publish writes one new segment (the changed
+/// steps' vectors, plus the live vectors of any segments it merges) and hard-links the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct VectorsInfo {
-    /// Number of vectors (= number of steps).
+    /// Number of live vectors (= number of steps).
     pub count: u64,
-    /// Size of `vectors.bin`.
+    #[serde(default)]
+    pub segments: Vec<SegmentInfo>,
+}
+
+/// One vector segment: `NAME.bin` (flat f32 vectors and their keys) and, when `ann`,
+/// `NAME.usearch` (its HNSW graph), both in the data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SegmentInfo {
+    /// File stem, `vectors-NNNNNNNN` after the generation that wrote it.
+    pub name: String,
+    /// Vectors in the file, live or dead.
+    pub count: u64,
+    /// Size of `NAME.bin`.
     pub bytes: u64,
-    /// blake3 of `vectors.bin`.
+    /// blake3 of `NAME.bin`.
     pub blake3: String,
-    /// Whether `vectors.usearch` (the ANN graph) exists.
+    /// Whether `NAME.usearch` exists.
     pub ann: bool,
+}
+
+impl SegmentInfo {
+    pub fn vectors_file(&self) -> String {
+        format!("{}.bin", self.name)
+    }
+
+    pub fn graph_file(&self) -> String {
+        format!("{}.usearch", self.name)
+    }
 }
 
 /// One indexed write-up.
@@ -272,9 +298,13 @@ mod tests {
             chunker_version: 1,
             vectors: VectorsInfo {
                 count: 0,
-                bytes: 24,
-                blake3: "x".into(),
-                ann: false,
+                segments: vec![SegmentInfo {
+                    name: "vectors-00000003".into(),
+                    count: 0,
+                    bytes: 24,
+                    blake3: "x".into(),
+                    ann: false,
+                }],
             },
             files: BTreeMap::new(),
             corpus_root: None,

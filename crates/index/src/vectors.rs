@@ -73,15 +73,6 @@ impl VectorStore {
         })
     }
 
-    pub fn empty(dim: usize) -> VectorStore {
-        VectorStore {
-            dim,
-            keys: Vec::new(),
-            data: Vec::new(),
-            slot_of: Arc::default(),
-        }
-    }
-
     pub fn dim(&self) -> usize {
         self.dim
     }
@@ -190,15 +181,154 @@ impl VectorStore {
         n: usize,
         allow: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<(u32, f32)> {
+        self.exact_search_in(query, n, 0..self.keys.len() as u32, allow)
+    }
+
+    /// [`exact_search`](Self::exact_search) over the slots of `range` only.
+    pub fn exact_search_in(
+        &self,
+        query: &[f32],
+        n: usize,
+        range: std::ops::Range<u32>,
+        allow: Option<&dyn Fn(u32) -> bool>,
+    ) -> Vec<(u32, f32)> {
         let mut scored: Vec<(u32, f32)> = Vec::new();
-        for slot in 0..self.keys.len() as u32 {
+        for slot in range {
             if allow.is_some_and(|allow| !allow(slot)) {
                 continue;
             }
             scored.push((slot, dot(query, self.vector(slot))));
         }
-        top_n(&mut scored, n);
+        self.top_n(&mut scored, n);
         scored
+    }
+
+    /// Keeps the `n` best of `scored` (slot, score), sorted: highest score first, equal
+    /// scores by key, so that the order does not depend on where a vector sits (equal texts
+    /// have equal vectors, and an updated index holds its segments in another order than a
+    /// fresh one).
+    pub fn top_n(&self, scored: &mut Vec<(u32, f32)>, n: usize) {
+        let key = |slot: u32| self.keys[slot as usize];
+        let cmp = |a: &(u32, f32), b: &(u32, f32)| {
+            b.1.total_cmp(&a.1).then_with(|| key(a.0).cmp(&key(b.0)))
+        };
+        if scored.len() > n && n > 0 {
+            scored.select_nth_unstable_by(n - 1, cmp);
+        }
+        scored.truncate(n);
+        scored.sort_by(cmp);
+    }
+}
+
+/// A segment this small or smaller is always merged into the next publish's segment.
+const MERGE_FLOOR: u64 = 64;
+/// A younger segment is merged into the new one while it holds at most this many times the
+/// vectors the new one has gathered so far.
+const MERGE_RATIO: u64 = 4;
+
+/// Which segments (indexes into `segments`, given oldest first as (vectors in the file, live
+/// vectors after this publish)) a publish folds into its new segment of `fresh` vectors.
+///
+/// The logarithmic method, as in LSM trees and Lucene's log merge policy: going from the
+/// youngest segment back, each one joins while it is at most [`MERGE_RATIO`] times what the
+/// new segment holds so far (at least [`MERGE_FLOOR`]). Segment sizes then grow geometrically
+/// towards the oldest, so there are O(log n) of them and a vector is rewritten O(log n) times
+/// over its life; a publish of a few steps writes at most a few thousand vectors, and a large
+/// merge comes once per that many changed steps. A segment more than half dead is merged
+/// wherever it is, and an empty one is dropped (it is in neither the plan nor the result).
+pub(crate) fn merge_plan(segments: &[(u64, u64)], fresh: u64) -> Vec<usize> {
+    let mut plan: Vec<usize> = segments
+        .iter()
+        .enumerate()
+        .filter(|(_, (count, live))| *live > 0 && live * 2 < *count)
+        .map(|(i, _)| i)
+        .collect();
+    let mut gathered = fresh + plan.iter().map(|&i| segments[i].1).sum::<u64>();
+    for (i, &(_, live)) in segments.iter().enumerate().rev() {
+        if live == 0 || plan.contains(&i) {
+            continue;
+        }
+        if live > MERGE_RATIO * gathered.max(MERGE_FLOOR) {
+            break;
+        }
+        plan.push(i);
+        gathered += live;
+    }
+    plan.sort_unstable();
+    plan
+}
+
+/// A segment file opened for reading parts of it: its keys, and single vectors by slot. The
+/// writer uses it to publish without reading whole segments (the reader checks every byte
+/// against the manifest's blake3 when it loads them).
+pub(crate) struct SegmentFile {
+    file: File,
+    path: std::path::PathBuf,
+    dim: usize,
+    keys: Vec<u64>,
+}
+
+impl SegmentFile {
+    /// Opens `path` and reads its header and keys, checking them against the manifest's size.
+    pub fn open(path: &Path, dim: usize, expected_bytes: u64) -> Result<SegmentFile> {
+        use std::io::Read as _;
+        let corrupt = |what: &str| Error::Corrupt(format!("{} {what}", path.display()));
+        let mut file = File::open(path).map_err(Error::io("cannot open vector file", path))?;
+        let len = file
+            .metadata()
+            .map_err(Error::io("cannot read vector file", path))?
+            .len();
+        let mut header = [0u8; HEADER];
+        file.read_exact(&mut header)
+            .map_err(Error::io("cannot read vector file", path))?;
+        let file_dim = u32::from_le_bytes(header[8..12].try_into().unwrap_or_default()) as usize;
+        let count = u64::from_le_bytes(header[16..24].try_into().unwrap_or_default()) as usize;
+        if &header[..8] != MAGIC
+            || file_dim != dim
+            || len != expected_bytes
+            || len != (HEADER + count * 8 + count * dim * 4) as u64
+        {
+            return Err(corrupt("does not match the manifest"));
+        }
+        let mut raw = vec![0u8; count * 8];
+        file.read_exact(&mut raw)
+            .map_err(Error::io("cannot read vector file", path))?;
+        let keys = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        Ok(SegmentFile {
+            file,
+            path: path.to_owned(),
+            dim,
+            keys,
+        })
+    }
+
+    pub fn keys(&self) -> &[u64] {
+        &self.keys
+    }
+
+    /// Appends the vector in `slot` to `out`.
+    pub fn push_vector(&self, slot: u32, out: &mut Vec<f32>) -> Result<()> {
+        let start = out.len();
+        out.resize(start + self.dim, 0.0);
+        self.read_into(slot, &mut out[start..])
+    }
+
+    fn read_into(&self, slot: u32, out: &mut [f32]) -> Result<()> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let offset = HEADER + self.keys.len() * 8 + slot as usize * self.dim * 4;
+        let mut raw = vec![0u8; self.dim * 4];
+        let io = Error::io("cannot read vector file", &self.path);
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(offset as u64))
+            .and_then(|_| file.read_exact(&mut raw))
+            .map_err(io)?;
+        for (v, c) in out.iter_mut().zip(raw.chunks_exact(4)) {
+            *v = f32::from_le_bytes(c.try_into().unwrap_or_default());
+        }
+        Ok(())
     }
 }
 
@@ -454,6 +584,44 @@ mod tests {
         let keys: Vec<u64> = (0..n).map(|i| 1000 + i).collect();
         let data = (0..n).flat_map(|i| unit(i, dim)).collect();
         VectorStore::new(dim, keys, data).unwrap()
+    }
+
+    #[test]
+    fn merge_plan_keeps_segment_sizes_geometric() {
+        // A large base and a small change: the base stays, the change is a segment of its own.
+        assert_eq!(merge_plan(&[(100_000, 100_000)], 5), Vec::<usize>::new());
+        // Small young segments are folded in; the base is not.
+        assert_eq!(
+            merge_plan(&[(100_000, 99_990), (5, 5), (10, 8)], 5),
+            vec![1, 2]
+        );
+        // Empty segments are dropped, half-dead ones merged wherever they are.
+        assert_eq!(merge_plan(&[(100_000, 40_000), (5_000, 0)], 5), vec![0]);
+        assert_eq!(merge_plan(&[(5_000, 0)], 5), Vec::<usize>::new());
+        // Simulated: 20,000 publishes of 5 new steps each over a base of 100,000 keep at most
+        // 6 segments and rewrite about 150 vectors per publish on average (the youngest
+        // small segments, and once in a while a larger merge).
+        let mut segments: Vec<(u64, u64)> = vec![(100_000, 100_000)];
+        let mut rewritten = 0u64;
+        for _ in 0..20_000 {
+            let plan = merge_plan(&segments, 5);
+            let merged: u64 = plan.iter().map(|&i| segments[i].1).sum();
+            rewritten += merged + 5;
+            let mut next: Vec<(u64, u64)> = segments
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| s.1 > 0 && !plan.contains(i))
+                .map(|(_, s)| *s)
+                .collect();
+            next.push((merged + 5, merged + 5));
+            segments = next;
+            assert!(segments.len() <= 8, "{segments:?}");
+        }
+        let per_publish = rewritten / 20_000;
+        assert!(
+            per_publish < 200,
+            "{per_publish} vectors rewritten per publish"
+        );
     }
 
     #[test]

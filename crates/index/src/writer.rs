@@ -9,25 +9,31 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use precedent_core::{ContentHash, Embedder, Incident, IncidentId};
 use precedent_parse::{CHUNKER_VERSION, Format, ParseOptions, is_furniture, parse, redact_name};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use tantivy::{TantivyDocument, Term};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    ANN_FILE, GEN_PREFIX, INCIDENTS_DIR, LOCK_FILE, STEPS_DIR, VECTORS_FILE, data_dir_name,
-    link_dir, open_tantivy,
+    GEN_PREFIX, INCIDENTS_DIR, LOCK_FILE, STEPS_DIR, data_dir_name, link_dir, link_file,
+    open_tantivy,
 };
 use crate::manifest::{
-    FORMAT_VERSION, FileEntry, IncidentMeta, Manifest, Origin, StepEntry, VectorsInfo, sync_dir,
-    text_hash, vector_key,
+    FORMAT_VERSION, FileEntry, IncidentMeta, Manifest, Origin, SegmentInfo, StepEntry, VectorsInfo,
+    sync_dir, text_hash, vector_key,
 };
 use crate::schema::{IncidentFields, StepFields, incident_key};
-use crate::vectors::{Ann, VectorStore};
+use crate::vectors::{Ann, SegmentFile, VectorStore, merge_plan};
 
 /// A timestamp closer than this to the scan is not trusted (a same-size rewrite within the
 /// filesystem's timestamp granularity, 2 s on FAT, would go unseen); such files are hashed next
 /// time, as git does with "racily clean" entries.
 const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Below this many steps a commit's full text is written by one tantivy thread.
+const SMALL_CHANGE_STEPS: usize = 2_000;
+/// The memory arena of such a writer, and of the incident writer: tantivy's smallest.
+const SMALL_WRITER_MEMORY: usize = 15_000_000;
 
 /// Most steps one file may produce by default (the largest real write-ups have a few hundred).
 pub const DEFAULT_MAX_STEPS: usize = 2_000;
@@ -611,15 +617,6 @@ impl IndexWriter {
         };
         let base_dir = base.map(|m| self.dir.join(&m.data_dir));
         let dim = self.embedder.dimension();
-        let base_store = match (base, &base_dir) {
-            (Some(m), Some(d)) => VectorStore::read(
-                &d.join(VECTORS_FILE),
-                dim,
-                m.vectors.bytes,
-                &m.vectors.blake3,
-            )?,
-            _ => VectorStore::empty(dim),
-        };
         let mut files: BTreeMap<String, FileEntry> =
             base.map(|m| m.files.clone()).unwrap_or_default();
         let mut stale_incidents: Vec<IncidentId> = Vec::new();
@@ -640,17 +637,21 @@ impl IndexWriter {
 
         // Which incidents take which paths and keys; refuse (skip) the rare id collisions that
         // would otherwise let one file's delete remove another's steps.
-        let mut owner_of_incident: HashMap<IncidentId, String> = files
-            .iter()
-            .map(|(p, f)| (f.incident.id.clone(), p.clone()))
-            .collect();
-        let mut owner_of_key: HashMap<u64, String> = files
-            .iter()
-            .flat_map(|(p, f)| f.steps.iter().map(move |s| (vector_key(&s.id), p.clone())))
-            .collect();
+        let mut owner_of_incident: HashMap<IncidentId, Arc<str>> =
+            HashMap::with_capacity(files.len());
+        let mut owner_of_key: FxHashMap<u64, Arc<str>> = FxHashMap::default();
+        owner_of_key.reserve(base.map_or(0, |m| m.vectors.count as usize));
+        for (p, f) in &files {
+            let p: Arc<str> = p.as_str().into();
+            owner_of_incident.insert(f.incident.id.clone(), p.clone());
+            for s in &f.steps {
+                owner_of_key.insert(vector_key(&s.id), p.clone());
+            }
+        }
         let mut accepted: Vec<(Upsert, Vec<String>)> = Vec::new();
         for upsert in upserts {
             let path = upsert.path.clone();
+            let owner: Arc<str> = path.as_str().into();
             if let Some(old) = files.get(&path) {
                 for step in &old.steps {
                     owner_of_key.remove(&vector_key(&step.id));
@@ -660,16 +661,16 @@ impl IndexWriter {
             let id = &upsert.incident.id;
             let collision = owner_of_incident
                 .get(id)
-                .filter(|p| **p != path)
+                .filter(|p| ***p != *path)
                 .cloned()
                 .or_else(|| {
                     let mut keys = HashSet::new();
                     upsert.incident.steps.iter().find_map(|s| {
                         let key = vector_key(&s.id);
                         if !keys.insert(key) {
-                            return Some(path.clone());
+                            return Some(owner.clone());
                         }
-                        owner_of_key.get(&key).filter(|p| **p != path).cloned()
+                        owner_of_key.get(&key).filter(|p| ***p != *path).cloned()
                     })
                 });
             if let Some(other) = collision {
@@ -684,16 +685,16 @@ impl IndexWriter {
                 }
                 // Its previous version, if any, stays indexed.
                 if let Some(old) = files.get(&path) {
-                    owner_of_incident.insert(old.incident.id.clone(), path.clone());
+                    owner_of_incident.insert(old.incident.id.clone(), owner.clone());
                     for step in &old.steps {
-                        owner_of_key.insert(vector_key(&step.id), path.clone());
+                        owner_of_key.insert(vector_key(&step.id), owner.clone());
                     }
                 }
                 continue;
             }
-            owner_of_incident.insert(id.clone(), path.clone());
+            owner_of_incident.insert(id.clone(), owner.clone());
             for step in &upsert.incident.steps {
-                owner_of_key.insert(vector_key(&step.id), path.clone());
+                owner_of_key.insert(vector_key(&step.id), owner.clone());
             }
             if let Some(old) = files.get(&path) {
                 stale_incidents.push(old.incident.id.clone());
@@ -710,25 +711,62 @@ impl IndexWriter {
             return Ok(stats);
         }
 
-        // Vectors: reuse any base vector computed from the same text, embed the rest.
-        let mut by_text: HashMap<String, u32> = HashMap::new();
+        // Where each base vector is: the newest segment holding its key.
+        let base_segments: &[SegmentInfo] = base.map_or(&[], |m| m.vectors.segments.as_slice());
+        let mut segment_files = Vec::with_capacity(base_segments.len());
+        let mut location: FxHashMap<u64, (usize, u32)> = FxHashMap::default();
+        location.reserve(base_segments.iter().map(|s| s.count as usize).sum());
+        if let Some(d) = &base_dir {
+            for (i, seg) in base_segments.iter().enumerate() {
+                let file = SegmentFile::open(&d.join(seg.vectors_file()), dim, seg.bytes)?;
+                for (slot, key) in file.keys().iter().enumerate() {
+                    location.insert(*key, (i, slot as u32));
+                }
+                segment_files.push(file);
+            }
+        }
+        // The base versions of the changed files: a step whose key keeps its text keeps its
+        // vector where it is; every other accepted step gets one in the new segment.
+        let mut base_hash_of_key: FxHashMap<u64, &str> = FxHashMap::default();
         if let Some(m) = base {
+            let changed = removals.iter().chain(accepted.iter().map(|(u, _)| &u.path));
+            for entry in changed.filter_map(|p| m.files.get(p)) {
+                for step in &entry.steps {
+                    base_hash_of_key.insert(vector_key(&step.id), &step.text_hash);
+                }
+            }
+        }
+        let mut pending: Vec<(u64, String, &str)> = Vec::new();
+        for (upsert, texts) in &accepted {
+            for (step, text) in upsert.incident.steps.iter().zip(texts) {
+                let key = vector_key(&step.id);
+                let hash = text_hash(text);
+                if base_hash_of_key.get(&key) != Some(&hash.as_str()) {
+                    pending.push((key, hash, text.as_str()));
+                }
+            }
+        }
+        // A text some base step already has is not embedded again: its vector is copied.
+        let mut reuse: HashMap<String, u64> = HashMap::new();
+        if let Some(m) = base
+            && !pending.is_empty()
+        {
+            let wanted: HashSet<&str> = pending.iter().map(|(_, h, _)| h.as_str()).collect();
             for entry in m.files.values() {
                 for step in &entry.steps {
-                    if let Some(slot) = base_store.slot(vector_key(&step.id)) {
-                        by_text.entry(step.text_hash.clone()).or_insert(slot);
+                    if wanted.contains(step.text_hash.as_str()) {
+                        reuse
+                            .entry(step.text_hash.clone())
+                            .or_insert_with(|| vector_key(&step.id));
                     }
                 }
             }
         }
         let mut todo: Vec<(&str, String)> = Vec::new();
         let mut queued = HashSet::new();
-        for (_, texts) in &accepted {
-            for text in texts {
-                let hash = text_hash(text);
-                if !by_text.contains_key(&hash) && queued.insert(hash.clone()) {
-                    todo.push((text.as_str(), hash));
-                }
+        for (_, hash, text) in &pending {
+            if !reuse.contains_key(hash) && queued.insert(hash.as_str()) {
+                todo.push((text, hash.clone()));
             }
         }
         progress.start(Phase::Embed, todo.len() as u64);
@@ -793,52 +831,112 @@ impl IndexWriter {
             files.insert(upsert.path.clone(), entry);
         }
 
-        // The new vector store, in file-table order.
+        // Live vectors per base segment after this commit; every step must have one.
         progress.start(Phase::Write, 0);
-        let total: usize = files.values().map(|f| f.steps.len()).sum();
-        let mut keys = Vec::with_capacity(total);
-        let mut data = Vec::with_capacity(total * dim);
-        let mut base_hash_of_key: HashMap<u64, &str> = HashMap::new();
-        if let Some(m) = base {
-            for entry in m.files.values() {
-                for step in &entry.steps {
-                    base_hash_of_key.insert(vector_key(&step.id), &step.text_hash);
-                }
-            }
-        }
-        let mut ann_added = Vec::new();
+        let in_new: FxHashSet<u64> = pending.iter().map(|(k, _, _)| *k).collect();
+        let mut live = vec![0u64; base_segments.len()];
+        let mut total = 0u64;
         for entry in files.values() {
             for step in &entry.steps {
+                total += 1;
                 let key = vector_key(&step.id);
-                let slot = keys.len() as u32;
-                keys.push(key);
-                match (by_text.get(&step.text_hash), fresh.get(&step.text_hash)) {
-                    (Some(&base_slot), _) => data.extend_from_slice(base_store.vector(base_slot)),
-                    (None, Some(v)) => data.extend_from_slice(v),
-                    (None, None) => {
-                        return Err(Error::Corrupt(format!("no vector for step {}", step.id)));
-                    }
+                if in_new.contains(&key) {
+                    continue;
                 }
-                if base_hash_of_key.get(&key) != Some(&step.text_hash.as_str()) {
-                    ann_added.push(slot);
+                let &(seg, _) = location
+                    .get(&key)
+                    .ok_or_else(|| Error::Corrupt(format!("no vector for step {}", step.id)))?;
+                live[seg] += 1;
+            }
+        }
+        let counts: Vec<(u64, u64)> = base_segments
+            .iter()
+            .zip(&live)
+            .map(|(s, &l)| (s.count, l))
+            .collect();
+        let merged = merge_plan(&counts, pending.len() as u64);
+
+        // The new segment: the changed steps' vectors, then the live vectors of the segments
+        // it merges.
+        let mut out_keys = Vec::with_capacity(pending.len());
+        let mut out_data = Vec::with_capacity(pending.len() * dim);
+        for (key, hash, _) in &pending {
+            out_keys.push(*key);
+            match (fresh.get(hash), reuse.get(hash)) {
+                (Some(v), _) => out_data.extend_from_slice(v),
+                (None, Some(from)) => {
+                    let &(seg, slot) = location.get(from).ok_or_else(|| {
+                        Error::Corrupt(format!("no vector for step key {from:016x}"))
+                    })?;
+                    segment_files[seg].push_vector(slot, &mut out_data)?;
+                }
+                (None, None) => {
+                    return Err(Error::Corrupt(format!("no vector for step key {key:016x}")));
                 }
             }
         }
-        let new_keys: HashSet<u64> = keys.iter().copied().collect();
-        let new_hash_of_key: HashMap<u64, &str> = files
-            .values()
-            .flat_map(|f| {
-                f.steps
-                    .iter()
-                    .map(|s| (vector_key(&s.id), s.text_hash.as_str()))
-            })
-            .collect();
-        let ann_removed: Vec<u64> = base_hash_of_key
+        // Per merged segment, the slots of its live vectors.
+        let mut keep_slots: HashMap<usize, Vec<u32>> =
+            merged.iter().map(|&i| (i, Vec::new())).collect();
+        if !merged.is_empty() {
+            for entry in files.values() {
+                for step in &entry.steps {
+                    let key = vector_key(&step.id);
+                    if in_new.contains(&key) {
+                        continue;
+                    }
+                    if let Some(&(seg, slot)) = location.get(&key)
+                        && let Some(slots) = keep_slots.get_mut(&seg)
+                    {
+                        slots.push(slot);
+                    }
+                }
+            }
+        }
+        // The graph of the largest merged segment is updated rather than rebuilt when most of
+        // it is live: its vectors go first, the others are added to it.
+        let donor = merged
             .iter()
-            .filter(|(k, h)| !new_keys.contains(k) || new_hash_of_key.get(k) != Some(*h))
-            .map(|(k, _)| *k)
-            .collect();
-        let store = VectorStore::new(dim, keys, data)?;
+            .copied()
+            .filter(|&i| {
+                base_segments[i].ann
+                    && (base_segments[i].count - live[i]) * 4 < base_segments[i].count
+            })
+            .max_by_key(|&i| live[i]);
+        let mut ann_added: Vec<u32> = (0..out_keys.len() as u32).collect();
+        let mut donor_removed = Vec::new();
+        for &i in donor
+            .iter()
+            .chain(merged.iter().filter(|&&i| Some(i) != donor))
+        {
+            let slots = &keep_slots[&i];
+            let d = base_dir
+                .as_ref()
+                .ok_or_else(|| Error::Corrupt("merge without a base".into()))?;
+            let seg = &base_segments[i];
+            let whole =
+                VectorStore::read(&d.join(seg.vectors_file()), dim, seg.bytes, &seg.blake3)?;
+            if Some(i) == donor {
+                let kept: HashSet<u32> = slots.iter().copied().collect();
+                donor_removed = (0..whole.len() as u32)
+                    .filter(|s| !kept.contains(s))
+                    .map(|s| whole.keys()[s as usize])
+                    .collect();
+                ann_added.clear();
+            }
+            for &slot in slots {
+                if Some(i) != donor {
+                    ann_added.push(out_keys.len() as u32);
+                }
+                out_keys.push(whole.keys()[slot as usize]);
+                out_data.extend_from_slice(whole.vector(slot));
+            }
+        }
+        if donor.is_some() {
+            // The fresh vectors came first: they are additions too.
+            ann_added.extend(0..pending.len() as u32);
+        }
+        let store = VectorStore::new(dim, out_keys, out_data)?;
 
         // A fresh data directory for the new generation.
         let generation = self.generation() + 1;
@@ -855,29 +953,58 @@ impl IndexWriter {
             link_dir(&base_dir.join(INCIDENTS_DIR), &data_dir.join(INCIDENTS_DIR))?;
         }
 
-        // 1. Vectors.
-        let (bytes, blake3) = store.write(&data_dir.join(VECTORS_FILE))?;
-        let ann = store.len() >= self.options.ann_min_vectors && store.len() > 0;
-        if ann {
-            let base_ann = base.filter(|m| m.vectors.ann).zip(base_dir.as_ref());
-            let graph = match base_ann {
-                Some((m, d)) if (ann_removed.len() as u64) * 4 < m.vectors.count => Ann::update(
-                    &d.join(ANN_FILE),
-                    &store,
-                    &ann_removed,
-                    ann_added,
-                    self.options.threads,
-                )?,
-                _ => Ann::build(&store, self.options.threads)?,
-            };
-            if graph.len() != store.len() {
-                return Err(Error::Corrupt(format!(
-                    "graph holds {} vectors, store {}",
-                    graph.len(),
-                    store.len()
-                )));
+        // 1. Vectors: the segments kept are linked, the new one written.
+        let mut segments = Vec::new();
+        for (i, seg) in base_segments.iter().enumerate() {
+            if live[i] == 0 || merged.contains(&i) {
+                continue;
             }
-            graph.save(&data_dir.join(ANN_FILE))?;
+            let from = base_dir
+                .as_ref()
+                .ok_or_else(|| Error::Corrupt("segment without a base".into()))?;
+            let mut files = vec![seg.vectors_file()];
+            if seg.ann {
+                files.push(seg.graph_file());
+            }
+            for name in files {
+                link_file(&from.join(&name), &data_dir.join(&name))?;
+            }
+            segments.push(seg.clone());
+        }
+        if !store.keys().is_empty() {
+            let name = format!("vectors-{generation:08}");
+            let mut seg = SegmentInfo {
+                name,
+                count: store.len() as u64,
+                bytes: 0,
+                blake3: String::new(),
+                ann: store.len() >= self.options.ann_min_vectors,
+            };
+            (seg.bytes, seg.blake3) = store.write(&data_dir.join(seg.vectors_file()))?;
+            if seg.ann {
+                let graph = match donor {
+                    Some(i) => Ann::update(
+                        &base_dir
+                            .as_ref()
+                            .ok_or_else(|| Error::Corrupt("merge without a base".into()))?
+                            .join(base_segments[i].graph_file()),
+                        &store,
+                        &donor_removed,
+                        ann_added,
+                        self.options.threads,
+                    )?,
+                    None => Ann::build(&store, self.options.threads)?,
+                };
+                if graph.len() != store.len() {
+                    return Err(Error::Corrupt(format!(
+                        "graph holds {} vectors, segment {}",
+                        graph.len(),
+                        store.len()
+                    )));
+                }
+                graph.save(&data_dir.join(seg.graph_file()))?;
+            }
+            segments.push(seg);
         }
 
         // 2. Full text.
@@ -919,10 +1046,8 @@ impl IndexWriter {
             dimension: dim,
             chunker_version: CHUNKER_VERSION,
             vectors: VectorsInfo {
-                count: store.len() as u64,
-                bytes,
-                blake3,
-                ann,
+                count: total,
+                segments,
             },
             files,
             corpus_root: self
@@ -947,8 +1072,14 @@ impl IndexWriter {
     ) -> Result<()> {
         let index = open_tantivy(dir, create, true)?;
         let f = StepFields::of(&index)?;
-        let mut writer: tantivy::IndexWriter<TantivyDocument> =
-            index.writer(self.options.tantivy_memory)?;
+        // A small change is written by one thread with the smallest arena: starting the
+        // default writer (a thread and arena per core) costs more than the change itself.
+        let steps: usize = incidents.iter().map(|i| i.steps.len()).sum();
+        let mut writer: tantivy::IndexWriter<TantivyDocument> = if steps < SMALL_CHANGE_STEPS {
+            index.writer_with_num_threads(1, SMALL_WRITER_MEMORY)?
+        } else {
+            index.writer(self.options.tantivy_memory)?
+        };
         for id in removed {
             writer.delete_term(Term::from_field_text(f.incident_id, id.as_str()));
         }
@@ -1009,7 +1140,8 @@ impl IndexWriter {
     ) -> Result<()> {
         let index = open_tantivy(dir, create, false)?;
         let f = IncidentFields::of(&index)?;
-        let mut writer: tantivy::IndexWriter<TantivyDocument> = index.writer(15_000_000)?;
+        let mut writer: tantivy::IndexWriter<TantivyDocument> =
+            index.writer_with_num_threads(1, SMALL_WRITER_MEMORY)?;
         for id in removed {
             writer.delete_term(Term::from_field_text(f.incident_id, id.as_str()));
         }

@@ -711,6 +711,167 @@ fn the_ann_graph_agrees_with_exact_search_on_a_small_index() {
     );
 }
 
+/// Vector segments: each publish adds one, holding only the changed steps' vectors (and the
+/// small segments it merges); older copies of a key are dead and never returned, and a
+/// search over several segments with graphs finds what an exact scan finds.
+#[test]
+fn publishes_add_small_vector_segments_whose_dead_copies_never_surface() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (index, corpus) = (tmp.path().join("index"), tmp.path().join("corpus"));
+    copy_dir(&corpus_samples(), &corpus);
+    let graphs = || options().with_ann_min_vectors(0);
+    sync(&index, &corpus, graphs());
+    let segments = |index: &Path| -> Vec<(String, u64)> {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&fs::read(index.join("manifest.json")).unwrap()).unwrap();
+        manifest["vectors"]["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    s["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let base = segments(&index);
+    assert_eq!(base.len(), 1, "{base:?}");
+    let base_count = base[0].1;
+    let mut writer = IndexWriter::open(&index, embedder(), graphs()).unwrap();
+    let doc = |n: usize, cause: &str| {
+        format!(
+            "# Zeppelin gateway outage {n}\n\n## Root cause\n\n{cause}\n\n## Resolution\n\n\
+             We restarted the zeppelin gateway and traffic recovered.\n"
+        )
+    };
+    let first = writer
+        .upsert(
+            "api/zeppelin-1.md",
+            doc(1, "The zeppelin gateway leaked sockets until it froze.").as_bytes(),
+        )
+        .unwrap();
+    let second = writer
+        .upsert(
+            "api/zeppelin-2.md",
+            doc(2, "A zeppelin config push removed every route.").as_bytes(),
+        )
+        .unwrap();
+    // A rewrite gives the same steps new text: the old vectors stay in their segment, dead.
+    writer
+        .upsert(
+            "api/zeppelin-1.md",
+            doc(1, "The zeppelin gateway ran out of file descriptors.").as_bytes(),
+        )
+        .unwrap();
+    let after = segments(&index);
+    assert!(after.len() >= 2, "{after:?}");
+    assert_eq!(after[0], base[0], "the base segment is kept as it was");
+    assert!(
+        after[1..].iter().all(|(_, count)| *count < 20),
+        "only changed steps are written: {after:?}"
+    );
+    drop(writer);
+    let engine = Engine::open(&index).unwrap();
+    let model = embedder();
+    let v = model
+        .embed(&["zeppelin gateway leaked sockets"])
+        .unwrap()
+        .remove(0);
+    let ann = engine.vector_probe(&v, 10, false).unwrap();
+    let exact = engine.vector_probe(&v, 10, true).unwrap();
+    assert_eq!(ann.len(), 10);
+    let overlap = ann.iter().filter(|id| exact.contains(id)).count();
+    assert!(overlap >= 9, "{overlap}/10: {ann:?} vs {exact:?}");
+    let r = search(
+        &engine,
+        &SearchRequest::new("zeppelin gateway sockets file descriptors")
+            .with_mode(Mode::Vector)
+            .with_per_incident(0)
+            .with_k(50),
+    );
+    let zeppelin: Vec<_> = r
+        .hits
+        .iter()
+        .filter(|h| h.title.contains("Zeppelin"))
+        .collect();
+    assert!(!zeppelin.is_empty());
+    // Each live step once: the dead copies of the rewritten steps are not hits.
+    let mut ids: Vec<_> = r.hits.iter().map(|h| h.step_id.to_string()).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a step came back twice");
+    assert!(
+        !r.hits.iter().any(|h| h.text.contains("leaked sockets")),
+        "a dead vector surfaced"
+    );
+    assert!(first.steps >= 2 && second.steps >= 2);
+    assert_eq!(
+        engine.stats().steps,
+        base_count + (first.steps + second.steps) as u64
+    );
+    // Deleting removes the incident's vectors from every segment's results.
+    let mut writer = IndexWriter::open(&index, embedder(), graphs()).unwrap();
+    assert!(writer.delete(&first.incident_id).unwrap());
+    drop(writer);
+    engine.reload().unwrap();
+    let r = search(
+        &engine,
+        &SearchRequest::new("zeppelin gateway file descriptors")
+            .with_mode(Mode::Vector)
+            .with_per_incident(0)
+            .with_k(50),
+    );
+    assert!(!r.hits.is_empty());
+    assert!(
+        !r.hits
+            .iter()
+            .any(|h| h.title == "Zeppelin gateway outage 1")
+    );
+    assert_eq!(engine.stats().steps, base_count + second.steps as u64);
+    // A corpus file rewritten: its old vectors stay in the base segment's graph, dead, and
+    // the graph walk filters them out.
+    let file = fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "md") && !p.ends_with("README.md"))
+        .unwrap();
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(&file, text.replace("\n\n", "\n\nRewritten: ")).unwrap();
+    sync(&index, &corpus, graphs());
+    let after = segments(&index);
+    assert_eq!(
+        after[0], base[0],
+        "the base segment is kept, with dead vectors"
+    );
+    engine.reload().unwrap();
+    let ann = engine.vector_probe(&v, 10, false).unwrap();
+    let exact = engine.vector_probe(&v, 10, true).unwrap();
+    assert_eq!(ann.len(), 10);
+    let overlap = ann.iter().filter(|id| exact.contains(id)).count();
+    assert!(overlap >= 9, "{overlap}/10: {ann:?} vs {exact:?}");
+    let r = search(
+        &engine,
+        &SearchRequest::new(text.lines().find(|l| l.len() > 40).unwrap_or("outage"))
+            .with_mode(Mode::Vector)
+            .with_per_incident(0)
+            .with_k(50),
+    );
+    assert!(!r.hits.is_empty());
+    let live: std::collections::HashSet<String> = engine
+        .dump_steps()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, _)| id.to_string())
+        .collect();
+    assert!(
+        r.hits.iter().all(|h| live.contains(&h.step_id.to_string())),
+        "every hit is a live step"
+    );
+}
+
 // Incremental indexing converges to what a fresh build gives, whatever the edits.
 
 #[derive(Debug, Clone)]

@@ -117,15 +117,15 @@ fn main() -> Result<(), BoxError> {
     }
     times.sort_by(f64::total_cmp);
     bytes.sort_unstable();
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let kib = |b: u64| b as f64 / 1024.0;
     println!(
-        "index of {steps} steps: one upsert p50 {:.0} ms (min {:.0}, max {:.0}), {:.1} MiB written (min {:.1}, max {:.1}), {rounds} rounds",
+        "index of {steps} steps: one upsert p50 {:.0} ms (min {:.0}, max {:.0}), {:.1} KiB written (min {:.1}, max {:.1}), {rounds} rounds",
         times[times.len() / 2],
         times[0],
         times[times.len() - 1],
-        mib(bytes[bytes.len() / 2]),
-        mib(bytes[0]),
-        mib(bytes[bytes.len() - 1]),
+        kib(bytes[bytes.len() / 2]),
+        kib(bytes[0]),
+        kib(bytes[bytes.len() - 1]),
     );
     Ok(())
 }

@@ -811,22 +811,7 @@ impl Retrieval for Snapshot {
 impl Snapshot {
     /// The full parse of an incident, `None` when the id is unknown.
     fn incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
-        let s = self;
-        let searcher = s.incidents_reader.searcher();
-        let term = Term::from_field_text(s.incident_fields.incident_id, id.as_str());
-        let query = TermQuery::new(term, IndexRecordOption::Basic);
-        let Some((_, addr)) = searcher
-            .search(&query, &TopDocs::with_limit(1).order_by_score())?
-            .into_iter()
-            .next()
-        else {
-            return Ok(None);
-        };
-        let doc: TantivyDocument = searcher.doc(addr)?;
-        let json = stored_str(&doc, s.incident_fields.json);
-        serde_json::from_str(json)
-            .map(Some)
-            .map_err(|e| Error::Corrupt(format!("stored incident {id} does not parse: {e}")))
+        stored_incident(&self.incidents_reader.searcher(), &self.incident_fields, id)
     }
 
     fn facets(&self) -> Facets {
@@ -1469,25 +1454,45 @@ fn load_vectors(data_dir: &Path, manifest: &Manifest) -> Result<(VectorStore, Ve
         }
         files.push(file);
     }
-    let mut keys = Vec::with_capacity(newest.len());
-    let mut data = Vec::with_capacity(newest.len() * dim);
+    // The live vectors, segment after segment. Each file's vectors are compacted in place and
+    // the first (the largest, usually) becomes the buffer the others are appended to, so
+    // opening does not hold two copies of the vectors.
+    let mut keys: Vec<u64> = Vec::new();
+    let mut data: Vec<f32> = Vec::new();
     let mut segments = Vec::with_capacity(files.len());
-    for (i, (file, seg)) in files.iter().zip(&manifest.vectors.segments).enumerate() {
+    for (i, (file, seg)) in files
+        .into_iter()
+        .zip(&manifest.vectors.segments)
+        .enumerate()
+    {
         let start = keys.len() as u32;
-        for (slot, key) in file.keys().iter().enumerate() {
-            if newest.get(key) == Some(&i) {
-                keys.push(*key);
-                data.extend_from_slice(file.vector(slot as u32));
+        let file_len = file.len();
+        let (mut seg_keys, mut seg_data) = file.into_parts();
+        let mut kept = 0;
+        for slot in 0..seg_keys.len() {
+            if newest.get(&seg_keys[slot]) == Some(&i) {
+                if kept != slot {
+                    seg_keys[kept] = seg_keys[slot];
+                    seg_data.copy_within(slot * dim..(slot + 1) * dim, kept * dim);
+                }
+                kept += 1;
             }
+        }
+        seg_keys.truncate(kept);
+        seg_data.truncate(kept * dim);
+        if keys.is_empty() {
+            (keys, data) = (seg_keys, seg_data);
+        } else {
+            keys.extend_from_slice(&seg_keys);
+            data.extend_from_slice(&seg_data);
         }
         let ann = if seg.ann {
             let ann = Ann::load(&data_dir.join(seg.graph_file()), dim)?;
-            if ann.len() != file.len() {
+            if ann.len() != file_len {
                 return Err(Error::Corrupt(format!(
-                    "the graph of {} holds {} vectors, its file {}",
+                    "the graph of {} holds {} vectors, its file {file_len}",
                     seg.name,
                     ann.len(),
-                    file.len()
                 )));
             }
             Some(ann)
@@ -1497,9 +1502,57 @@ fn load_vectors(data_dir: &Path, manifest: &Manifest) -> Result<(VectorStore, Ve
         let end = keys.len() as u32;
         segments.push(Segment {
             slots: start..end,
-            has_dead: (end - start) as usize != file.len(),
+            has_dead: (end - start) as usize != file_len,
             ann,
         });
     }
     Ok((VectorStore::new(dim, keys, data)?, segments))
+}
+
+/// The stored parse of incident `id`, from an incident index.
+fn stored_incident(
+    searcher: &Searcher,
+    fields: &IncidentFields,
+    id: &IncidentId,
+) -> Result<Option<Incident>> {
+    let term = Term::from_field_text(fields.incident_id, id.as_str());
+    let query = TermQuery::new(term, IndexRecordOption::Basic);
+    let Some((_, addr)) = searcher
+        .search(&query, &TopDocs::with_limit(1).order_by_score())?
+        .into_iter()
+        .next()
+    else {
+        return Ok(None);
+    };
+    let doc: TantivyDocument = searcher.doc(addr)?;
+    let json = stored_str(&doc, fields.json);
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(|e| Error::Corrupt(format!("stored incident {id} does not parse: {e}")))
+}
+
+/// The stored incident records of a data directory, readable without its vectors (which an
+/// index of an older format lays out otherwise): what a rebuild carries API documents over
+/// from.
+pub(crate) struct IncidentRecords {
+    searcher: Searcher,
+    fields: IncidentFields,
+}
+
+impl IncidentRecords {
+    pub fn open(data_dir: &Path) -> Result<IncidentRecords> {
+        let index = open_tantivy(&data_dir.join(INCIDENTS_DIR), false, false)?;
+        let reader: IndexReader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(IncidentRecords {
+            searcher: reader.searcher(),
+            fields: IncidentFields::of(&index)?,
+        })
+    }
+
+    pub fn get(&self, id: &IncidentId) -> Result<Option<Incident>> {
+        stored_incident(&self.searcher, &self.fields, id)
+    }
 }

@@ -3,7 +3,8 @@
 //! ```text
 //! INDEX_DIR/
 //!   LOCK                 writer lock (fs4 exclusive lock; holds the writer's pid)
-//!   manifest.json        the commit point: names the published data directory
+//!   manifest.json        the commit point: names the published data directory, its vector
+//!                        segments and its file-table segments
 //!   gen-00000007/        data directory of generation 7 (immutable once published)
 //!     steps/             tantivy index, one document per step
 //!     incidents/         tantivy index, one document per incident (its parse as JSON)
@@ -11,6 +12,8 @@
 //!     vectors-00000001.usearch  its HNSW graph (when the segment is large enough)
 //!     vectors-00000007.bin      the segment generation 7 wrote (its changed steps, and the
 //!                               live vectors of the small segments it merged)
+//!     files-00000001.json       a file-table segment: entries by path, and removed paths
+//!     files-00000007.json       the entries generation 7 changed (and those it merged)
 //!   gen-00000006/        the previous state, kept for readers that are still opening it
 //! ```
 //!
@@ -18,9 +21,9 @@
 //! tantivy files and the vector segments it keeps into a fresh directory (tantivy never
 //! rewrites a file in place: segment files are created once and `meta.json` is replaced by
 //! rename), writes the changes there, and publishes by renaming a new manifest over the old
-//! one. A publish writes O(change) bytes: one small vector segment, one small tantivy segment
-//! and the manifest, plus whatever the merge policies fold together (`vectors::merge_plan`,
-//! tantivy's log merge policy).
+//! one. A publish writes O(change) bytes: one small vector segment, one small tantivy segment,
+//! one small file-table segment and the manifest head, plus whatever the merge policies fold
+//! together (`vectors::merge_plan`, tantivy's log merge policy).
 
 use std::fs;
 use std::path::Path;

@@ -73,6 +73,11 @@ impl VectorStore {
         })
     }
 
+    /// The keys and the flat vector data, in slot order.
+    pub fn into_parts(self) -> (Vec<u64>, Vec<f32>) {
+        (self.keys, self.data)
+    }
+
     pub fn dim(&self) -> usize {
         self.dim
     }
@@ -167,10 +172,16 @@ impl VectorStore {
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
             .collect();
-        let data = bytes[keys_end..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect();
+        // The file is little-endian f32: on a little-endian host with the bytes aligned (they
+        // are: allocations are, and the data starts at a multiple of 8) a plain copy.
+        let raw = &bytes[keys_end..];
+        let data = match bytemuck::try_cast_slice::<u8, f32>(raw) {
+            Ok(values) if cfg!(target_endian = "little") => values.to_vec(),
+            _ => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect(),
+        };
         VectorStore::new(dim, keys, data)
     }
 

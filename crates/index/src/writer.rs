@@ -1,6 +1,6 @@
 //! The write side: incremental, crash-safe indexing of a corpus directory.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -359,12 +359,13 @@ impl IndexWriter {
         if m.files_of(Origin::Api).next().is_none() {
             return;
         }
-        // The published state, if this build can read it (a format change may stop that).
-        let engine = crate::engine::Engine::open(&self.dir).ok();
+        // The published state's incident records, if this build can read them (a format
+        // change may stop that).
+        let records = crate::engine::IncidentRecords::open(&self.dir.join(&m.data_dir)).ok();
         for (path, entry) in m.files_of(Origin::Api) {
-            let incident = engine
+            let incident = records
                 .as_ref()
-                .and_then(|e| e.incident(&entry.incident.id).ok().flatten());
+                .and_then(|r| r.get(&entry.incident.id).ok().flatten());
             match incident {
                 Some(incident) => upserts.push(Upsert {
                     path: path.clone(),
@@ -617,17 +618,23 @@ impl IndexWriter {
         };
         let base_dir = base.map(|m| self.dir.join(&m.data_dir));
         let dim = self.embedder.dimension();
-        let mut files: BTreeMap<String, FileEntry> =
+        let mut files: BTreeMap<String, Arc<FileEntry>> =
             base.map(|m| m.files.clone()).unwrap_or_default();
         let mut stale_incidents: Vec<IncidentId> = Vec::new();
         for path in &removals {
             if let Some(old) = files.remove(path) {
-                stale_incidents.push(old.incident.id);
+                stale_incidents.push(old.incident.id.clone());
             }
+        }
+        // The paths whose entries this commit writes (or removes).
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        for path in &removals {
+            changed.insert(path.clone());
         }
         for (path, stamp) in refreshed {
             if let Some(entry) = files.get_mut(path) {
-                entry.set_stamp(stamp);
+                Arc::make_mut(entry).set_stamp(stamp);
+                changed.insert(path.clone());
             }
         }
         let mut stats = CommitStats {
@@ -635,26 +642,47 @@ impl IndexWriter {
             ..CommitStats::default()
         };
 
-        // Which incidents take which paths and keys; refuse (skip) the rare id collisions that
-        // would otherwise let one file's delete remove another's steps.
-        let mut owner_of_incident: HashMap<IncidentId, Arc<str>> =
-            HashMap::with_capacity(files.len());
-        let mut owner_of_key: FxHashMap<u64, Arc<str>> = FxHashMap::default();
-        owner_of_key.reserve(base.map_or(0, |m| m.vectors.count as usize));
-        for (p, f) in &files {
-            let p: Arc<str> = p.as_str().into();
-            owner_of_incident.insert(f.incident.id.clone(), p.clone());
-            for s in &f.steps {
-                owner_of_key.insert(vector_key(&s.id), p.clone());
+        // Where each base vector is: the newest segment holding its key.
+        let base_segments: &[SegmentInfo] = base.map_or(&[], |m| m.vectors.segments.as_slice());
+        let mut segment_files = Vec::with_capacity(base_segments.len());
+        let mut location: FxHashMap<u64, (usize, u32)> = FxHashMap::default();
+        location.reserve(base_segments.iter().map(|s| s.count as usize).sum());
+        if let Some(d) = &base_dir {
+            for (i, seg) in base_segments.iter().enumerate() {
+                let file = SegmentFile::open(&d.join(seg.vectors_file()), dim, seg.bytes)?;
+                for (slot, key) in file.keys().iter().enumerate() {
+                    location.insert(*key, (i, slot as u32));
+                }
+                segment_files.push(file);
             }
         }
+        // Which incidents take which paths and keys; refuse (skip) the rare id collisions that
+        // would otherwise let one file's delete remove another's steps. Keys are looked up in
+        // what this commit claims and releases first; the owner of every base key is listed
+        // only when a new key is in some base segment and not one the commit released.
+        let mut owner_of_incident: HashMap<IncidentId, Arc<str>> = files
+            .iter()
+            .map(|(p, f)| (f.incident.id.clone(), Arc::from(p.as_str())))
+            .collect();
+        let mut claims: FxHashMap<u64, Option<Arc<str>>> = FxHashMap::default();
+        let mut owner_of_key: Option<FxHashMap<u64, Arc<str>>> = None;
+        let list_owners = |files: &BTreeMap<String, Arc<FileEntry>>| {
+            let mut owners = FxHashMap::default();
+            for (p, f) in files {
+                let p: Arc<str> = p.as_str().into();
+                for s in &f.steps {
+                    owners.insert(vector_key(&s.id), p.clone());
+                }
+            }
+            owners
+        };
         let mut accepted: Vec<(Upsert, Vec<String>)> = Vec::new();
         for upsert in upserts {
             let path = upsert.path.clone();
             let owner: Arc<str> = path.as_str().into();
             if let Some(old) = files.get(&path) {
                 for step in &old.steps {
-                    owner_of_key.remove(&vector_key(&step.id));
+                    claims.insert(vector_key(&step.id), None);
                 }
                 owner_of_incident.remove(&old.incident.id);
             }
@@ -670,7 +698,15 @@ impl IndexWriter {
                         if !keys.insert(key) {
                             return Some(owner.clone());
                         }
-                        owner_of_key.get(&key).filter(|p| ***p != *path).cloned()
+                        let current = match claims.get(&key) {
+                            Some(claim) => claim.clone(),
+                            None if location.contains_key(&key) => owner_of_key
+                                .get_or_insert_with(|| list_owners(&files))
+                                .get(&key)
+                                .cloned(),
+                            None => None,
+                        };
+                        current.filter(|p| **p != *path)
                     })
                 });
             if let Some(other) = collision {
@@ -687,14 +723,14 @@ impl IndexWriter {
                 if let Some(old) = files.get(&path) {
                     owner_of_incident.insert(old.incident.id.clone(), owner.clone());
                     for step in &old.steps {
-                        owner_of_key.insert(vector_key(&step.id), owner.clone());
+                        claims.insert(vector_key(&step.id), Some(owner.clone()));
                     }
                 }
                 continue;
             }
             owner_of_incident.insert(id.clone(), owner.clone());
             for step in &upsert.incident.steps {
-                owner_of_key.insert(vector_key(&step.id), owner.clone());
+                claims.insert(vector_key(&step.id), Some(owner.clone()));
             }
             if let Some(old) = files.get(&path) {
                 stale_incidents.push(old.incident.id.clone());
@@ -711,20 +747,6 @@ impl IndexWriter {
             return Ok(stats);
         }
 
-        // Where each base vector is: the newest segment holding its key.
-        let base_segments: &[SegmentInfo] = base.map_or(&[], |m| m.vectors.segments.as_slice());
-        let mut segment_files = Vec::with_capacity(base_segments.len());
-        let mut location: FxHashMap<u64, (usize, u32)> = FxHashMap::default();
-        location.reserve(base_segments.iter().map(|s| s.count as usize).sum());
-        if let Some(d) = &base_dir {
-            for (i, seg) in base_segments.iter().enumerate() {
-                let file = SegmentFile::open(&d.join(seg.vectors_file()), dim, seg.bytes)?;
-                for (slot, key) in file.keys().iter().enumerate() {
-                    location.insert(*key, (i, slot as u32));
-                }
-                segment_files.push(file);
-            }
-        }
         // The base versions of the changed files: a step whose key keeps its text keeps its
         // vector where it is; every other accepted step gets one in the new segment.
         let mut base_hash_of_key: FxHashMap<u64, &str> = FxHashMap::default();
@@ -751,7 +773,7 @@ impl IndexWriter {
         if let Some(m) = base
             && !pending.is_empty()
         {
-            let wanted: HashSet<&str> = pending.iter().map(|(_, h, _)| h.as_str()).collect();
+            let wanted: FxHashSet<&str> = pending.iter().map(|(_, h, _)| h.as_str()).collect();
             for entry in m.files.values() {
                 for step in &entry.steps {
                     if wanted.contains(step.text_hash.as_str()) {
@@ -828,7 +850,8 @@ impl IndexWriter {
                 origin: upsert.origin,
             };
             entry.set_stamp(&upsert.stamp);
-            files.insert(upsert.path.clone(), entry);
+            changed.insert(upsert.path.clone());
+            files.insert(upsert.path.clone(), Arc::new(entry));
         }
 
         // Live vectors per base segment after this commit; every step must have one.
@@ -1011,33 +1034,23 @@ impl IndexWriter {
         let removed_ids: Vec<&IncidentId> = stale_incidents.iter().collect();
         let incidents: Vec<&Incident> = accepted.iter().map(|(u, _)| &u.incident).collect();
         let paths: Vec<&str> = accepted.iter().map(|(u, _)| u.path.as_str()).collect();
-        self.write_steps(
-            &data_dir.join(STEPS_DIR),
-            base_dir.is_none(),
-            &removed_ids,
-            &incidents,
-            &paths,
-        )?;
-        self.write_incidents(
-            &data_dir.join(INCIDENTS_DIR),
-            base_dir.is_none(),
-            &removed_ids,
-            &incidents,
-        )?;
-        for d in [
-            data_dir.join(STEPS_DIR),
-            data_dir.join(INCIDENTS_DIR),
-            data_dir.clone(),
-        ] {
-            sync_dir(&d)?;
-        }
+        // The two indexes are independent, and a small commit is mostly fsyncs: both at once.
+        let (steps_dir, incidents_dir) = (data_dir.join(STEPS_DIR), data_dir.join(INCIDENTS_DIR));
+        let create = base_dir.is_none();
+        let (steps, incidents_written) = std::thread::scope(|scope| {
+            let steps = scope
+                .spawn(|| self.write_steps(&steps_dir, create, &removed_ids, &incidents, &paths));
+            let written = self.write_incidents(&incidents_dir, create, &removed_ids, &incidents);
+            let steps = steps
+                .join()
+                .unwrap_or_else(|_| Err(Error::Corrupt("the step index writer panicked".into())));
+            (steps, written)
+        });
+        steps?;
+        incidents_written?;
 
-        // 3. The manifest: the commit point, unless the caller gave up.
-        if !proceed() {
-            let _ = fs::remove_dir_all(&data_dir);
-            return Err(Error::Abandoned);
-        }
-        let manifest = Manifest {
+        // 3. The file table, then the manifest: the commit point, unless the caller gave up.
+        let mut manifest = Manifest {
             format_version: FORMAT_VERSION,
             generation,
             data_dir: data_dir_name,
@@ -1049,12 +1062,28 @@ impl IndexWriter {
                 count: total,
                 segments,
             },
+            tables: Vec::new(),
             files,
+            legacy_files: None,
+            table_state: Vec::new(),
+            table_of: HashMap::new(),
             corpus_root: self
                 .corpus_root
                 .clone()
                 .or_else(|| self.manifest.as_ref()?.corpus_root.clone()),
         };
+        manifest.write_tables(&self.dir, base, &changed)?;
+        for d in [
+            data_dir.join(STEPS_DIR),
+            data_dir.join(INCIDENTS_DIR),
+            data_dir.clone(),
+        ] {
+            sync_dir(&d)?;
+        }
+        if !proceed() {
+            let _ = fs::remove_dir_all(&data_dir);
+            return Err(Error::Abandoned);
+        }
         manifest.store(&self.dir)?;
         self.manifest = Some(manifest);
         self.rebuild = false;

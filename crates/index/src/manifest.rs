@@ -542,6 +542,29 @@ mod tests {
         assert_ne!(vector_key(&max), u64::MAX);
     }
 
+    /// A manifest of no files and no segments.
+    fn bare_manifest(generation: u64, data_dir: String) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            generation,
+            data_dir,
+            previous_data_dir: None,
+            model_id: "m".into(),
+            dimension: 4,
+            chunker_version: 1,
+            vectors: VectorsInfo {
+                count: 0,
+                segments: Vec::new(),
+            },
+            tables: Vec::new(),
+            files: BTreeMap::new(),
+            legacy_files: None,
+            table_state: Vec::new(),
+            table_of: HashMap::new(),
+            corpus_root: None,
+        }
+    }
+
     fn entry(path: &str, version: u32) -> FileEntry {
         let bytes = format!("{path} v{version}");
         let id = IncidentId::from_path(path);
@@ -603,25 +626,8 @@ mod tests {
             }
             let data_dir = format!("gen-{generation:08}");
             fs::create_dir_all(dir.path().join(&data_dir)).unwrap();
-            let mut manifest = Manifest {
-                format_version: FORMAT_VERSION,
-                generation,
-                data_dir,
-                previous_data_dir: None,
-                model_id: "m".into(),
-                dimension: 4,
-                chunker_version: 1,
-                vectors: VectorsInfo {
-                    count: 0,
-                    segments: Vec::new(),
-                },
-                tables: Vec::new(),
-                files: model.clone(),
-                legacy_files: None,
-                table_state: Vec::new(),
-                table_of: HashMap::new(),
-                corpus_root: None,
-            };
+            let mut manifest = bare_manifest(generation, data_dir);
+            manifest.files = model.clone();
             manifest
                 .write_tables(dir.path(), base.as_ref(), &changed)
                 .unwrap();
@@ -656,31 +662,14 @@ mod tests {
     fn manifest_round_trips_through_disk() {
         let dir = tempfile::tempdir().unwrap();
         assert!(Manifest::load(dir.path()).unwrap().is_none());
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            generation: 3,
-            data_dir: "gen-00000003".into(),
-            previous_data_dir: None,
-            model_id: "m".into(),
-            dimension: 4,
-            chunker_version: 1,
-            vectors: VectorsInfo {
-                count: 0,
-                segments: vec![SegmentInfo {
-                    name: "vectors-00000003".into(),
-                    count: 0,
-                    bytes: 24,
-                    blake3: "x".into(),
-                    ann: false,
-                }],
-            },
-            tables: Vec::new(),
-            files: BTreeMap::new(),
-            legacy_files: None,
-            table_state: Vec::new(),
-            table_of: HashMap::new(),
-            corpus_root: None,
-        };
+        let mut manifest = bare_manifest(3, "gen-00000003".into());
+        manifest.vectors.segments.push(SegmentInfo {
+            name: "vectors-00000003".into(),
+            count: 0,
+            bytes: 24,
+            blake3: "x".into(),
+            ann: false,
+        });
         manifest.store(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(manifest));
         let leftovers: Vec<_> = fs::read_dir(dir.path())

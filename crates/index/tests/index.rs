@@ -711,6 +711,26 @@ fn the_ann_graph_agrees_with_exact_search_on_a_small_index() {
     );
 }
 
+/// The graph's top 10 for `v` overlaps an exact scan's by at least 9.
+fn graph_agrees_with_exact(engine: &Engine, v: &[f32]) {
+    let ann = engine.vector_probe(v, 10, false).unwrap();
+    let exact = engine.vector_probe(v, 10, true).unwrap();
+    assert_eq!(ann.len(), 10);
+    let overlap = ann.iter().filter(|id| exact.contains(id)).count();
+    assert!(overlap >= 9, "{overlap}/10: {ann:?} vs {exact:?}");
+}
+
+/// Vector search, 50 hits, no per-incident limit.
+fn vector_search(engine: &Engine, query: &str) -> precedent_index::SearchResponse {
+    search(
+        engine,
+        &SearchRequest::new(query)
+            .with_mode(Mode::Vector)
+            .with_per_incident(0)
+            .with_k(50),
+    )
+}
+
 /// Vector segments: each publish adds one, holding only the changed steps' vectors (and the
 /// small segments it merges); older copies of a key are dead and never returned, and a
 /// search over several segments with graphs finds what an exact scan finds.
@@ -779,18 +799,8 @@ fn publishes_add_small_vector_segments_whose_dead_copies_never_surface() {
         .embed(&["zeppelin gateway leaked sockets"])
         .unwrap()
         .remove(0);
-    let ann = engine.vector_probe(&v, 10, false).unwrap();
-    let exact = engine.vector_probe(&v, 10, true).unwrap();
-    assert_eq!(ann.len(), 10);
-    let overlap = ann.iter().filter(|id| exact.contains(id)).count();
-    assert!(overlap >= 9, "{overlap}/10: {ann:?} vs {exact:?}");
-    let r = search(
-        &engine,
-        &SearchRequest::new("zeppelin gateway sockets file descriptors")
-            .with_mode(Mode::Vector)
-            .with_per_incident(0)
-            .with_k(50),
-    );
+    graph_agrees_with_exact(&engine, &v);
+    let r = vector_search(&engine, "zeppelin gateway sockets file descriptors");
     let zeppelin: Vec<_> = r
         .hits
         .iter()
@@ -817,13 +827,7 @@ fn publishes_add_small_vector_segments_whose_dead_copies_never_surface() {
     assert!(writer.delete(&first.incident_id).unwrap());
     drop(writer);
     engine.reload().unwrap();
-    let r = search(
-        &engine,
-        &SearchRequest::new("zeppelin gateway file descriptors")
-            .with_mode(Mode::Vector)
-            .with_per_incident(0)
-            .with_k(50),
-    );
+    let r = vector_search(&engine, "zeppelin gateway file descriptors");
     assert!(!r.hits.is_empty());
     assert!(
         !r.hits
@@ -847,17 +851,10 @@ fn publishes_add_small_vector_segments_whose_dead_copies_never_surface() {
         "the base segment is kept, with dead vectors"
     );
     engine.reload().unwrap();
-    let ann = engine.vector_probe(&v, 10, false).unwrap();
-    let exact = engine.vector_probe(&v, 10, true).unwrap();
-    assert_eq!(ann.len(), 10);
-    let overlap = ann.iter().filter(|id| exact.contains(id)).count();
-    assert!(overlap >= 9, "{overlap}/10: {ann:?} vs {exact:?}");
-    let r = search(
+    graph_agrees_with_exact(&engine, &v);
+    let r = vector_search(
         &engine,
-        &SearchRequest::new(text.lines().find(|l| l.len() > 40).unwrap_or("outage"))
-            .with_mode(Mode::Vector)
-            .with_per_incident(0)
-            .with_k(50),
+        text.lines().find(|l| l.len() > 40).unwrap_or("outage"),
     );
     assert!(!r.hits.is_empty());
     let live: std::collections::HashSet<String> = engine
